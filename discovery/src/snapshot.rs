@@ -1,0 +1,92 @@
+//! The immutable, versioned routing table handed to every worker.
+//!
+//! A [`Snapshot`] is built on the control side and shared as `Arc<Snapshot>`; each
+//! worker turns it into its own view once. Upstreams are individually `Arc`ed so that a
+//! new version shares every upstream that did not change.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use crate::route::Router;
+use crate::spec::UpstreamSettings;
+
+/// Monotonic version of a published snapshot.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Default)]
+pub struct SnapshotVersion(pub u64);
+
+impl std::fmt::Display for SnapshotVersion {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "v{}", self.0)
+    }
+}
+
+/// Routes plus upstreams, versioned.
+#[derive(Debug)]
+pub struct Snapshot {
+    pub version: SnapshotVersion,
+    pub router: Arc<Router>,
+    /// Indexed by [`crate::route::RouteEntry::upstream`].
+    pub upstreams: Vec<Arc<Upstream>>,
+    /// When the change this snapshot carries reached the control side (for the
+    /// propagation-latency measurement).
+    pub origin: Instant,
+}
+
+impl Snapshot {
+    pub fn upstream(&self, name: &str) -> Option<&Arc<Upstream>> {
+        self.upstreams.iter().find(|u| &*u.name == name)
+    }
+}
+
+/// A named set of endpoints and how to reach them.
+#[derive(Debug)]
+pub struct Upstream {
+    pub name: Arc<str>,
+    pub settings: Arc<UpstreamSettings>,
+    /// Every known endpoint, in rotation or not.
+    pub endpoints: Arc<[Endpoint]>,
+    /// Weighted round-robin order over indices into `endpoints` (ready endpoints only).
+    /// Empty when no endpoint is ready.
+    pub schedule: Arc<[u32]>,
+    /// Terminating-but-serving endpoints, used only when `schedule` is empty.
+    pub fallback: Arc<[u32]>,
+    pub status: UpstreamStatus,
+}
+
+impl Upstream {
+    /// True when the upstream has an endpoint it may send a request to.
+    pub fn has_endpoints(&self) -> bool {
+        !self.schedule.is_empty() || !self.fallback.is_empty()
+    }
+}
+
+/// Whether an upstream's endpoint list can be trusted.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum UpstreamStatus {
+    /// Static, or discovered and synced.
+    Ready,
+    /// Its registry has not finished its first list yet.
+    NotSynced { registry: Arc<str> },
+    /// Its registry is disabled or missing from the config.
+    RegistryDisabled { registry: Arc<str> },
+}
+
+/// One address an upstream can send to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct Endpoint {
+    pub addr: SocketAddr,
+    pub weight: u32,
+    pub state: EndpointState,
+}
+
+/// Kubernetes-style endpoint conditions, reduced to what routing needs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum EndpointState {
+    /// In rotation.
+    Ready,
+    /// Serving but terminating: used only when no endpoint is ready.
+    Terminating,
+    /// Known but takes no traffic.
+    NotServing,
+}
