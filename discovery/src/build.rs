@@ -112,6 +112,11 @@ impl TableBuilder {
         })
     }
 
+    /// The version of the last snapshot built.
+    pub fn version(&self) -> SnapshotVersion {
+        self.version
+    }
+
     /// Continues version numbering from `version` (after a reload replaced the builder).
     pub fn continue_from(&mut self, version: SnapshotVersion) {
         self.version = self.version.max(version);

@@ -1,1 +1,29 @@
+//! strait's data plane: thread-per-core HTTP/1.1 reverse proxy.
+//!
+//! Crate map:
+//! - [`config`]: YAML file → checked [`config::Config`] (main thread only).
+//! - [`gateway`]: starts workers, publishes snapshots, shuts down; [`run`] is the entry
+//!   point the binary and the tests share.
+//! - [`worker`]: one pinned OS thread per core with its own monoio runtime, listeners,
+//!   routing view, round-robin cursors and connection pool.
+//! - [`http`]: the HTTP/1.1 codec (heads, bodies, chunked framing, hop-by-hop rules).
+//! - [`proxy`]: the life of a request, top-down.
+//! - [`upstream`]: per-worker endpoint picking and the keep-alive pool.
+//! - [`access_log`]: the per-request log line.
+//! - [`demo`]: the built-in httpbin-like echo backend behind `strait demo`.
 
+pub mod access_log;
+pub mod config;
+pub mod demo;
+pub mod error;
+pub mod gateway;
+pub mod http;
+pub mod proxy;
+mod sys;
+pub mod upstream;
+pub mod worker;
+
+pub use gateway::{run, Gateway, StartError};
+
+/// The embedded config of `strait demo`.
+pub const DEMO_CONFIG: &str = include_str!("../demo.yaml");

@@ -1,1 +1,107 @@
-fn main() {}
+//! The `strait` binary: `strait run --config FILE`, `strait check FILE`, `strait demo`.
+//!
+//! Thin on purpose: parses arguments, sets up logging and signals, then calls into the
+//! library ([`strait::Gateway`]), which the tests drive the same way.
+
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use strait::config::Config;
+use strait::Gateway;
+
+#[derive(Parser)]
+#[command(name = "strait", version, about = "A thread-per-core Kubernetes-native HTTP gateway")]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the gateway with a config file.
+    Run {
+        /// The YAML config file.
+        #[arg(long, short)]
+        config: PathBuf,
+        /// Worker threads (overrides `workers:` in the file).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+    /// Validate a config file and exit (non-zero with the error on a bad file).
+    Check {
+        /// The YAML config file.
+        file: PathBuf,
+    },
+    /// Start the demo: the gateway on 127.0.0.1:9080 in front of three built-in echo
+    /// backends on 127.0.0.2-4:8080.
+    Demo {
+        /// Worker threads (the demo uses one so round-robin is visible).
+        #[arg(long)]
+        workers: Option<usize>,
+    },
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("STRAIT_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,strait=info")),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    match Cli::parse().command {
+        Command::Check { file } => match Config::load(&file) {
+            Ok(_) => {
+                println!("{}: ok", file.display());
+                Ok(())
+            }
+            Err(e) => {
+                eprintln!("{e}");
+                std::process::exit(1);
+            }
+        },
+        Command::Run { config, workers } => {
+            let mut config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            override_workers(&mut config, workers)?;
+            serve(config, Vec::<strait::demo::EchoServer>::new())
+        }
+        Command::Demo { workers } => {
+            let mut config = Config::from_yaml(strait::DEMO_CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
+            override_workers(&mut config, workers)?;
+            let mut backends = Vec::new();
+            for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
+                let addr = format!("{ip}:8080").parse()?;
+                backends.push(
+                    strait::demo::EchoServer::start(addr).with_context(|| format!("demo backend {addr}"))?,
+                );
+                println!("demo backend listening on {addr}");
+            }
+            println!("try: curl -H 'Host: sd.httpbin.org' http://127.0.0.1:9080/v1/anything");
+            serve(config, backends)
+        }
+    }
+}
+
+fn override_workers(config: &mut Config, workers: Option<usize>) -> anyhow::Result<()> {
+    if let Some(n) = workers {
+        config.workers = Some(std::num::NonZeroUsize::new(n).context("--workers must be at least 1")?);
+    }
+    Ok(())
+}
+
+/// Runs until SIGINT or SIGTERM.
+fn serve<T>(config: Config, keep_alive: Vec<T>) -> anyhow::Result<()> {
+    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let gateway = Gateway::start(config)?;
+    for (name, addr) in gateway.config().listeners.iter().map(|l| (&l.name, l.addr)) {
+        let bound = gateway.listen_addr(name).unwrap_or(addr);
+        println!("strait listening on {bound} ({name}), {} workers, drivers {:?}", gateway.workers(), gateway.drivers());
+    }
+    if let Some(sig) = signals.forever().next() {
+        tracing::info!(signal = sig, "stopping");
+    }
+    gateway.shutdown();
+    drop(keep_alive);
+    Ok(())
+}

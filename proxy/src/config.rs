@@ -1,0 +1,133 @@
+//! Configuration: the YAML file form ([`file`]) and its checked form ([`Config`]).
+//!
+//! Runs on: the main thread (startup, `strait check`) and, later, the reload path.
+//! Never on a worker. A file that fails to check is refused whole with a [`ConfigError`]
+//! naming the field path and the line.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use strait_discovery::Spec;
+
+mod check;
+pub mod file;
+mod lines;
+
+/// The checked configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// Worker threads; `None` = one per available core.
+    pub workers: Option<NonZeroUsize>,
+    pub driver: Driver,
+    pub listeners: Vec<ListenerConfig>,
+    pub access_log: AccessLogConfig,
+    pub http: HttpConfig,
+    /// Services, routes and upstreams, for the table builder.
+    pub spec: Spec,
+}
+
+/// Which monoio driver a worker runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Driver {
+    /// io_uring where the kernel allows it, else the legacy epoll driver.
+    #[default]
+    Auto,
+    IoUring,
+    Legacy,
+}
+
+/// One HTTP listener; every worker binds it with SO_REUSEPORT.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerConfig {
+    pub name: String,
+    pub addr: SocketAddr,
+}
+
+/// The per-request access log.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct AccessLogConfig {
+    pub enabled: bool,
+    /// `None`: standard output.
+    pub path: Option<PathBuf>,
+}
+
+/// Client-side HTTP settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HttpConfig {
+    /// Time allowed for a complete request head once its first byte arrived.
+    pub client_header_timeout: Duration,
+    /// Time an idle keep-alive client connection is kept open.
+    pub keepalive_timeout: Duration,
+    /// Between two reads of a request body from the client.
+    pub client_body_timeout: Duration,
+    /// Largest request head (request line + headers) accepted; larger → 431.
+    pub max_request_head_bytes: usize,
+    /// Most header fields in a request or response head.
+    pub max_headers: usize,
+}
+
+impl Default for HttpConfig {
+    fn default() -> Self {
+        Self {
+            client_header_timeout: Duration::from_secs(60),
+            keepalive_timeout: Duration::from_secs(75),
+            client_body_timeout: Duration::from_secs(60),
+            max_request_head_bytes: 32 * 1024,
+            max_headers: 100,
+        }
+    }
+}
+
+/// A refused config: where and what.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    /// The file, when loaded from one.
+    pub file: Option<PathBuf>,
+    /// Dotted field path, e.g. `services[0].routes[1].upstream`; empty for the document.
+    pub field: String,
+    /// 1-based line of the field, when known.
+    pub line: Option<usize>,
+    pub message: String,
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if let Some(file) = &self.file {
+            write!(f, "{}:", file.display())?;
+        }
+        if let Some(line) = self.line {
+            write!(f, "line {line}: ")?;
+        } else if self.file.is_some() {
+            f.write_str(" ")?;
+        }
+        if !self.field.is_empty() {
+            write!(f, "{}: ", self.field)?;
+        }
+        f.write_str(&self.message)
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+impl Config {
+    /// Reads and checks a config file.
+    pub fn load(path: &Path) -> Result<Config, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|e| ConfigError {
+            file: Some(path.to_owned()),
+            field: String::new(),
+            line: None,
+            message: format!("cannot read: {e}"),
+        })?;
+        Config::from_yaml(&text).map_err(|mut e| {
+            e.file = Some(path.to_owned());
+            e
+        })
+    }
+
+    /// Parses and checks YAML text.
+    pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
+        check::from_yaml(text)
+    }
+}

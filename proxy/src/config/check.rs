@@ -1,0 +1,1127 @@
+//! YAML text → [`FileConfig`] → checked [`Config`].
+//!
+//! Runs on: the thread that loads the config (startup, `strait check`, later reload); never
+//! on a worker. Pure: no I/O, no name resolution. The first problem found refuses the whole
+//! file with a [`ConfigError`] naming the field path (`services[0].routes[1].upstream`) and
+//! its line: serde's own errors carry a location, the semantic checks below look the path up
+//! in [`Lines`].
+
+use std::collections::{HashMap, HashSet};
+use std::net::{Ipv6Addr, SocketAddr};
+use std::num::NonZeroUsize;
+use std::time::Duration;
+
+use strait_discovery::route::{MethodSet, METHODS};
+use strait_discovery::spec::{
+    DiscoveryRef, NodeSpec, PassHost, PoolSettings, RouteSpec, ServicePort, ServiceSpec,
+    UpstreamSettings, UpstreamSource, UpstreamSpec,
+};
+use strait_discovery::Spec;
+
+use super::file::{
+    FileAccessLog, FileConfig, FileDiscovery, FileDriver, FileHttp, FileListener, FileNode,
+    FilePassHost, FilePort, FileService, FileUpstream,
+};
+use super::lines::Lines;
+use super::{AccessLogConfig, Config, ConfigError, Driver, HttpConfig, ListenerConfig};
+
+type Result<T, E = ConfigError> = std::result::Result<T, E>;
+
+/// Largest node weight accepted.
+const MAX_WEIGHT: u32 = 10_000;
+
+/// Parses and checks YAML text.
+pub(super) fn from_yaml(text: &str) -> Result<Config> {
+    let lines = Lines::parse(text);
+    let file = deserialize(text, &lines)?;
+    let checker = Checker {
+        lines: &lines,
+        // No registries yet: every `discovery:` is refused. The top-level `registries:`
+        // list fills this in.
+        registries: Vec::new(),
+    };
+    checker.config(file)
+}
+
+/// Runs serde, turning its error into a [`ConfigError`] with one path and one line.
+fn deserialize(text: &str, lines: &Lines) -> Result<FileConfig> {
+    // serde_yaml places a duplicate key at the start of its mapping; yaml-rust2 knows better.
+    if let Some((field, line)) = lines.duplicate() {
+        let key = field.rsplit('.').next().unwrap_or(field);
+        let first = lines
+            .of(field)
+            .map_or(String::new(), |l| format!(" (first at line {l})"));
+        return Err(ConfigError {
+            file: None,
+            field: field.to_owned(),
+            line: Some(line),
+            message: format!("duplicate key `{key}`{first}"),
+        });
+    }
+    // Syntax first: serde_yaml hands the events before a syntax error to the struct, which
+    // may then complain of a missing field instead of the real problem.
+    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+        return Err(yaml_error(String::new(), &e, lines));
+    }
+    let de = serde_yaml::Deserializer::from_str(text);
+    serde_path_to_error::deserialize(de).map_err(|e| {
+        let field = match e.path().to_string() {
+            root if root == "." => String::new(),
+            path => path,
+        };
+        yaml_error(field, e.inner(), lines)
+    })
+}
+
+/// A serde_yaml error at `field` as a [`ConfigError`].
+fn yaml_error(field: String, e: &serde_yaml::Error, lines: &Lines) -> ConfigError {
+    let location = e.location();
+    let mut message = e.to_string();
+    // The line goes into `line`, not into the message.
+    if let Some(loc) = &location {
+        let at = format!(" at line {} column {}", loc.line(), loc.column());
+        message = message.replacen(&at, "", 1);
+    }
+    // serde_yaml puts its own (sometimes shorter) path first; `field` has the full one.
+    if let Some((head, rest)) = message.split_once(": ") {
+        if !field.is_empty() && !head.contains(' ') && field.starts_with(head) {
+            message = rest.to_owned();
+        }
+    }
+    message = plain_types(&message);
+    let line = location.map(|l| l.line()).or_else(|| lines.of(&field));
+    ConfigError {
+        file: None,
+        field,
+        line,
+        message,
+    }
+}
+
+/// Rust type names in serde's "expected …" replaced by what a YAML author writes.
+fn plain_types(message: &str) -> String {
+    let mut out = message
+        .replace("expected usize", "expected a non-negative integer")
+        .replace("expected u32", "expected a non-negative integer")
+        .replace("expected a boolean", "expected true or false");
+    // "expected struct FileService" → "expected a mapping"
+    if let Some(i) = out.find("expected struct ") {
+        let name = &out[i + "expected struct ".len()..];
+        let end = name
+            .find(|c: char| !c.is_alphanumeric())
+            .unwrap_or(name.len());
+        out.replace_range(i..i + "expected struct ".len() + end, "expected a mapping");
+    }
+    out
+}
+
+/// The semantic checks, with what they need to name a line.
+struct Checker<'a> {
+    lines: &'a Lines,
+    /// Registry names an upstream's `discovery.registry` may use.
+    registries: Vec<String>,
+}
+
+impl Checker<'_> {
+    fn error(&self, field: impl Into<String>, message: impl Into<String>) -> ConfigError {
+        let field = field.into();
+        ConfigError {
+            file: None,
+            line: self.lines.of(&field),
+            field,
+            message: message.into(),
+        }
+    }
+
+    fn config(&self, file: FileConfig) -> Result<Config> {
+        let FileConfig {
+            workers,
+            driver,
+            listeners,
+            access_log,
+            http,
+            services,
+            upstreams,
+        } = file;
+        let workers = match workers {
+            None => None,
+            Some(n) => Some(
+                NonZeroUsize::new(n).ok_or_else(|| self.error("workers", "must be at least 1"))?,
+            ),
+        };
+        let driver = match driver {
+            FileDriver::Auto => Driver::Auto,
+            FileDriver::IoUring => Driver::IoUring,
+            FileDriver::Legacy => Driver::Legacy,
+        };
+        let listeners = self.listeners(listeners)?;
+        let access_log = self.access_log(access_log)?;
+        let http = self.http(http)?;
+        let defined: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        let services = self.services(services, &defined)?;
+        let upstreams = self.upstreams(upstreams)?;
+        Ok(Config {
+            workers,
+            driver,
+            listeners,
+            access_log,
+            http,
+            spec: Spec {
+                services,
+                upstreams,
+            },
+        })
+    }
+
+    // === names, addresses, durations ===
+
+    /// Each item of the list at `list` (e.g. `services[0].routes`) has a non-empty name,
+    /// free of whitespace, unique in the list.
+    fn unique_names<'n>(
+        &self,
+        list: &str,
+        what: &str,
+        names: impl Iterator<Item = &'n str>,
+    ) -> Result<()> {
+        let mut seen: HashMap<&str, usize> = HashMap::new();
+        for (i, name) in names.enumerate() {
+            let field = format!("{list}[{i}].name");
+            if name.is_empty() {
+                return Err(self.error(field, format!("{what} name must not be empty")));
+            }
+            if name.chars().any(|c| c.is_whitespace() || c.is_control()) {
+                return Err(self.error(
+                    field,
+                    format!("{what} name {name:?} must not contain whitespace"),
+                ));
+            }
+            if let Some(first) = seen.insert(name, i) {
+                return Err(self.error(
+                    field,
+                    format!("duplicate {what} name {name:?} (also {list}[{first}])"),
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    fn socket_addr(&self, field: &str, text: &str) -> Result<SocketAddr> {
+        text.trim().parse().map_err(|_| {
+            self.error(
+                field,
+                format!(
+                    "{text:?} is not an IP address and port (e.g. 127.0.0.1:8080, [::1]:8080); \
+                     host names are not resolved"
+                ),
+            )
+        })
+    }
+
+    /// A humantime duration above zero, or `default` when absent.
+    fn duration(&self, field: &str, text: Option<&str>, default: Duration) -> Result<Duration> {
+        let Some(text) = text else {
+            return Ok(default);
+        };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if d.is_zero() => Err(self.error(field, "duration must be greater than 0")),
+            Ok(d) => Ok(d),
+            Err(e) => Err(self.error(field, format!("invalid duration {text:?}: {e}"))),
+        }
+    }
+
+    /// A count above zero, or `default` when absent.
+    fn positive(&self, field: &str, value: Option<usize>, default: usize) -> Result<usize> {
+        match value {
+            Some(0) => Err(self.error(field, "must be greater than 0")),
+            Some(n) => Ok(n),
+            None => Ok(default),
+        }
+    }
+
+    /// A service host: lower-cased; an exact name, a `*.suffix` wildcard or `[v6]`.
+    fn host(&self, field: &str, text: &str) -> Result<String> {
+        let host = text.trim().to_ascii_lowercase();
+        let bad = |why: &str| Err(self.error(field, format!("invalid host {text:?}: {why}")));
+        if host.is_empty() {
+            return bad("empty");
+        }
+        if let Some(inner) = host.strip_prefix('[') {
+            return match inner.strip_suffix(']').map(str::parse::<Ipv6Addr>) {
+                Some(Ok(_)) => Ok(host),
+                _ => bad("expected an IPv6 address in brackets, as in [::1]"),
+            };
+        }
+        let name = host.strip_prefix("*.").unwrap_or(&host);
+        if name.contains('*') {
+            return bad("`*` is only allowed as the whole first label, as in *.example.com");
+        }
+        if name.contains(':') {
+            return bad("a host is a name without a port");
+        }
+        if name.len() > 253 {
+            return bad("longer than 253 characters");
+        }
+        for label in name.split('.') {
+            if label.is_empty() {
+                return bad("empty label (a leading, trailing or double dot)");
+            }
+            if label.len() > 63 {
+                return bad("a label is longer than 63 characters");
+            }
+            if !label
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+            {
+                return bad("only letters, digits, `-`, `_` and `.` are allowed");
+            }
+        }
+        Ok(host)
+    }
+
+    /// A path prefix: starts with `/`, no query, fragment or whitespace.
+    fn path(&self, field: &str, path: &str) -> Result<()> {
+        if !path.starts_with('/') {
+            return Err(self.error(field, format!("path {path:?} must start with `/`")));
+        }
+        if path.contains(['?', '#']) || path.chars().any(|c| c.is_whitespace() || c.is_control()) {
+            return Err(self.error(
+                field,
+                format!("path {path:?} must not contain `?`, `#` or whitespace"),
+            ));
+        }
+        Ok(())
+    }
+
+    // === listeners, access log, http ===
+
+    fn listeners(&self, items: Vec<FileListener>) -> Result<Vec<ListenerConfig>> {
+        if items.is_empty() {
+            return Err(self.error("listeners", "at least one listener is required"));
+        }
+        self.unique_names(
+            "listeners",
+            "listener",
+            items.iter().map(|l| l.name.as_str()),
+        )?;
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let field = format!("listeners[{i}].address");
+            let addr = self.socket_addr(&field, &item.address)?;
+            // Port 0 (any free port) is allowed: tests bind 127.0.0.x:0.
+            if let Some(first) = seen.insert(addr, i) {
+                return Err(self.error(
+                    field,
+                    format!("address {addr} is already used by listeners[{first}]"),
+                ));
+            }
+            out.push(ListenerConfig {
+                name: item.name,
+                addr,
+            });
+        }
+        Ok(out)
+    }
+
+    fn access_log(&self, file: FileAccessLog) -> Result<AccessLogConfig> {
+        if file.path.as_ref().is_some_and(|p| p.as_os_str().is_empty()) {
+            return Err(self.error(
+                "access_log.path",
+                "must not be empty (leave it out for standard output)",
+            ));
+        }
+        Ok(AccessLogConfig {
+            enabled: file.enabled,
+            path: file.path,
+        })
+    }
+
+    fn http(&self, file: FileHttp) -> Result<HttpConfig> {
+        let d = HttpConfig::default();
+        Ok(HttpConfig {
+            client_header_timeout: self.duration(
+                "http.client_header_timeout",
+                file.client_header_timeout.as_deref(),
+                d.client_header_timeout,
+            )?,
+            keepalive_timeout: self.duration(
+                "http.keepalive_timeout",
+                file.keepalive_timeout.as_deref(),
+                d.keepalive_timeout,
+            )?,
+            client_body_timeout: self.duration(
+                "http.client_body_timeout",
+                file.client_body_timeout.as_deref(),
+                d.client_body_timeout,
+            )?,
+            max_request_head_bytes: self.positive(
+                "http.max_request_head_bytes",
+                file.max_request_head_bytes,
+                d.max_request_head_bytes,
+            )?,
+            max_headers: self.positive("http.max_headers", file.max_headers, d.max_headers)?,
+        })
+    }
+
+    // === services and routes ===
+
+    fn services(
+        &self,
+        items: Vec<FileService>,
+        upstreams: &HashSet<&str>,
+    ) -> Result<Vec<ServiceSpec>> {
+        self.unique_names("services", "service", items.iter().map(|s| s.name.as_str()))?;
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, s)| self.service(&format!("services[{i}]"), s, upstreams))
+            .collect()
+    }
+
+    fn service(
+        &self,
+        at: &str,
+        service: FileService,
+        upstreams: &HashSet<&str>,
+    ) -> Result<ServiceSpec> {
+        let mut hosts: Vec<String> = Vec::with_capacity(service.hosts.len());
+        for (j, text) in service.hosts.iter().enumerate() {
+            let field = format!("{at}.hosts[{j}]");
+            let host = self.host(&field, text)?;
+            if let Some(first) = hosts.iter().position(|h| *h == host) {
+                return Err(self.error(
+                    field,
+                    format!("host {host:?} is listed twice (also {at}.hosts[{first}])"),
+                ));
+            }
+            hosts.push(host);
+        }
+        let path_prefix = match service.path_prefix {
+            None => "/".to_owned(),
+            Some(p) => {
+                self.path(&format!("{at}.path_prefix"), &p)?;
+                p
+            }
+        };
+        if let Some(name) = &service.upstream {
+            self.upstream_ref(&format!("{at}.upstream"), name, upstreams)?;
+        } else if service.routes.is_empty() {
+            return Err(self.error(
+                format!("{at}.upstream"),
+                "a service without routes needs an upstream",
+            ));
+        }
+        let list = format!("{at}.routes");
+        self.unique_names(
+            &list,
+            "route",
+            service.routes.iter().map(|r| r.name.as_str()),
+        )?;
+        let mut routes = Vec::with_capacity(service.routes.len());
+        for (j, route) in service.routes.into_iter().enumerate() {
+            let at = format!("{list}[{j}]");
+            self.path(&format!("{at}.path"), &route.path)?;
+            let upper: Vec<String> = route
+                .methods
+                .iter()
+                .map(|m| m.trim().to_ascii_uppercase())
+                .collect();
+            let methods =
+                MethodSet::try_from_names(upper.iter().map(String::as_str)).map_err(|bad| {
+                    let k = upper.iter().position(|m| m == bad).unwrap_or(0);
+                    self.error(
+                        format!("{at}.methods[{k}]"),
+                        format!("unknown method {bad:?} (known: {})", METHODS.join(", ")),
+                    )
+                })?;
+            match (&route.upstream, &service.upstream) {
+                (Some(name), _) => self.upstream_ref(&format!("{at}.upstream"), name, upstreams)?,
+                (None, Some(_)) => {}
+                (None, None) => {
+                    return Err(self.error(
+                        format!("{at}.upstream"),
+                        "no upstream: set `upstream` on the route or on its service",
+                    ))
+                }
+            }
+            routes.push(RouteSpec {
+                name: route.name,
+                path: route.path,
+                strip_prefix: route.strip_prefix,
+                methods,
+                upstream: route.upstream,
+            });
+        }
+        Ok(ServiceSpec {
+            name: service.name,
+            hosts,
+            path_prefix,
+            upstream: service.upstream,
+            routes,
+        })
+    }
+
+    fn upstream_ref(&self, field: &str, name: &str, defined: &HashSet<&str>) -> Result<()> {
+        if defined.contains(name) {
+            Ok(())
+        } else {
+            Err(self.error(field, format!("upstream {name:?} is not defined")))
+        }
+    }
+
+    // === upstreams ===
+
+    fn upstreams(&self, items: Vec<FileUpstream>) -> Result<Vec<UpstreamSpec>> {
+        self.unique_names(
+            "upstreams",
+            "upstream",
+            items.iter().map(|u| u.name.as_str()),
+        )?;
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, u)| self.upstream(&format!("upstreams[{i}]"), u))
+            .collect()
+    }
+
+    fn upstream(&self, at: &str, upstream: FileUpstream) -> Result<UpstreamSpec> {
+        let source = match (upstream.nodes, upstream.discovery) {
+            (Some(nodes), None) => UpstreamSource::Static(self.nodes(at, nodes)?),
+            (None, Some(discovery)) => UpstreamSource::Discovery(self.discovery(at, discovery)?),
+            (Some(_), Some(_)) => {
+                return Err(self.error(
+                    format!("{at}.discovery"),
+                    "`nodes` and `discovery` exclude each other: give one",
+                ))
+            }
+            (None, None) => {
+                return Err(self.error(at, "an upstream needs `nodes` or `discovery`"));
+            }
+        };
+        let pass_host = match (upstream.pass_host, upstream.upstream_host) {
+            (FilePassHost::Rewrite, Some(host)) => {
+                PassHost::Rewrite(self.host_header(&format!("{at}.upstream_host"), &host)?)
+            }
+            (FilePassHost::Rewrite, None) => {
+                return Err(self.error(
+                    format!("{at}.pass_host"),
+                    "`pass_host: rewrite` needs `upstream_host`",
+                ))
+            }
+            (_, Some(_)) => {
+                return Err(self.error(
+                    format!("{at}.upstream_host"),
+                    "`upstream_host` is only used with `pass_host: rewrite`",
+                ))
+            }
+            (FilePassHost::Pass, None) => PassHost::Pass,
+            (FilePassHost::Node, None) => PassHost::Node,
+        };
+        let d = UpstreamSettings::default();
+        let t = &upstream.timeouts;
+        let k = &upstream.keepalive;
+        let settings = UpstreamSettings {
+            connect_timeout: self.duration(
+                &format!("{at}.timeouts.connect"),
+                t.connect.as_deref(),
+                d.connect_timeout,
+            )?,
+            response_header_timeout: self.duration(
+                &format!("{at}.timeouts.response_header"),
+                t.response_header.as_deref(),
+                d.response_header_timeout,
+            )?,
+            read_timeout: self.duration(
+                &format!("{at}.timeouts.read"),
+                t.read.as_deref(),
+                d.read_timeout,
+            )?,
+            retries: upstream.retries,
+            pass_host,
+            pool: PoolSettings {
+                max_idle_per_endpoint: k.max_idle.unwrap_or(d.pool.max_idle_per_endpoint),
+                idle_timeout: self.duration(
+                    &format!("{at}.keepalive.idle_timeout"),
+                    k.idle_timeout.as_deref(),
+                    d.pool.idle_timeout,
+                )?,
+                max_requests_per_connection: k
+                    .max_requests
+                    .unwrap_or(d.pool.max_requests_per_connection),
+            },
+        };
+        Ok(UpstreamSpec {
+            name: upstream.name,
+            source,
+            settings,
+        })
+    }
+
+    fn nodes(&self, at: &str, nodes: Vec<FileNode>) -> Result<Vec<NodeSpec>> {
+        if nodes.is_empty() {
+            return Err(self.error(format!("{at}.nodes"), "at least one node is required"));
+        }
+        let mut seen: HashMap<SocketAddr, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(nodes.len());
+        for (j, node) in nodes.iter().enumerate() {
+            let field = format!("{at}.nodes[{j}].address");
+            let addr = self.socket_addr(&field, &node.address)?;
+            if addr.port() == 0 {
+                return Err(self.error(field, format!("node {addr} has port 0")));
+            }
+            if let Some(first) = seen.insert(addr, j) {
+                return Err(self.error(
+                    field,
+                    format!("node {addr} is listed twice (also {at}.nodes[{first}])"),
+                ));
+            }
+            let weight = node.weight.unwrap_or(1);
+            if weight > MAX_WEIGHT {
+                return Err(self.error(
+                    format!("{at}.nodes[{j}].weight"),
+                    format!("weight {weight} is out of range 0..={MAX_WEIGHT}"),
+                ));
+            }
+            out.push(NodeSpec { addr, weight });
+        }
+        if out.iter().all(|n| n.weight == 0) {
+            return Err(self.error(
+                format!("{at}.nodes"),
+                "every node has weight 0; at least one needs a weight above 0",
+            ));
+        }
+        Ok(out)
+    }
+
+    fn discovery(&self, at: &str, file: FileDiscovery) -> Result<DiscoveryRef> {
+        let at = format!("{at}.discovery");
+        if !self.registries.contains(&file.registry) {
+            let hint = if self.registries.is_empty() {
+                " (no registries are configured)"
+            } else {
+                ""
+            };
+            return Err(self.error(
+                format!("{at}.registry"),
+                format!("registry {:?} is not defined{hint}", file.registry),
+            ));
+        }
+        for (key, value) in [("namespace", &file.namespace), ("service", &file.service)] {
+            if value.trim().is_empty() {
+                return Err(self.error(format!("{at}.{key}"), "must not be empty"));
+            }
+        }
+        Ok(DiscoveryRef {
+            registry: file.registry,
+            namespace: file.namespace,
+            service: file.service,
+            port: match file.port {
+                FilePort::Number(n) => ServicePort::Number(n),
+                FilePort::Name(name) => ServicePort::Name(name),
+            },
+        })
+    }
+
+    /// A fixed `Host` header value (`example.com`, `example.com:8443`).
+    fn host_header(&self, field: &str, text: &str) -> Result<String> {
+        let host = text.trim();
+        if host.is_empty()
+            || host
+                .chars()
+                .any(|c| c.is_whitespace() || c.is_control() || matches!(c, '/' | '*' | '@'))
+        {
+            return Err(self.error(
+                field,
+                format!("{text:?} is not a Host header value such as example.com:8443"),
+            ));
+        }
+        Ok(host.to_owned())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::path::PathBuf;
+
+    fn refused(yaml: &str) -> ConfigError {
+        from_yaml(yaml).expect_err("the config must be refused")
+    }
+
+    /// A valid config with one listener and one upstream `u`, then `services`.
+    fn with_services(services: &str) -> String {
+        format!(
+            "listeners:\n  - name: http\n    address: 127.0.0.1:9080\n\
+             upstreams:\n  - name: u\n    nodes:\n      - address: 127.0.0.2:8080\n\
+             services:\n{services}"
+        )
+    }
+
+    /// A valid config with one listener and one service using upstream `u`, then `upstreams`.
+    fn with_upstreams(upstreams: &str) -> String {
+        format!(
+            "listeners:\n  - name: http\n    address: 127.0.0.1:9080\n\
+             services:\n  - name: s\n    upstream: u\n\
+             upstreams:\n{upstreams}"
+        )
+    }
+
+    const SEED: &str = "\
+workers: 2
+listeners:
+  - name: http
+    address: 127.0.0.1:9080
+services:
+  - name: sd-app
+    hosts: [sd.httpbin.org]
+    path_prefix: /v1
+    upstream: httpbin
+    routes:
+      - name: anything
+        path: /anything
+        strip_prefix: true
+upstreams:
+  - name: httpbin
+    nodes:
+      - address: 127.0.0.2:8080
+      - address: 127.0.0.3:8080
+      - address: 127.0.0.4:8080
+";
+
+    #[test]
+    fn seed_config_parses_into_the_expected_config() {
+        let config = from_yaml(SEED).expect("seed config");
+        let node = |a: &str| NodeSpec {
+            addr: a.parse().unwrap(),
+            weight: 1,
+        };
+        let expected = Config {
+            workers: NonZeroUsize::new(2),
+            driver: Driver::Auto,
+            listeners: vec![ListenerConfig {
+                name: "http".into(),
+                addr: "127.0.0.1:9080".parse().unwrap(),
+            }],
+            access_log: AccessLogConfig::default(),
+            http: HttpConfig::default(),
+            spec: Spec {
+                services: vec![ServiceSpec {
+                    name: "sd-app".into(),
+                    hosts: vec!["sd.httpbin.org".into()],
+                    path_prefix: "/v1".into(),
+                    upstream: Some("httpbin".into()),
+                    routes: vec![RouteSpec {
+                        name: "anything".into(),
+                        path: "/anything".into(),
+                        strip_prefix: true,
+                        methods: MethodSet::ANY,
+                        upstream: None,
+                    }],
+                }],
+                upstreams: vec![UpstreamSpec {
+                    name: "httpbin".into(),
+                    source: UpstreamSource::Static(vec![
+                        node("127.0.0.2:8080"),
+                        node("127.0.0.3:8080"),
+                        node("127.0.0.4:8080"),
+                    ]),
+                    settings: UpstreamSettings::default(),
+                }],
+            },
+        };
+        assert_eq!(config, expected);
+    }
+
+    #[test]
+    fn every_key_is_read_into_the_checked_form() {
+        let config = from_yaml(
+            "\
+workers: 4
+driver: io_uring
+listeners:
+  - name: http
+    address: '[::1]:0'
+access_log:
+  enabled: true
+  path: /var/log/strait/access.log
+http:
+  client_header_timeout: 10s
+  client_body_timeout: 20s
+  keepalive_timeout: 1m
+  max_request_head_bytes: 8192
+  max_headers: 50
+services:
+  - name: s
+    hosts: [API.Example.com, '*.example.org']
+    routes:
+      - name: r
+        path: /r
+        methods: [get, Post]
+        upstream: u
+upstreams:
+  - name: u
+    nodes:
+      - address: 10.0.0.1:80
+        weight: 0
+      - address: 10.0.0.2:80
+        weight: 10000
+    timeouts:
+      connect: 250ms
+      response_header: 2s
+      read: 3s
+    retries: 0
+    pass_host: rewrite
+    upstream_host: example.com:8443
+    keepalive:
+      max_idle: 0
+      idle_timeout: 5s
+      max_requests: 0
+",
+        )
+        .expect("valid config");
+        assert_eq!(config.workers, NonZeroUsize::new(4));
+        assert_eq!(config.driver, Driver::IoUring);
+        assert_eq!(config.listeners[0].addr, "[::1]:0".parse().unwrap());
+        assert_eq!(
+            config.access_log,
+            AccessLogConfig {
+                enabled: true,
+                path: Some(PathBuf::from("/var/log/strait/access.log")),
+            }
+        );
+        assert_eq!(
+            config.http,
+            HttpConfig {
+                client_header_timeout: Duration::from_secs(10),
+                client_body_timeout: Duration::from_secs(20),
+                keepalive_timeout: Duration::from_secs(60),
+                max_request_head_bytes: 8192,
+                max_headers: 50,
+            }
+        );
+        let service = &config.spec.services[0];
+        assert_eq!(service.hosts, ["api.example.com", "*.example.org"]);
+        assert_eq!(service.path_prefix, "/");
+        let route = &service.routes[0];
+        assert_eq!(route.methods.names().collect::<Vec<_>>(), ["GET", "POST"]);
+        assert_eq!(route.upstream.as_deref(), Some("u"));
+        let upstream = &config.spec.upstreams[0];
+        let UpstreamSource::Static(nodes) = &upstream.source else {
+            panic!("static nodes expected");
+        };
+        assert_eq!(
+            nodes.iter().map(|n| n.weight).collect::<Vec<_>>(),
+            [0, 10000]
+        );
+        assert_eq!(
+            upstream.settings,
+            UpstreamSettings {
+                connect_timeout: Duration::from_millis(250),
+                response_header_timeout: Duration::from_secs(2),
+                read_timeout: Duration::from_secs(3),
+                retries: Some(0),
+                pass_host: PassHost::Rewrite("example.com:8443".into()),
+                pool: PoolSettings {
+                    max_idle_per_endpoint: 0,
+                    idle_timeout: Duration::from_secs(5),
+                    max_requests_per_connection: 0,
+                },
+            }
+        );
+    }
+
+    #[test]
+    fn the_example_in_config_md_is_accepted() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIG.md");
+        let doc = std::fs::read_to_string(path).expect("CONFIG.md next to the workspace root");
+        let start = doc.find("```yaml\n").expect("a ```yaml block") + "```yaml\n".len();
+        let len = doc[start..].find("```").expect("the block's end");
+        if let Err(e) = from_yaml(&doc[start..start + len]) {
+            panic!("CONFIG.md's first example is refused: {e}");
+        }
+    }
+
+    #[test]
+    fn an_unknown_key_is_refused_with_its_path_and_line() {
+        let e = refused(&with_services(
+            "  - name: s\n    routes:\n      - name: r\n        path: /\n        upstrem: u\n",
+        ));
+        assert_eq!(e.field, "services[0].routes[0].upstrem");
+        assert_eq!(e.line, Some(13));
+        assert!(
+            e.message.starts_with("unknown field `upstrem`"),
+            "{}",
+            e.message
+        );
+        assert!(!e.message.contains("line"), "{}", e.message);
+
+        let e = refused("listeners: []\n\nlistner: 1\n");
+        assert_eq!((e.field.as_str(), e.line), ("listner", Some(3)));
+    }
+
+    #[test]
+    fn an_undefined_upstream_names_the_route_field_and_line() {
+        let e = refused(&with_services(
+            "  - name: s\n    routes:\n      - name: r\n        path: /\n        upstream: nope\n",
+        ));
+        assert_eq!(e.field, "services[0].routes[0].upstream");
+        assert_eq!(e.line, Some(13));
+        assert_eq!(e.message, "upstream \"nope\" is not defined");
+    }
+
+    #[test]
+    fn a_route_without_any_upstream_is_refused() {
+        let e = refused(&with_services(
+            "  - name: s\n    routes:\n      - name: r\n        path: /\n",
+        ));
+        assert_eq!(e.field, "services[0].routes[0].upstream");
+        assert_eq!(e.line, Some(11), "falls back to the route's line");
+        let e = refused(&with_services("  - name: s\n"));
+        assert_eq!(e.field, "services[0].upstream");
+    }
+
+    #[test]
+    fn error_display_names_file_line_and_field() {
+        let yaml = "\
+# strait.yaml
+workers: 1
+listeners:
+  - name: http
+    address: 127.0.0.1:9080
+upstreams:
+  - name: u
+    nodes:
+      - address: 127.0.0.2:8080
+services:
+  - name: s
+    upstream: x
+";
+        let mut e = refused(yaml);
+        e.file = Some(PathBuf::from("strait.yaml"));
+        assert_eq!(
+            e.to_string(),
+            "strait.yaml:line 12: services[0].upstream: upstream \"x\" is not defined"
+        );
+    }
+
+    #[test]
+    fn bad_durations_are_refused() {
+        let node = "  - name: u\n    nodes:\n      - address: 127.0.0.2:8080\n";
+        let e = refused(&with_upstreams(&format!(
+            "{node}    timeouts:\n      connect: 5 parsecs\n"
+        )));
+        assert_eq!(e.field, "upstreams[0].timeouts.connect");
+        assert_eq!(e.line, Some(12));
+        assert!(
+            e.message.starts_with("invalid duration \"5 parsecs\""),
+            "{}",
+            e.message
+        );
+
+        let e = refused(&with_upstreams(&format!(
+            "{node}    keepalive:\n      idle_timeout: 0s\n"
+        )));
+        assert_eq!(e.field, "upstreams[0].keepalive.idle_timeout");
+        assert_eq!(e.message, "duration must be greater than 0");
+
+        let e = refused(
+            "listeners: [{name: a, address: '127.0.0.1:1'}]\nhttp:\n  keepalive_timeout: 5\n",
+        );
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("http.keepalive_timeout", Some(3))
+        );
+    }
+
+    #[test]
+    fn bad_addresses_are_refused() {
+        let e = refused(&with_upstreams(
+            "  - name: u\n    nodes:\n      - address: localhost:8080\n",
+        ));
+        assert_eq!(e.field, "upstreams[0].nodes[0].address");
+        assert_eq!(e.line, Some(10));
+        assert!(
+            e.message.contains("an IP address and port"),
+            "{}",
+            e.message
+        );
+
+        let e = refused("listeners:\n  - name: a\n    address: 127.0.0.1\n");
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("listeners[0].address", Some(3))
+        );
+
+        let e = refused(&with_upstreams(
+            "  - name: u\n    nodes:\n      - address: 127.0.0.2:0\n",
+        ));
+        assert!(e.message.contains("port 0"), "{}", e.message);
+    }
+
+    #[test]
+    fn duplicate_names_and_addresses_are_refused() {
+        let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n  - name: s\n    upstream: u\n",
+        ));
+        assert_eq!(e.field, "services[1].name");
+        assert_eq!(e.line, Some(11));
+        assert_eq!(e.message, "duplicate service name \"s\" (also services[0])");
+
+        let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    routes:\n      - {name: r, path: /a}\n      - {name: r, path: /b}\n",
+        ));
+        assert_eq!(e.field, "services[0].routes[1].name");
+
+        let e = refused(&with_upstreams(
+            "  - name: u\n    nodes: [{address: '127.0.0.2:1'}]\n  - name: u\n    nodes: [{address: '127.0.0.3:1'}]\n",
+        ));
+        assert_eq!((e.field.as_str(), e.line), ("upstreams[1].name", Some(10)));
+
+        let e = refused(&with_services("  - name: ''\n    upstream: u\n"));
+        assert_eq!(e.message, "service name must not be empty");
+
+        let e = refused(
+            "listeners:\n  - {name: a, address: '127.0.0.1:80'}\n  - {name: b, address: '127.0.0.1:80'}\n",
+        );
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("listeners[1].address", Some(3))
+        );
+
+        let e = refused(&with_upstreams(
+            "  - name: u\n    nodes: [{address: '127.0.0.2:1'}, {address: '127.0.0.2:1'}]\n",
+        ));
+        assert_eq!(e.field, "upstreams[0].nodes[1].address");
+    }
+
+    #[test]
+    fn hosts_paths_and_methods_are_checked() {
+        let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    hosts: [a.*.com]\n",
+        ));
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("services[0].hosts[0]", Some(11))
+        );
+        let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    hosts: ['a.com:80']\n",
+        ));
+        assert!(e.message.contains("without a port"), "{}", e.message);
+        let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    hosts: [a.com, A.com]\n",
+        ));
+        assert_eq!(e.field, "services[0].hosts[1]");
+
+        let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    path_prefix: v1\n",
+        ));
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("services[0].path_prefix", Some(11))
+        );
+        let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    routes: [{name: r, path: x}]\n",
+        ));
+        assert_eq!(e.field, "services[0].routes[0].path");
+
+        let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    routes:\n      - name: r\n        path: /\n        methods: [GET, FETCH]\n",
+        ));
+        assert_eq!(e.field, "services[0].routes[0].methods[1]");
+        assert_eq!(e.line, Some(14));
+        assert!(
+            e.message.starts_with("unknown method \"FETCH\""),
+            "{}",
+            e.message
+        );
+    }
+
+    #[test]
+    fn node_weights_are_checked() {
+        let e = refused(&with_upstreams(
+            "  - name: u\n    nodes:\n      - address: 127.0.0.2:1\n        weight: 10001\n",
+        ));
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("upstreams[0].nodes[0].weight", Some(11))
+        );
+        let e = refused(&with_upstreams(
+            "  - name: u\n    nodes:\n      - {address: '127.0.0.2:1', weight: 0}\n      - {address: '127.0.0.3:1', weight: 0}\n",
+        ));
+        assert_eq!(e.field, "upstreams[0].nodes");
+        assert!(
+            e.message.starts_with("every node has weight 0"),
+            "{}",
+            e.message
+        );
+        let e = refused(&with_upstreams("  - name: u\n    nodes: []\n"));
+        assert_eq!(e.message, "at least one node is required");
+    }
+
+    #[test]
+    fn pass_host_and_upstream_host_must_agree() {
+        let node = "  - name: u\n    nodes: [{address: '127.0.0.2:1'}]\n";
+        let e = refused(&with_upstreams(&format!("{node}    pass_host: rewrite\n")));
+        assert_eq!(
+            (e.field.as_str(), e.line),
+            ("upstreams[0].pass_host", Some(10))
+        );
+        let e = refused(&with_upstreams(&format!(
+            "{node}    upstream_host: a.com\n"
+        )));
+        assert_eq!(e.field, "upstreams[0].upstream_host");
+        let e = refused(&with_upstreams(&format!(
+            "{node}    pass_host: sometimes\n"
+        )));
+        assert_eq!(e.field, "upstreams[0].pass_host");
+        assert!(e.message.contains("unknown variant"), "{}", e.message);
+    }
+
+    #[test]
+    fn discovery_is_refused_until_registries_exist() {
+        let e = refused(&with_upstreams(
+            "  - name: u\n    discovery:\n      registry: k8s\n      namespace: default\n      service: web\n      port: http\n",
+        ));
+        assert_eq!(e.field, "upstreams[0].discovery.registry");
+        assert_eq!(e.line, Some(10));
+        assert_eq!(
+            e.message,
+            "registry \"k8s\" is not defined (no registries are configured)"
+        );
+
+        let e = refused(&with_upstreams(
+            "  - name: u\n    nodes: [{address: '127.0.0.2:1'}]\n    discovery: {registry: k, namespace: n, service: s, port: 80}\n",
+        ));
+        assert_eq!(e.field, "upstreams[0].discovery");
+        let e = refused(&with_upstreams("  - name: u\n"));
+        assert_eq!((e.field.as_str(), e.line), ("upstreams[0]", Some(8)));
+        let e = refused(&with_upstreams(
+            "  - name: u\n    discovery: {registry: k, namespace: n, service: s, port: 70000}\n",
+        ));
+        assert_eq!(e.field, "upstreams[0].discovery.port");
+    }
+
+    #[test]
+    fn workers_listeners_and_syntax_errors_are_reported() {
+        let e = refused("workers: 0\nlisteners: [{name: a, address: '127.0.0.1:1'}]\n");
+        assert_eq!((e.field.as_str(), e.line), ("workers", Some(1)));
+        let e = refused("workers: -1\n");
+        assert_eq!((e.field.as_str(), e.line), ("workers", Some(1)));
+        let e = refused("workers: 1\n");
+        assert_eq!(e.field, "listeners");
+        assert_eq!(e.message, "at least one listener is required");
+        let e = refused("listeners:\n  - name: a\n   address: x\n");
+        assert_eq!((e.field.as_str(), e.line), ("", Some(3)));
+        assert!(
+            e.message.starts_with("did not find expected"),
+            "{}",
+            e.message
+        );
+        let e = refused("listeners:\n  - name: a\n    address: '127.0.0.1:1'\n    name: b\n");
+        assert_eq!((e.field.as_str(), e.line), ("listeners[0].name", Some(4)));
+        assert_eq!(e.message, "duplicate key `name` (first at line 2)");
+        let e = refused("listeners:\n  - address: '127.0.0.1:1'\n");
+        assert_eq!(e.field, "listeners[0]");
+        assert!(e.message.contains("missing field `name`"), "{}", e.message);
+    }
+}

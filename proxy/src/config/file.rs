@@ -1,0 +1,484 @@
+//! The YAML form of the config, exactly as serde reads it: no defaults resolved, no
+//! cross-references checked. [`super::check`] turns it into [`super::Config`].
+//!
+//! Runs on: the main thread (startup, `strait check`), later the reload path; never on a
+//! worker. Every field is documented here and in CONFIG.md; each struct's `FIELDS` lists
+//! its keys, and tests check that the list matches serde's and that CONFIG.md names each.
+//! Durations stay strings here (`"250ms"`, `"5s"`) so the check can name the field of a bad one.
+
+use serde::de::{self, Deserializer, Visitor};
+use serde::Deserialize;
+use std::path::PathBuf;
+
+/// The whole file.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// Worker threads, at least 1. Default: one per available core.
+    #[serde(default)]
+    pub workers: Option<usize>,
+    /// Which monoio driver the workers run. Default: `auto`.
+    #[serde(default)]
+    pub driver: FileDriver,
+    /// HTTP listeners; at least one.
+    #[serde(default)]
+    pub listeners: Vec<FileListener>,
+    /// The per-request access log. Default: off.
+    #[serde(default)]
+    pub access_log: FileAccessLog,
+    /// Client-side HTTP limits and timeouts.
+    #[serde(default)]
+    pub http: FileHttp,
+    /// Hosts and path prefixes, each routed to an upstream.
+    #[serde(default)]
+    pub services: Vec<FileService>,
+    /// Named sets of endpoints that services and routes send requests to.
+    #[serde(default)]
+    pub upstreams: Vec<FileUpstream>,
+}
+
+impl FileConfig {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "workers",
+        "driver",
+        "listeners",
+        "access_log",
+        "http",
+        "services",
+        "upstreams",
+    ];
+}
+
+/// `driver:` values.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileDriver {
+    /// io_uring where the kernel allows it, else the legacy epoll driver.
+    #[default]
+    Auto,
+    /// io_uring only; a worker that cannot set it up fails to start.
+    IoUring,
+    /// The epoll-based driver.
+    Legacy,
+}
+
+impl FileDriver {
+    /// The values, as written in the file.
+    pub const VARIANTS: &'static [&'static str] = &["auto", "io_uring", "legacy"];
+}
+
+/// One item of `listeners:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListener {
+    /// Unique among listeners; names the listener in logs.
+    pub name: String,
+    /// `ip:port` to bind, e.g. `0.0.0.0:80` or `[::]:80`. Unique among listeners.
+    pub address: String,
+}
+
+impl FileListener {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["name", "address"];
+}
+
+/// `access_log:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAccessLog {
+    /// Write one line per request. Default: `false`.
+    #[serde(default)]
+    pub enabled: bool,
+    /// File to append to. Default: standard output.
+    #[serde(default)]
+    pub path: Option<PathBuf>,
+}
+
+impl FileAccessLog {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["enabled", "path"];
+}
+
+/// `http:`; every key is optional, defaults are in [`super::HttpConfig::default`].
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp {
+    /// Time allowed for a complete request head once its first byte arrived. Default `60s`.
+    #[serde(default)]
+    pub client_header_timeout: Option<String>,
+    /// Time allowed between two reads of a request body. Default `60s`.
+    #[serde(default)]
+    pub client_body_timeout: Option<String>,
+    /// Time an idle keep-alive client connection is kept open. Default `75s`.
+    #[serde(default)]
+    pub keepalive_timeout: Option<String>,
+    /// Largest request head (request line + headers) in bytes; larger gets 431. Default 32768.
+    #[serde(default)]
+    pub max_request_head_bytes: Option<usize>,
+    /// Most header fields in a request or response head. Default 100.
+    #[serde(default)]
+    pub max_headers: Option<usize>,
+}
+
+impl FileHttp {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "client_header_timeout",
+        "client_body_timeout",
+        "keepalive_timeout",
+        "max_request_head_bytes",
+        "max_headers",
+    ];
+}
+
+/// One item of `services:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileService {
+    /// Unique among services; names the service in logs.
+    pub name: String,
+    /// Host names (`api.example.com`) and `*.suffix` wildcards, any case. Empty: any host
+    /// that no other service names.
+    #[serde(default)]
+    pub hosts: Vec<String>,
+    /// Path prefix the service answers under; starts with `/`. Default `/`.
+    #[serde(default)]
+    pub path_prefix: Option<String>,
+    /// Upstream for the service, and for each route that names none.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Routes inside the service. Empty: the whole prefix goes to `upstream`, any method.
+    #[serde(default)]
+    pub routes: Vec<FileRoute>,
+}
+
+impl FileService {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] =
+        &["name", "hosts", "path_prefix", "upstream", "routes"];
+}
+
+/// One item of `services[].routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    /// Unique within its service.
+    pub name: String,
+    /// Path prefix relative to the service's `path_prefix`; starts with `/`.
+    pub path: String,
+    /// Remove the service's `path_prefix` before forwarding. Default `false`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Methods the route accepts (any case). Empty or absent: any method.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Upstream for this route; default: the service's.
+    #[serde(default)]
+    pub upstream: Option<String>,
+}
+
+impl FileRoute {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] =
+        &["name", "path", "strip_prefix", "methods", "upstream"];
+}
+
+/// One item of `upstreams:`. Exactly one of `nodes` and `discovery`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstream {
+    /// Unique among upstreams; what services and routes refer to.
+    pub name: String,
+    /// A fixed list of endpoints.
+    #[serde(default)]
+    pub nodes: Option<Vec<FileNode>>,
+    /// A Kubernetes Service whose endpoints a registry provides.
+    #[serde(default)]
+    pub discovery: Option<FileDiscovery>,
+    /// Per-attempt timeouts.
+    #[serde(default)]
+    pub timeouts: FileTimeouts,
+    /// Extra endpoints tried after a failed connect. Default: endpoints − 1, capped.
+    #[serde(default)]
+    pub retries: Option<u32>,
+    /// What the `Host` header sent upstream says. Default `pass`.
+    #[serde(default)]
+    pub pass_host: FilePassHost,
+    /// The `Host` sent upstream; required with `pass_host: rewrite`, refused otherwise.
+    #[serde(default)]
+    pub upstream_host: Option<String>,
+    /// The per-worker pool of idle upstream connections.
+    #[serde(default)]
+    pub keepalive: FileKeepalive,
+}
+
+impl FileUpstream {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "nodes",
+        "discovery",
+        "timeouts",
+        "retries",
+        "pass_host",
+        "upstream_host",
+        "keepalive",
+    ];
+}
+
+/// One item of `upstreams[].nodes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileNode {
+    /// `ip:port` of the endpoint (no host names).
+    pub address: String,
+    /// Share of requests, 0..=10000; 0 takes the node out of rotation. Default 1.
+    #[serde(default)]
+    pub weight: Option<u32>,
+}
+
+impl FileNode {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["address", "weight"];
+}
+
+/// `upstreams[].discovery:`: `namespace/service:port` found through `registry`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileDiscovery {
+    /// Name of the registry to ask.
+    pub registry: String,
+    /// Kubernetes namespace of the Service.
+    pub namespace: String,
+    /// Kubernetes Service name.
+    pub service: String,
+    /// Service port, by number or by name.
+    pub port: FilePort,
+}
+
+impl FileDiscovery {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["registry", "namespace", "service", "port"];
+}
+
+/// A Service port: a number (`8080`, also `"8080"`) or a name (`http`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum FilePort {
+    /// A port number.
+    Number(u16),
+    /// A port name.
+    Name(String),
+}
+
+impl<'de> Deserialize<'de> for FilePort {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        struct PortVisitor;
+
+        impl Visitor<'_> for PortVisitor {
+            type Value = FilePort;
+
+            fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                f.write_str("a port number (1-65535) or a port name")
+            }
+
+            fn visit_u64<E: de::Error>(self, v: u64) -> Result<FilePort, E> {
+                match u16::try_from(v) {
+                    Ok(n) if n > 0 => Ok(FilePort::Number(n)),
+                    _ => Err(E::invalid_value(de::Unexpected::Unsigned(v), &self)),
+                }
+            }
+
+            fn visit_i64<E: de::Error>(self, v: i64) -> Result<FilePort, E> {
+                match u64::try_from(v) {
+                    Ok(v) => self.visit_u64(v),
+                    Err(_) => Err(E::invalid_value(de::Unexpected::Signed(v), &self)),
+                }
+            }
+
+            fn visit_str<E: de::Error>(self, v: &str) -> Result<FilePort, E> {
+                if v.is_empty() {
+                    return Err(E::invalid_value(de::Unexpected::Str(v), &self));
+                }
+                match v.parse::<u64>() {
+                    Ok(n) => self.visit_u64(n),
+                    Err(_) => Ok(FilePort::Name(v.to_owned())),
+                }
+            }
+        }
+
+        deserializer.deserialize_any(PortVisitor)
+    }
+}
+
+/// `upstreams[].timeouts:`; each a duration such as `250ms`, `5s`, `1m`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileTimeouts {
+    /// TCP connect, per attempt. Default `5s`.
+    #[serde(default)]
+    pub connect: Option<String>,
+    /// From the last request byte written to the complete response head. Default `60s`.
+    #[serde(default)]
+    pub response_header: Option<String>,
+    /// Between two reads of a response body (and two writes of a request body). Default `60s`.
+    #[serde(default)]
+    pub read: Option<String>,
+}
+
+impl FileTimeouts {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["connect", "response_header", "read"];
+}
+
+/// `pass_host:` values.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FilePassHost {
+    /// The client's `Host`, unchanged.
+    #[default]
+    Pass,
+    /// The endpoint's `ip:port`.
+    Node,
+    /// The upstream's `upstream_host`.
+    Rewrite,
+}
+
+impl FilePassHost {
+    /// The values, as written in the file.
+    pub const VARIANTS: &'static [&'static str] = &["pass", "node", "rewrite"];
+}
+
+/// `upstreams[].keepalive:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileKeepalive {
+    /// Idle connections kept per endpoint per worker; 0 disables pooling. Default 64.
+    #[serde(default)]
+    pub max_idle: Option<usize>,
+    /// An idle pooled connection older than this is closed. Default `30s`.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// Requests per upstream connection before it is closed; 0 = unlimited. Default 1000.
+    #[serde(default)]
+    pub max_requests: Option<u32>,
+}
+
+impl FileKeepalive {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["max_idle", "idle_timeout", "max_requests"];
+}
+
+#[cfg(test)]
+mod tests {
+    //! Drift guards: each `FIELDS`/`VARIANTS` list matches what serde accepts, and CONFIG.md
+    //! names every key and value.
+
+    use super::*;
+    use serde::de::DeserializeOwned;
+
+    /// What serde accepts for `T`, read from the error it gives for an unknown key (or
+    /// variant): "unknown field `x`, expected one of `a`, `b`".
+    fn accepted<T: DeserializeOwned + std::fmt::Debug>(probe: &str) -> Vec<String> {
+        let err = serde_yaml::from_str::<T>(probe).expect_err("the probe must be refused");
+        let msg = err.to_string();
+        let (_, expected) = msg
+            .split_once("expected")
+            .unwrap_or_else(|| panic!("no `expected` in {msg:?}"));
+        expected
+            .split('`')
+            .skip(1)
+            .step_by(2)
+            .map(str::to_owned)
+            .collect()
+    }
+
+    /// Every struct and enum of the file form, with its list.
+    fn all() -> Vec<(&'static str, Vec<String>, &'static [&'static str])> {
+        const KEY: &str = "no_such_key: 0";
+        const VALUE: &str = "no_such_value";
+        vec![
+            (
+                "FileConfig",
+                accepted::<FileConfig>(KEY),
+                FileConfig::FIELDS,
+            ),
+            (
+                "FileDriver",
+                accepted::<FileDriver>(VALUE),
+                FileDriver::VARIANTS,
+            ),
+            (
+                "FileListener",
+                accepted::<FileListener>(KEY),
+                FileListener::FIELDS,
+            ),
+            (
+                "FileAccessLog",
+                accepted::<FileAccessLog>(KEY),
+                FileAccessLog::FIELDS,
+            ),
+            ("FileHttp", accepted::<FileHttp>(KEY), FileHttp::FIELDS),
+            (
+                "FileService",
+                accepted::<FileService>(KEY),
+                FileService::FIELDS,
+            ),
+            ("FileRoute", accepted::<FileRoute>(KEY), FileRoute::FIELDS),
+            (
+                "FileUpstream",
+                accepted::<FileUpstream>(KEY),
+                FileUpstream::FIELDS,
+            ),
+            ("FileNode", accepted::<FileNode>(KEY), FileNode::FIELDS),
+            (
+                "FileDiscovery",
+                accepted::<FileDiscovery>(KEY),
+                FileDiscovery::FIELDS,
+            ),
+            (
+                "FileTimeouts",
+                accepted::<FileTimeouts>(KEY),
+                FileTimeouts::FIELDS,
+            ),
+            (
+                "FilePassHost",
+                accepted::<FilePassHost>(VALUE),
+                FilePassHost::VARIANTS,
+            ),
+            (
+                "FileKeepalive",
+                accepted::<FileKeepalive>(KEY),
+                FileKeepalive::FIELDS,
+            ),
+        ]
+    }
+
+    #[test]
+    fn each_field_list_matches_what_serde_accepts() {
+        for (name, serde, listed) in all() {
+            assert_eq!(
+                serde, listed,
+                "{name}: its FIELDS/VARIANTS list is out of date"
+            );
+        }
+    }
+
+    #[test]
+    fn config_md_names_every_key_and_value() {
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIG.md");
+        let doc = std::fs::read_to_string(path).expect("CONFIG.md next to the workspace root");
+        let mut missing = Vec::new();
+        for (name, _, listed) in all() {
+            for key in listed {
+                if !doc.contains(&format!("`{key}`")) {
+                    missing.push(format!("{name}.{key}"));
+                }
+            }
+        }
+        assert!(
+            missing.is_empty(),
+            "CONFIG.md does not document: {missing:?}"
+        );
+    }
+}

@@ -1,0 +1,80 @@
+//! Data-plane errors: what failed, on which side, and whether a retry is safe; one
+//! [`ProxyError::status`] maps them to the response the client gets.
+//!
+//! Runs on: workers. Plain `Copy` data; no allocation, no boxing.
+
+/// Which side of the proxy an error came from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Side {
+    /// The client.
+    Downstream,
+    /// The backend.
+    Upstream,
+    Internal,
+}
+
+/// Whether the request may be sent again to another endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Retry {
+    No,
+    /// Nothing reached an upstream.
+    Safe,
+    /// Only for idempotent requests (the upstream may have seen it).
+    IfIdempotent,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    ConnectRefused,
+    ConnectTimeout,
+    /// The upstream closed or reset before a response head.
+    UpstreamClosed,
+    /// No response head within the response-header timeout.
+    ResponseTimeout,
+    /// A read or write on an upstream body timed out.
+    UpstreamIoTimeout,
+    /// A malformed response head or body framing.
+    BadResponse,
+    /// The client went away or misbehaved mid-request.
+    ClientIo,
+    ClientTimeout,
+}
+
+/// A failed exchange.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ProxyError {
+    pub kind: ErrorKind,
+    pub side: Side,
+    pub retry: Retry,
+}
+
+impl ProxyError {
+    pub const fn new(kind: ErrorKind, side: Side, retry: Retry) -> Self {
+        Self { kind, side, retry }
+    }
+
+    /// The status answered for it (when no response byte was sent yet).
+    pub fn status(&self) -> u16 {
+        match self.kind {
+            ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout | ErrorKind::UpstreamIoTimeout => 504,
+            ErrorKind::ConnectRefused | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
+            ErrorKind::ClientTimeout => 408,
+            ErrorKind::ClientIo => 400,
+        }
+    }
+
+    /// The body text of the error response.
+    pub fn message(&self) -> &'static str {
+        match self.kind {
+            ErrorKind::ConnectRefused => "bad gateway: could not connect to any upstream endpoint",
+            ErrorKind::ConnectTimeout => "gateway timeout: connecting to the upstream timed out",
+            ErrorKind::UpstreamClosed => "bad gateway: the upstream closed the connection before responding",
+            ErrorKind::ResponseTimeout => "gateway timeout: the upstream did not send a response head in time",
+            ErrorKind::UpstreamIoTimeout => "gateway timeout: the upstream stalled",
+            ErrorKind::BadResponse => "bad gateway: the upstream sent a malformed response",
+            ErrorKind::ClientIo => "bad request: the request body could not be read",
+            ErrorKind::ClientTimeout => "request timeout",
+        }
+    }
+}

@@ -1,0 +1,191 @@
+//! Starting, steering and stopping a gateway: binds every listener once per worker
+//! (SO_REUSEPORT), builds the first snapshot, spawns the pinned workers and publishes
+//! later snapshots to them.
+//!
+//! Runs on: the caller's thread (the binary's main thread, or a test). Builds tables
+//! off the workers; never touches a worker's state except through the publisher.
+
+use std::net::SocketAddr;
+use std::num::NonZeroUsize;
+use std::sync::mpsc;
+use std::thread::JoinHandle;
+use std::time::Instant;
+
+use strait_discovery::publish;
+use strait_discovery::{BuildError, Endpoint, Publisher, Snapshot, TableBuilder, Update, UpstreamStatus};
+
+use crate::config::Config;
+use crate::worker::{self, DriverKind, WorkerSetup};
+
+/// Why a gateway could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error("listener {name} ({addr}): {source}")]
+    Bind { name: String, addr: SocketAddr, source: std::io::Error },
+    #[error("the routing table cannot be built: {0}")]
+    Table(#[from] BuildError),
+    #[error("access log {path}: {source}")]
+    AccessLog { path: String, source: std::io::Error },
+    #[error("{0}")]
+    Worker(String),
+    #[error("io: {0}")]
+    Io(#[from] std::io::Error),
+}
+
+/// A running gateway.
+#[derive(Debug)]
+pub struct Gateway {
+    publisher: Publisher,
+    builder: TableBuilder,
+    listeners: Vec<(String, SocketAddr)>,
+    threads: Vec<JoinHandle<()>>,
+    drivers: Vec<DriverKind>,
+    config: Config,
+}
+
+impl Gateway {
+    /// Starts the workers; returns once every worker accepts on every listener.
+    pub fn start(config: Config) -> Result<Gateway, StartError> {
+        let workers = config
+            .workers
+            .or_else(|| std::thread::available_parallelism().ok())
+            .unwrap_or(NonZeroUsize::MIN)
+            .get();
+        let mut builder = TableBuilder::try_new(config.spec.clone())?;
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut listeners = Vec::new();
+        for l in &config.listeners {
+            let bound = worker::bind_reuseport(l.addr, workers)
+                .map_err(|source| StartError::Bind { name: l.name.clone(), addr: l.addr, source })?;
+            listeners.push((l.name.clone(), bound[0].local_addr()?));
+            for (i, b) in bound.into_iter().enumerate() {
+                per_worker[i].push(b);
+            }
+        }
+        let access_file = if config.access_log.enabled {
+            Some(open_access_log(&config)?)
+        } else {
+            None
+        };
+        let (publisher, subscribers) = publish::channel(workers)?;
+        publisher.publish(builder.snapshot(Instant::now()));
+        let cores = core_affinity::get_core_ids().unwrap_or_default();
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let mut threads = Vec::with_capacity(workers);
+        for (id, (subscriber, listeners)) in subscribers.into_iter().zip(per_worker).enumerate() {
+            let access_log = match &access_file {
+                Some(f) => Some(f.try_clone()?),
+                None => None,
+            };
+            let setup = WorkerSetup {
+                id,
+                core: if cores.is_empty() { None } else { Some(cores[id % cores.len()]) },
+                driver: config.driver,
+                listeners,
+                subscriber,
+                http: config.http.clone(),
+                access_log,
+            };
+            threads.push(worker::spawn(setup, ready_tx.clone())?);
+        }
+        drop(ready_tx);
+        let mut drivers = Vec::with_capacity(workers);
+        for _ in 0..workers {
+            match ready_rx.recv() {
+                Ok(Ok(kind)) => drivers.push(kind),
+                Ok(Err(e)) => {
+                    publisher.send(Update::Shutdown);
+                    return Err(StartError::Worker(e));
+                }
+                Err(_) => return Err(StartError::Worker("a worker exited during start-up".into())),
+            }
+        }
+        tracing::info!(
+            workers,
+            listeners = ?listeners,
+            "gateway started"
+        );
+        Ok(Gateway { publisher, builder, listeners, threads, drivers, config })
+    }
+
+    /// The bound address of listener `name` (port 0 resolved).
+    pub fn listen_addr(&self, name: &str) -> Option<SocketAddr> {
+        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+    }
+
+    /// Number of workers running.
+    pub fn workers(&self) -> usize {
+        self.threads.len()
+    }
+
+    /// The driver each worker runs.
+    pub fn drivers(&self) -> &[DriverKind] {
+        &self.drivers
+    }
+
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Applies a new config's services, routes and upstreams. Listener, worker and
+    /// HTTP settings need a restart; they are kept as they are. A spec that cannot be
+    /// built is refused and the running table stays.
+    pub fn reload(&mut self, config: Config) -> Result<std::sync::Arc<Snapshot>, BuildError> {
+        let mut builder = TableBuilder::try_new(config.spec.clone())?;
+        builder.continue_from(self.current_version());
+        self.builder = builder;
+        self.config.spec = config.spec;
+        Ok(self.publish())
+    }
+
+    /// Replaces one upstream's endpoints (what discovery does on a change) and publishes.
+    pub fn set_endpoints(&mut self, upstream: &str, endpoints: Vec<Endpoint>) -> Option<std::sync::Arc<Snapshot>> {
+        if !self.builder.set_endpoints(upstream, endpoints, UpstreamStatus::Ready) {
+            return None;
+        }
+        Some(self.publish())
+    }
+
+    fn current_version(&self) -> strait_discovery::SnapshotVersion {
+        self.builder.version()
+    }
+
+    fn publish(&mut self) -> std::sync::Arc<Snapshot> {
+        let snapshot = self.builder.snapshot(Instant::now());
+        tracing::info!(version = %snapshot.version, "publishing snapshot");
+        self.publisher.publish(snapshot.clone());
+        snapshot
+    }
+
+    /// Stops every worker and waits for the threads.
+    pub fn shutdown(self) {
+        self.publisher.send(Update::Shutdown);
+        drop(self.publisher);
+        for t in self.threads {
+            let _ = t.join();
+        }
+    }
+}
+
+fn open_access_log(config: &Config) -> Result<std::fs::File, StartError> {
+    use std::os::fd::AsFd;
+    match &config.access_log.path {
+        Some(path) => std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(path)
+            .map_err(|source| StartError::AccessLog { path: path.display().to_string(), source }),
+        None => {
+            let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
+            Ok(std::fs::File::from(fd))
+        }
+    }
+}
+
+/// Runs a gateway until `shutdown` receives (or is dropped), then stops it.
+pub fn run(config: Config, shutdown: crossbeam_channel::Receiver<()>) -> Result<(), StartError> {
+    let gateway = Gateway::start(config)?;
+    let _ = shutdown.recv();
+    gateway.shutdown();
+    Ok(())
+}

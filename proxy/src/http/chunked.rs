@@ -1,0 +1,264 @@
+//! Chunked transfer-coding: an incremental, strict decoder.
+//!
+//! The decoder walks chunk framing without copying: [`ChunkedDecoder::feed`] reports how
+//! many input bytes belong to the message and which ranges of them are chunk data. The
+//! proxy forwards framing unchanged to an HTTP/1.1 peer (pass-through) or only the data
+//! ranges to an HTTP/1.0 peer (de-chunking). Runs on: a worker. Never allocates.
+//!
+//! Strictness: hex sizes of at most 16 digits, `;`-extensions skipped but bounded, CRLF
+//! required (a bare LF or CR is an error), trailers accepted and bounded.
+
+use std::ops::Range;
+
+/// Longest chunk-size line (size, extensions) or trailer line accepted.
+const MAX_LINE: usize = 4096;
+/// Largest trailer section accepted.
+const MAX_TRAILERS: usize = 16 * 1024;
+
+/// A chunked body that cannot be parsed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ChunkedError(pub &'static str);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum State {
+    /// Reading hex digits of a chunk size; `digits` seen so far.
+    Size { digits: u8 },
+    /// Inside `;ext` after the size, until CR.
+    Ext,
+    /// Expecting LF after the size line's CR.
+    SizeLf,
+    /// Inside chunk data, this many bytes left.
+    Data(u64),
+    /// Expecting CR after data.
+    DataCr,
+    /// Expecting LF after data.
+    DataLf,
+    /// At the start of a trailer line (or the final CRLF).
+    TrailerStart,
+    /// Inside a trailer field line, until CR.
+    Trailer,
+    /// Expecting LF after a trailer line's CR.
+    TrailerLf,
+    /// Expecting LF of the final empty line.
+    EndLf,
+    Done,
+}
+
+/// Where a [`ChunkedDecoder::feed`] call got to.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Progress {
+    /// Input bytes that belong to the body (all of the input unless `done`).
+    pub consumed: usize,
+    /// The terminating chunk and trailers are complete.
+    pub done: bool,
+}
+
+/// Incremental decoder state for one chunked body.
+#[derive(Debug, Clone)]
+pub struct ChunkedDecoder {
+    state: State,
+    size: u64,
+    line: usize,
+    trailers: usize,
+}
+
+impl Default for ChunkedDecoder {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl ChunkedDecoder {
+    pub fn new() -> Self {
+        Self { state: State::Size { digits: 0 }, size: 0, line: 0, trailers: 0 }
+    }
+
+    pub fn is_done(&self) -> bool {
+        self.state == State::Done
+    }
+
+    /// Advances over `input`, calling `data` with each range of chunk data in it.
+    pub fn feed(
+        &mut self,
+        input: &[u8],
+        mut data: impl FnMut(Range<usize>),
+    ) -> Result<Progress, ChunkedError> {
+        let mut i = 0;
+        while i < input.len() {
+            let b = input[i];
+            match self.state {
+                State::Size { digits } => match hex(b) {
+                    Some(v) => {
+                        if digits >= 16 {
+                            return Err(ChunkedError("chunk size too long"));
+                        }
+                        self.size = (self.size << 4) | u64::from(v);
+                        self.state = State::Size { digits: digits + 1 };
+                    }
+                    None if digits == 0 => return Err(ChunkedError("chunk size missing")),
+                    None => {
+                        self.line = 0;
+                        match b {
+                            b'\r' => self.state = State::SizeLf,
+                            b';' => self.state = State::Ext,
+                            _ => return Err(ChunkedError("invalid byte after chunk size")),
+                        }
+                    }
+                },
+                State::Ext => {
+                    self.line += 1;
+                    if self.line > MAX_LINE {
+                        return Err(ChunkedError("chunk extension too long"));
+                    }
+                    match b {
+                        b'\r' => self.state = State::SizeLf,
+                        b'\n' => return Err(ChunkedError("bare LF in chunk extension")),
+                        0..=8 | 10..=31 | 127 => {
+                            return Err(ChunkedError("control byte in chunk extension"))
+                        }
+                        _ => {}
+                    }
+                }
+                State::SizeLf => {
+                    if b != b'\n' {
+                        return Err(ChunkedError("chunk size line not ended by CRLF"));
+                    }
+                    if self.size == 0 {
+                        self.state = State::TrailerStart;
+                    } else {
+                        self.state = State::Data(self.size);
+                    }
+                    self.size = 0;
+                }
+                State::Data(left) => {
+                    let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
+                    data(i..i + take);
+                    let left = left - take as u64;
+                    self.state = if left == 0 { State::DataCr } else { State::Data(left) };
+                    i += take;
+                    continue;
+                }
+                State::DataCr => {
+                    if b != b'\r' {
+                        return Err(ChunkedError("chunk data not followed by CRLF"));
+                    }
+                    self.state = State::DataLf;
+                }
+                State::DataLf => {
+                    if b != b'\n' {
+                        return Err(ChunkedError("chunk data not followed by CRLF"));
+                    }
+                    self.state = State::Size { digits: 0 };
+                }
+                State::TrailerStart => match b {
+                    b'\r' => self.state = State::EndLf,
+                    b'\n' => return Err(ChunkedError("bare LF in trailers")),
+                    b' ' | b'\t' => return Err(ChunkedError("obsolete line folding in trailers")),
+                    _ => {
+                        self.line = 1;
+                        self.state = State::Trailer;
+                        self.count_trailer()?;
+                    }
+                },
+                State::Trailer => {
+                    self.line += 1;
+                    self.count_trailer()?;
+                    if self.line > MAX_LINE {
+                        return Err(ChunkedError("trailer line too long"));
+                    }
+                    match b {
+                        b'\r' => self.state = State::TrailerLf,
+                        b'\n' | 0 => return Err(ChunkedError("invalid byte in trailer")),
+                        _ => {}
+                    }
+                }
+                State::TrailerLf => {
+                    if b != b'\n' {
+                        return Err(ChunkedError("trailer line not ended by CRLF"));
+                    }
+                    self.state = State::TrailerStart;
+                }
+                State::EndLf => {
+                    if b != b'\n' {
+                        return Err(ChunkedError("chunked body not ended by CRLF"));
+                    }
+                    self.state = State::Done;
+                    return Ok(Progress { consumed: i + 1, done: true });
+                }
+                State::Done => return Ok(Progress { consumed: i, done: true }),
+            }
+            i += 1;
+        }
+        Ok(Progress { consumed: i, done: self.state == State::Done })
+    }
+
+    fn count_trailer(&mut self) -> Result<(), ChunkedError> {
+        self.trailers += 1;
+        if self.trailers > MAX_TRAILERS {
+            return Err(ChunkedError("trailers too large"));
+        }
+        Ok(())
+    }
+}
+
+fn hex(b: u8) -> Option<u8> {
+    match b {
+        b'0'..=b'9' => Some(b - b'0'),
+        b'a'..=b'f' => Some(b - b'a' + 10),
+        b'A'..=b'F' => Some(b - b'A' + 10),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn decode_split(input: &[u8], split: usize) -> Result<(Vec<u8>, usize), ChunkedError> {
+        let mut d = ChunkedDecoder::new();
+        let mut out = Vec::new();
+        let mut total = 0;
+        for part in [&input[..split], &input[split..]] {
+            let p = d.feed(part, |r| out.extend_from_slice(&part[r]))?;
+            total += p.consumed;
+            if p.done {
+                return Ok((out, total));
+            }
+        }
+        Err(ChunkedError("incomplete"))
+    }
+
+    #[test]
+    fn decodes_at_every_split_point() {
+        let body = b"5\r\nhello\r\n1;ext=1\r\n \r\nB\r\nworld,world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
+        for split in 0..=body.len() {
+            let (data, consumed) = decode_split(body, split).unwrap();
+            assert_eq!(data, b"hello worldworld", "split {split}");
+            assert_eq!(consumed, body.len() - 4, "split {split}");
+        }
+    }
+
+    #[test]
+    fn refuses_malformed_framing() {
+        for bad in [
+            &b"\r\n"[..],
+            b"g\r\n",
+            b"5\nhello\r\n0\r\n\r\n",
+            b"5\r\nhelloX\r\n",
+            b"11111111111111111\r\n",
+            b"0\r\n\n",
+            b"0\r\n folded\r\n\r\n",
+            b"5 \r\nhello\r\n0\r\n\r\n",
+        ] {
+            let mut d = ChunkedDecoder::new();
+            assert!(d.feed(bad, |_| {}).is_err(), "{:?}", String::from_utf8_lossy(bad));
+        }
+    }
+
+    #[test]
+    fn max_size_is_accepted_without_overflow() {
+        let mut d = ChunkedDecoder::new();
+        let p = d.feed(b"ffffffffffffffff\r\nab", |_| {}).unwrap();
+        assert_eq!(p, Progress { consumed: 20, done: false });
+    }
+}

@@ -1,0 +1,549 @@
+//! Request and response heads: strict parsing (httparse over the connection's buffer,
+//! in place), framing analysis, and the rewritten heads sent on.
+//!
+//! Runs on: a worker, per request. No allocation except growing the caller's output
+//! buffer; parsing returns `Ok(None)` while the head is incomplete.
+
+use std::mem::MaybeUninit;
+use std::net::IpAddr;
+
+use httparse::Header;
+
+use super::{BodyKind, HeadError};
+
+/// Most header fields parsed in one head (the configured limit may be lower).
+pub const MAX_HEADERS: usize = 128;
+
+/// Uninitialised header storage for one parse.
+pub type HeaderBuf<'b> = [MaybeUninit<Header<'b>>; MAX_HEADERS];
+
+/// Fresh header storage.
+pub fn header_buf<'b>() -> HeaderBuf<'b> {
+    [const { MaybeUninit::uninit() }; MAX_HEADERS]
+}
+
+/// A parsed request head, borrowing the connection's buffer.
+#[derive(Debug)]
+pub struct Request<'h, 'b> {
+    pub method: &'b str,
+    pub target: &'b str,
+    /// HTTP/1.`minor`.
+    pub minor: u8,
+    pub headers: &'h [Header<'b>],
+    /// Length of the head in the buffer, including the blank line.
+    pub len: usize,
+}
+
+/// A parsed response head, borrowing the upstream connection's buffer.
+#[derive(Debug)]
+pub struct Response<'h, 'b> {
+    pub status: u16,
+    pub reason: &'b str,
+    pub minor: u8,
+    pub headers: &'h [Header<'b>],
+    pub len: usize,
+}
+
+fn map_err(e: httparse::Error, request: bool) -> HeadError {
+    match e {
+        httparse::Error::TooManyHeaders => HeadError::new(431, "too many header fields"),
+        httparse::Error::Version if request => HeadError::new(505, "HTTP version not supported"),
+        httparse::Error::HeaderName => HeadError::new(400, "invalid header name"),
+        httparse::Error::HeaderValue => HeadError::new(400, "invalid header value"),
+        httparse::Error::NewLine => HeadError::new(400, "invalid line ending"),
+        httparse::Error::Token => HeadError::new(400, "invalid token in request line"),
+        _ => HeadError::new(400, "malformed head"),
+    }
+}
+
+/// Parses a request head at the start of `buf`.
+pub fn parse_request<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [MaybeUninit<Header<'b>>],
+) -> Result<Option<Request<'h, 'b>>, HeadError> {
+    let mut req = httparse::Request::new(&mut []);
+    let status = req.parse_with_uninit_headers(buf, headers).map_err(|e| map_err(e, true))?;
+    let httparse::Status::Complete(len) = status else {
+        return Ok(None);
+    };
+    let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
+        return Err(HeadError::new(400, "malformed request line"));
+    };
+    Ok(Some(Request { method, target, minor, headers: req.headers, len }))
+}
+
+/// Parses a response head at the start of `buf`.
+pub fn parse_response<'h, 'b>(
+    buf: &'b [u8],
+    headers: &'h mut [MaybeUninit<Header<'b>>],
+) -> Result<Option<Response<'h, 'b>>, HeadError> {
+    let mut resp = httparse::Response::new(&mut []);
+    let status = httparse::ParserConfig::default()
+        .parse_response_with_uninit_headers(&mut resp, buf, headers)
+        .map_err(|e| map_err(e, false))?;
+    let httparse::Status::Complete(len) = status else {
+        return Ok(None);
+    };
+    let (Some(code), Some(minor)) = (resp.code, resp.version) else {
+        return Err(HeadError::new(502, "malformed status line"));
+    };
+    Ok(Some(Response { status: code, reason: resp.reason.unwrap_or(""), minor, headers: resp.headers, len }))
+}
+
+/// Hop-by-hop headers (RFC 9110 §7.6.1) plus the framing headers the proxy re-emits.
+fn is_hop_by_hop(name: &str) -> bool {
+    const HOP: [&str; 8] = [
+        "connection",
+        "keep-alive",
+        "proxy-connection",
+        "te",
+        "trailer",
+        "transfer-encoding",
+        "upgrade",
+        "proxy-authenticate",
+    ];
+    HOP.iter().any(|h| name.eq_ignore_ascii_case(h))
+}
+
+/// Up to this many extra header names listed in `Connection` are removed.
+const MAX_CONN_TOKENS: usize = 8;
+
+/// What the framing headers of a message say.
+#[derive(Debug, Clone, Copy)]
+pub struct Framing<'b> {
+    pub body: BodyKind,
+    /// `Connection: close` (1.1) or no `keep-alive` (1.0).
+    pub close: bool,
+    /// `Expect: 100-continue` on a request.
+    pub expect_continue: bool,
+    /// Header names listed in `Connection`, removed when forwarding.
+    conn_tokens: [&'b str; MAX_CONN_TOKENS],
+    n_tokens: usize,
+}
+
+impl Framing<'_> {
+    fn listed_in_connection(&self, name: &str) -> bool {
+        self.conn_tokens[..self.n_tokens].iter().any(|t| t.eq_ignore_ascii_case(name))
+    }
+}
+
+fn trim(v: &[u8]) -> &[u8] {
+    let start = v.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(v.len());
+    let end = v.iter().rposition(|b| *b != b' ' && *b != b'\t').map_or(start, |e| e + 1);
+    &v[start..end]
+}
+
+fn parse_length(v: &[u8]) -> Option<u64> {
+    let v = trim(v);
+    if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
+        return None;
+    }
+    v.iter().try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+}
+
+/// Reads the framing headers. `request` selects request rules (no close-delimited body;
+/// Host required on 1.1); `status` is 0 for requests.
+fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Framing<'b>, HeadError> {
+    let bad = |reason| HeadError::new(if request { 400 } else { 502 }, reason);
+    let mut length: Option<u64> = None;
+    let mut chunked = false;
+    let mut te_seen = false;
+    let mut close = minor == 0;
+    let mut expect_continue = false;
+    let mut hosts = 0;
+    let mut f = Framing {
+        body: BodyKind::None,
+        close: false,
+        expect_continue: false,
+        conn_tokens: [""; MAX_CONN_TOKENS],
+        n_tokens: 0,
+    };
+    for h in headers {
+        let name = h.name;
+        if name.eq_ignore_ascii_case("content-length") {
+            let v = parse_length(h.value).ok_or_else(|| bad("invalid Content-Length"))?;
+            if length.is_some_and(|l| l != v) {
+                return Err(bad("conflicting Content-Length values"));
+            }
+            length = Some(v);
+        } else if name.eq_ignore_ascii_case("transfer-encoding") {
+            if minor == 0 && request {
+                return Err(bad("Transfer-Encoding in an HTTP/1.0 request"));
+            }
+            te_seen = true;
+            // The final coding decides; anything after "chunked" is invalid.
+            for coding in h.value.split(|b| *b == b',') {
+                let coding = trim(coding);
+                if coding.is_empty() {
+                    continue;
+                }
+                if chunked {
+                    return Err(bad("a coding after chunked in Transfer-Encoding"));
+                }
+                chunked = coding.eq_ignore_ascii_case(b"chunked");
+            }
+        } else if name.eq_ignore_ascii_case("connection") {
+            let Ok(v) = std::str::from_utf8(h.value) else {
+                return Err(bad("invalid Connection header"));
+            };
+            for token in v.split(',').map(str::trim).filter(|t| !t.is_empty()) {
+                if token.eq_ignore_ascii_case("close") {
+                    close = true;
+                } else if token.eq_ignore_ascii_case("keep-alive") {
+                    if minor == 0 {
+                        close = false;
+                    }
+                } else if f.n_tokens < MAX_CONN_TOKENS {
+                    f.conn_tokens[f.n_tokens] = token;
+                    f.n_tokens += 1;
+                }
+            }
+        } else if request && name.eq_ignore_ascii_case("host") {
+            hosts += 1;
+        } else if request && name.eq_ignore_ascii_case("expect") {
+            expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+        }
+    }
+    if te_seen && length.is_some() {
+        return Err(bad("both Content-Length and Transfer-Encoding"));
+    }
+    if request && te_seen && !chunked {
+        return Err(bad("Transfer-Encoding whose final coding is not chunked"));
+    }
+    if request && (hosts > 1 || (hosts == 0 && minor == 1)) {
+        return Err(bad(if hosts > 1 { "more than one Host header" } else { "missing Host header" }));
+    }
+    f.body = match (chunked, te_seen, length) {
+        (true, _, _) => BodyKind::Chunked,
+        // A response with a non-chunked coding is delimited by close (RFC 9112 §6.3).
+        (false, true, _) => BodyKind::Close,
+        (false, false, Some(0)) => BodyKind::None,
+        (false, false, Some(n)) => BodyKind::Length(n),
+        (false, false, None) if request => BodyKind::None,
+        (false, false, None) => BodyKind::Close,
+    };
+    f.close = close || f.body == BodyKind::Close;
+    f.expect_continue = expect_continue && f.body != BodyKind::None;
+    Ok(f)
+}
+
+/// What a request says about itself, beyond the request line.
+#[derive(Debug, Clone, Copy)]
+pub struct RequestInfo<'b> {
+    /// Host header (or the authority of an absolute-form target), as sent.
+    pub host: &'b str,
+    /// Origin-form path and query.
+    pub path_and_query: &'b str,
+    /// Path without the query.
+    pub path: &'b str,
+    pub framing: Framing<'b>,
+}
+
+/// Validates a request head and extracts routing and framing facts.
+pub fn analyze_request<'b>(req: &Request<'_, 'b>) -> Result<RequestInfo<'b>, HeadError> {
+    let framing = framing(req.headers, req.minor, true)?;
+    let mut host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"))
+        .map(|h| std::str::from_utf8(trim(h.value)).unwrap_or(""))
+        .unwrap_or("");
+    let mut target = req.target;
+    if !target.starts_with('/') {
+        // absolute-form: http://authority/path
+        let rest = target
+            .strip_prefix("http://")
+            .or_else(|| target.strip_prefix("https://"))
+            .ok_or_else(|| HeadError::new(400, "invalid request target"))?;
+        let slash = rest.find(['/', '?']).unwrap_or(rest.len());
+        host = &rest[..slash];
+        target = if slash == rest.len() { "/" } else { &rest[slash..] };
+        if target.starts_with('?') {
+            return Err(HeadError::new(400, "invalid request target"));
+        }
+    }
+    if host.bytes().any(|b| b <= b' ' || b == b'/' || b == b'@' || b >= 0x7f) {
+        return Err(HeadError::new(400, "invalid Host header"));
+    }
+    let path = target.split_once('?').map_or(target, |(p, _)| p);
+    Ok(RequestInfo { host, path_and_query: target, path, framing })
+}
+
+/// How the upstream request's `Host` header is produced.
+#[derive(Debug, Clone, Copy)]
+pub enum HostHeader<'a> {
+    /// Copy the client's header.
+    Pass,
+    /// This value.
+    Set(&'a str),
+    /// None here: the caller appends one per endpoint.
+    Omit,
+}
+
+/// Writes the upstream request head, without the final blank line, into `out`:
+/// request line with `path`, the client's end-to-end headers, `X-Forwarded-*`.
+/// Call [`finish_upstream_head`] after it.
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    req: &Request<'_, '_>,
+    info: &RequestInfo<'_>,
+    path: &str,
+    client_ip: IpAddr,
+    host: HostHeader<'_>,
+) {
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    match host {
+        HostHeader::Pass => push_header(out, "Host", info.host.as_bytes()),
+        HostHeader::Set(h) => push_header(out, "Host", h.as_bytes()),
+        HostHeader::Omit => {}
+    }
+    let mut xff: Option<&[u8]> = None;
+    for h in req.headers {
+        let name = h.name;
+        if is_hop_by_hop(name) || info.framing.listed_in_connection(name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
+            || name.eq_ignore_ascii_case("x-forwarded-host")
+        {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("x-forwarded-for") {
+            // Several fields combine into one list (RFC 9110 §5.3).
+            if xff.is_none() {
+                xff = Some(h.value);
+                continue;
+            }
+        }
+        push_header(out, name, h.value);
+    }
+    out.extend_from_slice(b"X-Forwarded-For: ");
+    if let Some(prev) = xff.map(trim).filter(|v| !v.is_empty()) {
+        out.extend_from_slice(prev);
+        out.extend_from_slice(b", ");
+    }
+    push_ip(out, client_ip);
+    out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+    push_header(out, "X-Forwarded-Host", info.host.as_bytes());
+    match info.framing.body {
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None | BodyKind::Close => {}
+    }
+}
+
+/// Ends a head written by [`write_upstream_head`].
+pub fn finish_upstream_head(out: &mut Vec<u8>, close: bool) {
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body travels to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// Chunked, either passed through or produced from a close-delimited body.
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 clients).
+    Close,
+}
+
+/// Writes the response head for the client.
+pub fn write_client_head(
+    out: &mut Vec<u8>,
+    resp: &Response<'_, '_>,
+    framing: &Framing<'_>,
+    client_framing: ClientFraming,
+    keep_alive: bool,
+    client_minor: u8,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(resp.status));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        let name = h.name;
+        if is_hop_by_hop(name)
+            || framing.listed_in_connection(name)
+            || name.eq_ignore_ascii_case("content-length")
+        {
+            continue;
+        }
+        push_header(out, name, h.value);
+    }
+    match client_framing {
+        ClientFraming::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        ClientFraming::None | ClientFraming::Close => {
+            // A HEAD or 304 response keeps the upstream's Content-Length as metadata.
+            if let Some(h) = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")) {
+                if client_framing == ClientFraming::None && resp.status != 204 && resp.status >= 200 {
+                    push_header(out, "Content-Length", trim(h.value));
+                }
+            }
+        }
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client_minor == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an interim (1xx) response for the client as received, minus hop-by-hop fields.
+pub fn write_interim_head(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(resp.status));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        if !is_hop_by_hop(h.name) {
+            push_header(out, h.name, h.value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Validates a response head's framing.
+pub fn analyze_response<'b>(resp: &Response<'_, 'b>) -> Result<Framing<'b>, HeadError> {
+    framing(resp.headers, resp.minor, false)
+}
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a decimal number without allocating.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    use std::io::Write;
+    // Writing to a Vec cannot fail.
+    let _ = write!(out, "{ip}");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(buf: &[u8]) -> Result<Option<(usize, BodyKind, bool)>, HeadError> {
+        let mut h = header_buf();
+        let Some(req) = parse_request(buf, &mut h)? else {
+            return Ok(None);
+        };
+        let info = analyze_request(&req)?;
+        Ok(Some((req.len, info.framing.body, info.framing.close)))
+    }
+
+    #[test]
+    fn a_head_split_at_every_byte_parses_the_same() {
+        let raw = b"POST /v1/anything?x=1 HTTP/1.1\r\nHost: sd.httpbin.org\r\nContent-Length: 5\r\n\r\nhello";
+        let full = parse(raw).unwrap().unwrap();
+        assert_eq!(full, (raw.len() - 5, BodyKind::Length(5), false));
+        for cut in 0..raw.len() - 5 {
+            assert!(parse(&raw[..cut]).unwrap().is_none(), "cut {cut}");
+        }
+    }
+
+    #[test]
+    fn framing_rules() {
+        let p = |s: &str| parse(s.as_bytes()).map(|o| o.map(|(_, b, c)| (b, c)));
+        assert_eq!(p("GET / HTTP/1.0\r\n\r\n").unwrap(), Some((BodyKind::None, true)));
+        assert_eq!(
+            p("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap(),
+            Some((BodyKind::None, false))
+        );
+        assert_eq!(
+            p("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap(),
+            Some((BodyKind::Chunked, false))
+        );
+        assert_eq!(
+            p("GET / HTTP/1.1\r\nHost: a\r\nConnection: close\r\n\r\n").unwrap(),
+            Some((BodyKind::None, true))
+        );
+        for (bad, status) in [
+            ("GET / HTTP/1.1\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+            ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
+            ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
+            ("GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+        ] {
+            assert_eq!(p(bad).map(|_| ()).unwrap_err().status, status, "{bad:?}");
+        }
+    }
+
+    #[test]
+    fn upstream_head_drops_hop_by_hop_and_sets_forwarding_headers() {
+        let raw = b"GET http://sd.httpbin.org/v1/a HTTP/1.1\r\nHost: ignored\r\nConnection: close, X-Secret\r\nX-Secret: 1\r\nKeep-Alive: 5\r\nX-Forwarded-For: 10.0.0.1\r\nAccept: */*\r\n\r\n";
+        let mut h = header_buf();
+        let req = parse_request(raw, &mut h).unwrap().unwrap();
+        let info = analyze_request(&req).unwrap();
+        assert_eq!(info.host, "sd.httpbin.org");
+        assert_eq!(info.path, "/v1/a");
+        let mut out = Vec::new();
+        write_upstream_head(&mut out, &req, &info, "/a", "127.0.0.9".parse().unwrap(), HostHeader::Pass);
+        finish_upstream_head(&mut out, false);
+        let s = String::from_utf8(out).unwrap();
+        assert_eq!(
+            s,
+            "GET /a HTTP/1.1\r\nHost: sd.httpbin.org\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: sd.httpbin.org\r\n\r\n"
+        );
+    }
+
+    #[test]
+    fn response_framing() {
+        let f = |raw: &str| {
+            let mut h = header_buf();
+            let r = parse_response(raw.as_bytes(), &mut h).unwrap().unwrap();
+            analyze_response(&r).map(|f| (f.body, f.close))
+        };
+        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n").unwrap(), (BodyKind::Length(3), false));
+        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n").unwrap(), (BodyKind::Close, true));
+        assert_eq!(f("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n").unwrap(), (BodyKind::Length(3), true));
+        assert_eq!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap(), (BodyKind::Chunked, false));
+        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n").unwrap_err().status, 502);
+    }
+}

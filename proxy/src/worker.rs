@@ -1,0 +1,196 @@
+//! Workers: one OS thread per core, pinned with core_affinity, each running its own
+//! monoio runtime (io_uring, or the legacy epoll driver where io_uring is unavailable),
+//! its own SO_REUSEPORT listeners and accept loops, its own routing view and pool.
+//!
+//! Runs on: the worker thread it spawns. The only cross-thread input is the
+//! [`Subscriber`] (a channel drained when the wake socket becomes readable); nothing
+//! else is shared.
+
+use std::net::SocketAddr;
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use monoio::io::AsyncReadRent;
+use monoio::net::{TcpListener, UnixStream};
+use monoio::time::TimeDriver;
+use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
+use strait_discovery::{Subscriber, Update};
+
+use crate::access_log::AccessLog;
+use crate::config::{Driver, HttpConfig};
+use crate::proxy::{self, Worker};
+use crate::upstream::Table;
+
+/// How often idle pooled connections are checked for expiry and peer close.
+const POOL_SWEEP: Duration = Duration::from_secs(1);
+
+/// Everything one worker thread starts from.
+#[derive(Debug)]
+pub struct WorkerSetup {
+    pub id: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub driver: Driver,
+    pub listeners: Vec<std::net::TcpListener>,
+    pub subscriber: Subscriber,
+    pub http: HttpConfig,
+    pub access_log: Option<std::fs::File>,
+}
+
+/// Which driver a worker ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Legacy,
+}
+
+type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>>;
+
+fn build_runtime(driver: Driver) -> std::io::Result<(Runtime, DriverKind)> {
+    let uring = match driver {
+        Driver::Legacy => false,
+        Driver::IoUring => true,
+        Driver::Auto => monoio::utils::detect_uring(),
+    };
+    if uring {
+        let rt = RuntimeBuilder::<IoUringDriver>::new().enable_timer().build()?;
+        Ok((rt.into(), DriverKind::IoUring))
+    } else {
+        let rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?;
+        Ok((rt.into(), DriverKind::Legacy))
+    }
+}
+
+/// Spawns a worker thread. It reports `Ok(driver)` on `ready` once its listeners accept,
+/// or the error that stopped it.
+pub fn spawn(
+    mut setup: WorkerSetup,
+    ready: mpsc::Sender<Result<DriverKind, String>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("strait-worker-{}", setup.id)).spawn(move || {
+        if let Some(core) = setup.core {
+            if !core_affinity::set_for_current(core) {
+                tracing::warn!(worker = setup.id, core = core.id, "could not pin worker to its core");
+            }
+        }
+        let (mut rt, kind) = match build_runtime(setup.driver) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker {}: cannot build the {:?} runtime: {e}", setup.id, setup.driver)));
+                return;
+            }
+        };
+        let id = setup.id;
+        tracing::info!(worker = id, core = setup.core.map(|c| c.id), driver = ?kind, "worker started");
+        rt.block_on(async move {
+            if let Err(e) = run(&mut setup, kind, &ready).await {
+                let _ = ready.send(Err(format!("worker {}: {e}", setup.id)));
+            }
+        });
+        tracing::debug!(worker = id, "worker stopped");
+    })
+}
+
+async fn run(
+    setup: &mut WorkerSetup,
+    kind: DriverKind,
+    ready: &mpsc::Sender<Result<DriverKind, String>>,
+) -> std::io::Result<()> {
+    // The initial snapshot was queued before the thread started.
+    let first = loop {
+        match setup.subscriber.recv() {
+            Some(Update::Snapshot(s)) => break s,
+            Some(Update::Shutdown) | None => return Ok(()),
+        }
+    };
+    let access = setup.access_log.take().map(AccessLog::new);
+    let worker = Rc::new(Worker::new(setup.id, Table::new(first, setup.id), setup.http.clone(), access));
+    let wake: StdUnixStream = setup
+        .subscriber
+        .take_wake()
+        .ok_or_else(|| std::io::Error::other("wake socket already taken"))?;
+    wake.set_nonblocking(true)?;
+    let mut wake = UnixStream::from_std(wake)?;
+    let mut accepts = Vec::new();
+    for l in setup.listeners.drain(..) {
+        let listener = TcpListener::from_std(l)?;
+        accepts.push(monoio::spawn(accept_loop(listener, worker.clone())));
+    }
+    monoio::spawn(sweep_loop(worker.clone()));
+    let _ = ready.send(Ok(kind));
+
+    let mut buf = vec![0u8; 64];
+    loop {
+        let (res, b) = wake.read(buf).await;
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => return Ok(()), // every publisher is gone
+            Ok(_) => {}
+        }
+        loop {
+            match setup.subscriber.try_next() {
+                Ok(Some(Update::Snapshot(snapshot))) => {
+                    let version = snapshot.version;
+                    let view = worker.table.swap(snapshot);
+                    // Idle connections to endpoints that left the table close now.
+                    worker.pool.sweep(Instant::now(), Duration::MAX, Some(&view.addresses()));
+                    tracing::debug!(worker = worker.id, %version, "snapshot swapped in");
+                }
+                Ok(Some(Update::Shutdown)) | Err(()) => return Ok(()),
+                Ok(None) => break,
+            }
+        }
+    }
+}
+
+async fn accept_loop(listener: TcpListener, worker: Rc<Worker>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, peer)) => {
+                monoio::spawn(proxy::serve(stream, peer, worker.clone()));
+            }
+            Err(e) => {
+                // Out of descriptors or similar: back off briefly instead of spinning.
+                tracing::warn!(worker = worker.id, error = %e, "accept failed");
+                monoio::time::sleep(Duration::from_millis(50)).await;
+            }
+        }
+    }
+}
+
+async fn sweep_loop(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(POOL_SWEEP).await;
+        let view = worker.table.view();
+        let max_idle = view
+            .snapshot
+            .upstreams
+            .iter()
+            .map(|u| u.settings.pool.idle_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(60));
+        worker.pool.sweep(Instant::now(), max_idle, None);
+    }
+}
+
+/// Binds `addr` once per worker with SO_REUSEPORT. Port 0 is resolved by the first bind
+/// and reused for the others, so all workers share one port.
+pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let mut out = Vec::with_capacity(count);
+    let mut addr = addr;
+    for _ in 0..count {
+        let socket = Socket::new(Domain::for_address(addr), Type::STREAM, Some(Protocol::TCP))?;
+        socket.set_reuse_address(true)?;
+        socket.set_reuse_port(true)?;
+        socket.set_nodelay(true)?;
+        socket.set_nonblocking(true)?;
+        socket.bind(&addr.into())?;
+        socket.listen(4096)?;
+        let listener: std::net::TcpListener = socket.into();
+        addr = listener.local_addr()?;
+        out.push(listener);
+    }
+    Ok(out)
+}
