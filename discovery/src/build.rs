@@ -11,7 +11,9 @@ use std::time::Instant;
 
 use crate::balance;
 use crate::route::{Router, UnknownUpstream};
-use crate::snapshot::{Endpoint, EndpointState, Snapshot, SnapshotVersion, Upstream, UpstreamStatus};
+use crate::snapshot::{
+    Endpoint, EndpointState, Snapshot, SnapshotVersion, Upstream, UpstreamStatus,
+};
 use crate::spec::{Spec, UpstreamSource};
 
 /// Why a spec cannot become a table.
@@ -73,18 +75,36 @@ impl TableBuilder {
                     UpstreamSource::Static(nodes) => (
                         nodes
                             .iter()
-                            .map(|n| Endpoint { addr: n.addr, weight: n.weight, state: EndpointState::Ready })
+                            .map(|n| Endpoint {
+                                addr: n.addr,
+                                weight: n.weight,
+                                state: EndpointState::Ready,
+                            })
                             .collect(),
                         UpstreamStatus::Ready,
                     ),
-                    UpstreamSource::Discovery(d) => {
-                        (Vec::new(), UpstreamStatus::NotSynced { registry: Arc::from(d.registry.as_str()) })
-                    }
+                    UpstreamSource::Discovery(d) => (
+                        Vec::new(),
+                        UpstreamStatus::NotSynced {
+                            registry: Arc::from(d.registry.as_str()),
+                        },
+                    ),
                 };
-                Arc::new(make_upstream(&u.name, Arc::new(u.settings.clone()), endpoints, status))
+                Arc::new(make_upstream(
+                    &u.name,
+                    Arc::new(u.settings.clone()),
+                    endpoints,
+                    status,
+                ))
             })
             .collect();
-        Ok(TableBuilder { spec: Arc::new(spec), router: Arc::new(router), upstreams, by_name, version: SnapshotVersion(0) })
+        Ok(TableBuilder {
+            spec: Arc::new(spec),
+            router: Arc::new(router),
+            upstreams,
+            by_name,
+            version: SnapshotVersion(0),
+        })
     }
 
     pub fn spec(&self) -> &Spec {
@@ -92,12 +112,22 @@ impl TableBuilder {
     }
 
     /// Replaces one upstream's endpoints and status; returns false for an unknown name.
-    pub fn set_endpoints(&mut self, upstream: &str, endpoints: Vec<Endpoint>, status: UpstreamStatus) -> bool {
+    pub fn set_endpoints(
+        &mut self,
+        upstream: &str,
+        endpoints: Vec<Endpoint>,
+        status: UpstreamStatus,
+    ) -> bool {
         let Some(&i) = self.by_name.get(upstream) else {
             return false;
         };
         let old = &self.upstreams[i];
-        self.upstreams[i] = Arc::new(make_upstream(&old.name, old.settings.clone(), endpoints, status));
+        self.upstreams[i] = Arc::new(make_upstream(
+            &old.name,
+            old.settings.clone(),
+            endpoints,
+            status,
+        ));
         true
     }
 
@@ -134,7 +164,13 @@ fn make_upstream(
     endpoints.retain(|e| seen.insert(e.addr));
     let weights: Vec<u32> = endpoints
         .iter()
-        .map(|e| if e.state == EndpointState::Ready { e.weight } else { 0 })
+        .map(|e| {
+            if e.state == EndpointState::Ready {
+                e.weight
+            } else {
+                0
+            }
+        })
         .collect();
     let schedule = balance::schedule(&weights);
     let fallback: Vec<u32> = endpoints
@@ -159,7 +195,10 @@ mod tests {
     use crate::spec::*;
 
     fn spec() -> Spec {
-        let node = |a: &str| NodeSpec { addr: a.parse().unwrap(), weight: 1 };
+        let node = |a: &str| NodeSpec {
+            addr: a.parse().unwrap(),
+            weight: 1,
+        };
         Spec {
             services: vec![ServiceSpec {
                 name: "s".into(),
@@ -171,7 +210,10 @@ mod tests {
             upstreams: vec![
                 UpstreamSpec {
                     name: "a".into(),
-                    source: UpstreamSource::Static(vec![node("127.0.0.2:80"), node("127.0.0.3:80")]),
+                    source: UpstreamSource::Static(vec![
+                        node("127.0.0.2:80"),
+                        node("127.0.0.3:80"),
+                    ]),
                     settings: UpstreamSettings::default(),
                 },
                 UpstreamSpec {
@@ -193,8 +235,15 @@ mod tests {
         let mut b = TableBuilder::try_new(spec()).unwrap();
         let s1 = b.snapshot(Instant::now());
         assert_eq!(s1.upstreams[0].schedule.len(), 2);
-        assert!(matches!(s1.upstreams[1].status, UpstreamStatus::NotSynced { .. }));
-        let ep = Endpoint { addr: "127.0.0.9:8080".parse().unwrap(), weight: 1, state: EndpointState::Ready };
+        assert!(matches!(
+            s1.upstreams[1].status,
+            UpstreamStatus::NotSynced { .. }
+        ));
+        let ep = Endpoint {
+            addr: "127.0.0.9:8080".parse().unwrap(),
+            weight: 1,
+            state: EndpointState::Ready,
+        };
         assert!(b.set_endpoints("b", vec![ep, ep], UpstreamStatus::Ready));
         let s2 = b.snapshot(Instant::now());
         assert!(s2.version > s1.version);
@@ -207,10 +256,17 @@ mod tests {
     #[test]
     fn terminating_endpoints_are_fallback_only() {
         let mut b = TableBuilder::try_new(spec()).unwrap();
-        let e = |a: &str, state| Endpoint { addr: a.parse().unwrap(), weight: 1, state };
+        let e = |a: &str, state| Endpoint {
+            addr: a.parse().unwrap(),
+            weight: 1,
+            state,
+        };
         b.set_endpoints(
             "b",
-            vec![e("127.0.0.2:1", EndpointState::Terminating), e("127.0.0.3:1", EndpointState::NotServing)],
+            vec![
+                e("127.0.0.2:1", EndpointState::Terminating),
+                e("127.0.0.3:1", EndpointState::NotServing),
+            ],
             UpstreamStatus::Ready,
         );
         let s = b.snapshot(Instant::now());
@@ -223,9 +279,15 @@ mod tests {
         let mut bad = spec();
         bad.services[0].upstream = Some("nope".into());
         let err = TableBuilder::try_new(bad).unwrap_err();
-        assert_eq!(err.to_string(), "service \"s\" names upstream \"nope\", which is not defined");
+        assert_eq!(
+            err.to_string(),
+            "service \"s\" names upstream \"nope\", which is not defined"
+        );
         let mut dup = spec();
         dup.upstreams[1].name = "a".into();
-        assert!(matches!(TableBuilder::try_new(dup), Err(BuildError::DuplicateUpstream(_))));
+        assert!(matches!(
+            TableBuilder::try_new(dup),
+            Err(BuildError::DuplicateUpstream(_))
+        ));
     }
 }

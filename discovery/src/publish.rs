@@ -52,9 +52,17 @@ pub fn channel(workers: usize) -> io::Result<(Publisher, Vec<Subscriber>)> {
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         links.push(Link { tx, wake: ours });
-        subs.push(Subscriber { rx, wake: Some(theirs) });
+        subs.push(Subscriber {
+            rx,
+            wake: Some(theirs),
+        });
     }
-    Ok((Publisher { links: links.into() }, subs))
+    Ok((
+        Publisher {
+            links: links.into(),
+        },
+        subs,
+    ))
 }
 
 impl Publisher {

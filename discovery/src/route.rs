@@ -133,11 +133,12 @@ impl Router {
             let service_name: Arc<str> = Arc::from(service.name.as_str());
             let mut entries = Vec::new();
             let resolve = |name: Option<&String>, route: Option<&str>| {
-                name.and_then(|n| upstream_index(n)).ok_or_else(|| UnknownUpstream {
-                    service: service.name.clone(),
-                    route: route.map(str::to_owned),
-                    upstream: name.cloned(),
-                })
+                name.and_then(|n| upstream_index(n))
+                    .ok_or_else(|| UnknownUpstream {
+                        service: service.name.clone(),
+                        route: route.map(str::to_owned),
+                        upstream: name.cloned(),
+                    })
             };
             if service.routes.is_empty() {
                 entries.push(RouteEntry {
@@ -150,7 +151,10 @@ impl Router {
                 });
             }
             for route in &service.routes {
-                let upstream = resolve(route.upstream.as_ref().or(service.upstream.as_ref()), Some(&route.name))?;
+                let upstream = resolve(
+                    route.upstream.as_ref().or(service.upstream.as_ref()),
+                    Some(&route.name),
+                )?;
                 let base = service.path_prefix.trim_end_matches('/');
                 entries.push(RouteEntry {
                     prefix: join_path(base, &route.path).into_boxed_str(),
@@ -182,9 +186,11 @@ impl Router {
         }
         for group in &mut router.groups {
             // Stable: among equal prefixes, config order decides.
-            group.sort_by(|a, b| b.prefix.len().cmp(&a.prefix.len()));
+            group.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         }
-        router.wildcard.sort_by(|a, b| b.0.len().cmp(&a.0.len()));
+        router
+            .wildcard
+            .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         Ok(router)
     }
 
@@ -319,7 +325,10 @@ mod tests {
 
     fn router(services: &[ServiceSpec]) -> Router {
         let names: Vec<&str> = services.iter().map(|s| s.name.as_str()).collect();
-        Router::compile(services, |n| names.iter().position(|x| *x == n).map(|i| i as u32)).unwrap()
+        Router::compile(services, |n| {
+            names.iter().position(|x| *x == n).map(|i| i as u32)
+        })
+        .unwrap()
     }
 
     fn found<'a>(m: RouteMatch<'a>) -> &'a RouteEntry {
@@ -331,14 +340,28 @@ mod tests {
 
     #[test]
     fn seed_route_strips_the_service_prefix() {
-        let r = router(&[service("sd-app", &["sd.httpbin.org"], "/v1", vec![route("anything", "/anything", true, &[])])]);
+        let r = router(&[service(
+            "sd-app",
+            &["sd.httpbin.org"],
+            "/v1",
+            vec![route("anything", "/anything", true, &[])],
+        )]);
         let e = found(r.lookup("sd.httpbin.org", "/v1/anything", "GET"));
         assert_eq!(&*e.route, "anything");
         assert_eq!(e.rewrite("/v1/anything?a=1"), "/anything?a=1");
         assert_eq!(e.rewrite("/v1/anything/x"), "/anything/x");
-        assert!(matches!(r.lookup("sd.httpbin.org", "/v1/anythingelse", "GET"), RouteMatch::NotFound));
-        assert!(matches!(r.lookup("sd.httpbin.org", "/anything", "GET"), RouteMatch::NotFound));
-        assert!(matches!(r.lookup("other.org", "/v1/anything", "GET"), RouteMatch::NotFound));
+        assert!(matches!(
+            r.lookup("sd.httpbin.org", "/v1/anythingelse", "GET"),
+            RouteMatch::NotFound
+        ));
+        assert!(matches!(
+            r.lookup("sd.httpbin.org", "/anything", "GET"),
+            RouteMatch::NotFound
+        ));
+        assert!(matches!(
+            r.lookup("other.org", "/v1/anything", "GET"),
+            RouteMatch::NotFound
+        ));
     }
 
     #[test]
@@ -377,7 +400,12 @@ mod tests {
         // A longer prefix that refuses the method falls back to a shorter one that allows it.
         assert_eq!(&*found(r.lookup("h", "/items", "PUT")).route, "all");
         assert_eq!(&*found(r.lookup("h", "/other", "PUT")).route, "all");
-        let r = router(&[service("s", &["h"], "/", vec![route("admin", "/admin", false, &["DELETE", "GET"])])]);
+        let r = router(&[service(
+            "s",
+            &["h"],
+            "/",
+            vec![route("admin", "/admin", false, &["DELETE", "GET"])],
+        )]);
         match r.lookup("h", "/admin", "POST") {
             RouteMatch::MethodNotAllowed(set) => {
                 assert_eq!(set.names().collect::<Vec<_>>(), ["GET", "DELETE"])
@@ -398,7 +426,12 @@ mod tests {
 
     #[test]
     fn stripping_to_nothing_leaves_a_slash() {
-        let r = router(&[service("s", &[], "/v1", vec![route("root", "/", true, &[])])]);
+        let r = router(&[service(
+            "s",
+            &[],
+            "/v1",
+            vec![route("root", "/", true, &[])],
+        )]);
         let e = found(r.lookup("x", "/v1", "GET"));
         assert_eq!(e.rewrite("/v1"), "/");
         assert_eq!(e.rewrite("/v1?x=1"), "/?x=1");

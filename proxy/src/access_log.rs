@@ -71,18 +71,27 @@ impl AccessLog {
     /// Formats and writes one line. Write errors are ignored (logging must not fail a
     /// request).
     pub fn write(&self, r: &Record) {
-        let now = SystemTime::now().duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs());
+        let now = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs());
         if self.stamp_second.get() != now {
             *self.stamp.borrow_mut() = clf_time(now);
             self.stamp_second.set(now);
         }
         let mut line = self.line.borrow_mut();
         line.clear();
-        let dash = |s: &str| if s.is_empty() { "-".to_owned() } else { s.to_owned() };
+        let dash = |s: &str| {
+            if s.is_empty() {
+                "-".to_owned()
+            } else {
+                s.to_owned()
+            }
+        };
         let _ = writeln!(
             line,
             "{} - - {} {} \"{}\" {} {} {:.3} \"{}\" \"{}\" {} {} {}",
-            r.client.map_or_else(|| "-".to_owned(), |c| c.ip().to_string()),
+            r.client
+                .map_or_else(|| "-".to_owned(), |c| c.ip().to_string()),
             self.stamp.borrow(),
             dash(&r.host),
             r.request_line,
@@ -93,7 +102,11 @@ impl AccessLog {
             dash(&r.user_agent),
             dash(&r.upstream_addr),
             dash(&r.upstream_status),
-            if r.upstream_addr.is_empty() { "-".to_owned() } else { format!("{:.3}", r.upstream_time) },
+            if r.upstream_addr.is_empty() {
+                "-".to_owned()
+            } else {
+                format!("{:.3}", r.upstream_time)
+            },
         );
         let _ = self.out.borrow_mut().write_all(&line);
     }
@@ -101,7 +114,9 @@ impl AccessLog {
 
 /// `[22/Nov/2026:05:23:58 +0000]` for seconds since the epoch (UTC).
 pub fn clf_time(secs: u64) -> String {
-    const MONTHS: [&str; 12] = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"];
+    const MONTHS: [&str; 12] = [
+        "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+    ];
     let days = (secs / 86_400) as i64;
     let rem = secs % 86_400;
     // Howard Hinnant's civil-from-days.

@@ -1,4 +1,4 @@
-//! Configuration: the YAML file form ([`file`]) and its checked form ([`Config`]).
+//! Configuration: the YAML file form ([`file`](mod@file)) and its checked form ([`Config`]).
 //!
 //! Runs on: the main thread (startup, `strait check`) and, later, the reload path.
 //! Never on a worker. A file that fails to check is refused whole with a [`ConfigError`]

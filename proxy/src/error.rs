@@ -57,7 +57,9 @@ impl ProxyError {
     /// The status answered for it (when no response byte was sent yet).
     pub fn status(&self) -> u16 {
         match self.kind {
-            ErrorKind::ConnectTimeout | ErrorKind::ResponseTimeout | ErrorKind::UpstreamIoTimeout => 504,
+            ErrorKind::ConnectTimeout
+            | ErrorKind::ResponseTimeout
+            | ErrorKind::UpstreamIoTimeout => 504,
             ErrorKind::ConnectRefused | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
             ErrorKind::ClientTimeout => 408,
             ErrorKind::ClientIo => 400,
@@ -69,8 +71,12 @@ impl ProxyError {
         match self.kind {
             ErrorKind::ConnectRefused => "bad gateway: could not connect to any upstream endpoint",
             ErrorKind::ConnectTimeout => "gateway timeout: connecting to the upstream timed out",
-            ErrorKind::UpstreamClosed => "bad gateway: the upstream closed the connection before responding",
-            ErrorKind::ResponseTimeout => "gateway timeout: the upstream did not send a response head in time",
+            ErrorKind::UpstreamClosed => {
+                "bad gateway: the upstream closed the connection before responding"
+            }
+            ErrorKind::ResponseTimeout => {
+                "gateway timeout: the upstream did not send a response head in time"
+            }
             ErrorKind::UpstreamIoTimeout => "gateway timeout: the upstream stalled",
             ErrorKind::BadResponse => "bad gateway: the upstream sent a malformed response",
             ErrorKind::ClientIo => "bad request: the request body could not be read",

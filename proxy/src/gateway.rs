@@ -12,7 +12,9 @@ use std::thread::JoinHandle;
 use std::time::Instant;
 
 use strait_discovery::publish;
-use strait_discovery::{BuildError, Endpoint, Publisher, Snapshot, TableBuilder, Update, UpstreamStatus};
+use strait_discovery::{
+    BuildError, Endpoint, Publisher, Snapshot, TableBuilder, Update, UpstreamStatus,
+};
 
 use crate::config::Config;
 use crate::worker::{self, DriverKind, WorkerSetup};
@@ -21,11 +23,18 @@ use crate::worker::{self, DriverKind, WorkerSetup};
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
     #[error("listener {name} ({addr}): {source}")]
-    Bind { name: String, addr: SocketAddr, source: std::io::Error },
+    Bind {
+        name: String,
+        addr: SocketAddr,
+        source: std::io::Error,
+    },
     #[error("the routing table cannot be built: {0}")]
     Table(#[from] BuildError),
     #[error("access log {path}: {source}")]
-    AccessLog { path: String, source: std::io::Error },
+    AccessLog {
+        path: String,
+        source: std::io::Error,
+    },
     #[error("{0}")]
     Worker(String),
     #[error("io: {0}")]
@@ -52,11 +61,16 @@ impl Gateway {
             .unwrap_or(NonZeroUsize::MIN)
             .get();
         let mut builder = TableBuilder::try_new(config.spec.clone())?;
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> = (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+            (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
         for l in &config.listeners {
-            let bound = worker::bind_reuseport(l.addr, workers)
-                .map_err(|source| StartError::Bind { name: l.name.clone(), addr: l.addr, source })?;
+            let bound =
+                worker::bind_reuseport(l.addr, workers).map_err(|source| StartError::Bind {
+                    name: l.name.clone(),
+                    addr: l.addr,
+                    source,
+                })?;
             listeners.push((l.name.clone(), bound[0].local_addr()?));
             for (i, b) in bound.into_iter().enumerate() {
                 per_worker[i].push(b);
@@ -79,7 +93,11 @@ impl Gateway {
             };
             let setup = WorkerSetup {
                 id,
-                core: if cores.is_empty() { None } else { Some(cores[id % cores.len()]) },
+                core: if cores.is_empty() {
+                    None
+                } else {
+                    Some(cores[id % cores.len()])
+                },
                 driver: config.driver,
                 listeners,
                 subscriber,
@@ -105,12 +123,22 @@ impl Gateway {
             listeners = ?listeners,
             "gateway started"
         );
-        Ok(Gateway { publisher, builder, listeners, threads, drivers, config })
+        Ok(Gateway {
+            publisher,
+            builder,
+            listeners,
+            threads,
+            drivers,
+            config,
+        })
     }
 
     /// The bound address of listener `name` (port 0 resolved).
     pub fn listen_addr(&self, name: &str) -> Option<SocketAddr> {
-        self.listeners.iter().find(|(n, _)| n == name).map(|(_, a)| *a)
+        self.listeners
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, a)| *a)
     }
 
     /// Number of workers running.
@@ -139,8 +167,15 @@ impl Gateway {
     }
 
     /// Replaces one upstream's endpoints (what discovery does on a change) and publishes.
-    pub fn set_endpoints(&mut self, upstream: &str, endpoints: Vec<Endpoint>) -> Option<std::sync::Arc<Snapshot>> {
-        if !self.builder.set_endpoints(upstream, endpoints, UpstreamStatus::Ready) {
+    pub fn set_endpoints(
+        &mut self,
+        upstream: &str,
+        endpoints: Vec<Endpoint>,
+    ) -> Option<std::sync::Arc<Snapshot>> {
+        if !self
+            .builder
+            .set_endpoints(upstream, endpoints, UpstreamStatus::Ready)
+        {
             return None;
         }
         Some(self.publish())
@@ -174,7 +209,10 @@ fn open_access_log(config: &Config) -> Result<std::fs::File, StartError> {
             .create(true)
             .append(true)
             .open(path)
-            .map_err(|source| StartError::AccessLog { path: path.display().to_string(), source }),
+            .map_err(|source| StartError::AccessLog {
+                path: path.display().to_string(),
+                source,
+            }),
         None => {
             let fd = std::io::stdout().as_fd().try_clone_to_owned()?;
             Ok(std::fs::File::from(fd))

@@ -11,7 +11,11 @@ use strait::config::Config;
 use strait::Gateway;
 
 #[derive(Parser)]
-#[command(name = "strait", version, about = "A thread-per-core Kubernetes-native HTTP gateway")]
+#[command(
+    name = "strait",
+    version,
+    about = "A thread-per-core Kubernetes-native HTTP gateway"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -67,13 +71,15 @@ fn main() -> anyhow::Result<()> {
             serve(config, Vec::<strait::demo::EchoServer>::new())
         }
         Command::Demo { workers } => {
-            let mut config = Config::from_yaml(strait::DEMO_CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
+            let mut config =
+                Config::from_yaml(strait::DEMO_CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
             override_workers(&mut config, workers)?;
             let mut backends = Vec::new();
             for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
                 let addr = format!("{ip}:8080").parse()?;
                 backends.push(
-                    strait::demo::EchoServer::start(addr).with_context(|| format!("demo backend {addr}"))?,
+                    strait::demo::EchoServer::start(addr)
+                        .with_context(|| format!("demo backend {addr}"))?,
                 );
                 println!("demo backend listening on {addr}");
             }
@@ -85,18 +91,26 @@ fn main() -> anyhow::Result<()> {
 
 fn override_workers(config: &mut Config, workers: Option<usize>) -> anyhow::Result<()> {
     if let Some(n) = workers {
-        config.workers = Some(std::num::NonZeroUsize::new(n).context("--workers must be at least 1")?);
+        config.workers =
+            Some(std::num::NonZeroUsize::new(n).context("--workers must be at least 1")?);
     }
     Ok(())
 }
 
 /// Runs until SIGINT or SIGTERM.
 fn serve<T>(config: Config, keep_alive: Vec<T>) -> anyhow::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM])?;
+    let mut signals = signal_hook::iterator::Signals::new([
+        signal_hook::consts::SIGINT,
+        signal_hook::consts::SIGTERM,
+    ])?;
     let gateway = Gateway::start(config)?;
     for (name, addr) in gateway.config().listeners.iter().map(|l| (&l.name, l.addr)) {
         let bound = gateway.listen_addr(name).unwrap_or(addr);
-        println!("strait listening on {bound} ({name}), {} workers, drivers {:?}", gateway.workers(), gateway.drivers());
+        println!(
+            "strait listening on {bound} ({name}), {} workers, drivers {:?}",
+            gateway.workers(),
+            gateway.drivers()
+        );
     }
     if let Some(sig) = signals.forever().next() {
         tracing::info!(signal = sig, "stopping");

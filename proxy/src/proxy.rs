@@ -58,11 +58,21 @@ pub struct Worker {
 
 impl Worker {
     pub fn new(id: usize, table: Table, http: HttpConfig, access: Option<AccessLog>) -> Worker {
-        Worker { id, table, pool: Pool::default(), http, access, bufs: RefCell::new(Vec::new()) }
+        Worker {
+            id,
+            table,
+            pool: Pool::default(),
+            http,
+            access,
+            bufs: RefCell::new(Vec::new()),
+        }
     }
 
     fn take_buf(&self) -> Vec<u8> {
-        self.bufs.borrow_mut().pop().unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+        self.bufs
+            .borrow_mut()
+            .pop()
+            .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
     }
 
     fn give_buf(&self, mut buf: Vec<u8>) {
@@ -126,8 +136,16 @@ struct Prepared<'v> {
 }
 
 enum Action<'v> {
-    Reply { status: u16, body: &'static str, allow: Option<String> },
-    Forward { route: &'v RouteEntry, head_base: usize, host_per_endpoint: bool },
+    Reply {
+        status: u16,
+        body: &'static str,
+        allow: Option<String>,
+    },
+    Forward {
+        route: &'v RouteEntry,
+        head_base: usize,
+        host_per_endpoint: bool,
+    },
 }
 
 async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
@@ -139,7 +157,14 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             let mut hb = head::header_buf();
             let limit = w.http.max_headers.min(head::MAX_HEADERS);
             match head::parse_request(&c.buf, &mut hb[..limit]) {
-                Ok(Some(req)) => match prepare(&req, c.peer, &view, &mut c.out, &mut c.record, w.access.is_some()) {
+                Ok(Some(req)) => match prepare(
+                    &req,
+                    c.peer,
+                    &view,
+                    &mut c.out,
+                    &mut c.record,
+                    w.access.is_some(),
+                ) {
                     Ok(p) => break p,
                     Err(e) => return reply_error(c, w, e, Instant::now()).await,
                 },
@@ -147,7 +172,13 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
                 Err(e) => return reply_error(c, w, e, Instant::now()).await,
             }
             if c.buf.len() >= w.http.max_request_head_bytes {
-                return reply_error(c, w, HeadError::new(431, "request head too large"), Instant::now()).await;
+                return reply_error(
+                    c,
+                    w,
+                    HeadError::new(431, "request head too large"),
+                    Instant::now(),
+                )
+                .await;
             }
         }
         let until = match deadline {
@@ -173,20 +204,42 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
                 }
             }
             Err(e) if e.kind() == io::ErrorKind::TimedOut && deadline.is_some() => {
-                return reply_error(c, w, HeadError::new(408, "request head timed out"), Instant::now()).await;
+                return reply_error(
+                    c,
+                    w,
+                    HeadError::new(408, "request head timed out"),
+                    Instant::now(),
+                )
+                .await;
             }
             Err(_) => return Next::Close,
         }
     };
     let started = Instant::now();
-    match &p.action {
-        &Action::Reply { status, body, ref allow } => {
+    match p.action {
+        Action::Reply {
+            status,
+            body,
+            ref allow,
+        } => {
             c.out.clear();
             // A request body we will not read makes the connection unusable.
             let close = p.client_close || p.body != BodyKind::None;
-            write_reply(&mut c.out, status, body, allow.as_deref(), close, p.head_only);
+            write_reply(
+                &mut c.out,
+                status,
+                body,
+                allow.as_deref(),
+                close,
+                p.head_only,
+            );
             let sent = c.out.len() as u64;
-            let (res, out) = write_all(&mut c.stream, std::mem::take(&mut c.out), w.http.client_body_timeout).await;
+            let (res, out) = write_all(
+                &mut c.stream,
+                std::mem::take(&mut c.out),
+                w.http.client_body_timeout,
+            )
+            .await;
             c.out = out;
             c.buf.drain(..p.head_len);
             log(c, w, status, sent, started);
@@ -196,8 +249,22 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
                 Next::KeepAlive
             }
         }
-        &Action::Forward { route, head_base, host_per_endpoint } => {
-            forward(c, w, &view, &p, route, head_base, host_per_endpoint, started).await
+        Action::Forward {
+            route,
+            head_base,
+            host_per_endpoint,
+        } => {
+            forward(
+                c,
+                w,
+                &view,
+                &p,
+                route,
+                head_base,
+                host_per_endpoint,
+                started,
+            )
+            .await
         }
     }
 }
@@ -219,12 +286,18 @@ fn prepare<'v>(
         record.request_line.push_str(req.method);
         record.request_line.push(' ');
         record.request_line.push_str(req.target);
-        record.request_line.push_str(if req.minor == 0 { " HTTP/1.0" } else { " HTTP/1.1" });
+        record.request_line.push_str(if req.minor == 0 {
+            " HTTP/1.0"
+        } else {
+            " HTTP/1.1"
+        });
         for h in req.headers {
             if h.name.eq_ignore_ascii_case("referer") {
                 record.referer.push_str(&String::from_utf8_lossy(h.value));
             } else if h.name.eq_ignore_ascii_case("user-agent") {
-                record.user_agent.push_str(&String::from_utf8_lossy(h.value));
+                record
+                    .user_agent
+                    .push_str(&String::from_utf8_lossy(h.value));
             }
         }
     }
@@ -236,13 +309,25 @@ fn prepare<'v>(
         body: info.framing.body,
         client_close: info.framing.close,
         expect_continue: info.framing.expect_continue && req.minor == 1,
-        action: Action::Reply { status: 404, body: "not found: no route matches this host and path", allow: None },
+        action: Action::Reply {
+            status: 404,
+            body: "not found: no route matches this host and path",
+            allow: None,
+        },
     };
-    match view.snapshot.router.lookup(info.host, info.path, req.method) {
+    match view
+        .snapshot
+        .router
+        .lookup(info.host, info.path, req.method)
+    {
         RouteMatch::NotFound => {}
         RouteMatch::MethodNotAllowed(set) => {
             let allow = set.names().collect::<Vec<_>>().join(", ");
-            p.action = Action::Reply { status: 405, body: "method not allowed on this route", allow: Some(allow) };
+            p.action = Action::Reply {
+                status: 405,
+                body: "method not allowed on this route",
+                allow: Some(allow),
+            };
         }
         RouteMatch::Found(route) => {
             let upstream = &view.snapshot.upstreams[route.upstream as usize];
@@ -254,7 +339,11 @@ fn prepare<'v>(
             };
             out.clear();
             head::write_upstream_head(out, req, &info, &path, peer.ip(), host);
-            p.action = Action::Forward { route, head_base: out.len(), host_per_endpoint: per_endpoint };
+            p.action = Action::Forward {
+                route,
+                head_base: out.len(),
+                host_per_endpoint: per_endpoint,
+            };
         }
     }
     Ok(p)
@@ -265,7 +354,12 @@ async fn reply_error(c: &mut Client, w: &Worker, e: HeadError, started: Instant)
     c.out.clear();
     write_reply(&mut c.out, e.status, e.reason, None, true, false);
     let sent = c.out.len() as u64;
-    let (_, out) = write_all(&mut c.stream, std::mem::take(&mut c.out), w.http.client_body_timeout).await;
+    let (_, out) = write_all(
+        &mut c.stream,
+        std::mem::take(&mut c.out),
+        w.http.client_body_timeout,
+    )
+    .await;
     c.out = out;
     if w.access.is_some() {
         c.record.clear();
@@ -299,15 +393,26 @@ async fn forward(
     let idx = route.upstream;
     let upstream = &view.snapshot.upstreams[idx as usize];
     let unavailable = match &upstream.status {
-        UpstreamStatus::NotSynced { .. } => Some("service unavailable: discovery has not synced yet"),
-        UpstreamStatus::RegistryDisabled { .. } => Some("service unavailable: the upstream's registry is disabled"),
-        UpstreamStatus::Ready if !upstream.has_endpoints() => Some("service unavailable: the upstream has no endpoints"),
+        UpstreamStatus::NotSynced { .. } => {
+            Some("service unavailable: discovery has not synced yet")
+        }
+        UpstreamStatus::RegistryDisabled { .. } => {
+            Some("service unavailable: the upstream's registry is disabled")
+        }
+        UpstreamStatus::Ready if !upstream.has_endpoints() => {
+            Some("service unavailable: the upstream has no endpoints")
+        }
         UpstreamStatus::Ready => None,
     };
     let settings = &upstream.settings;
 
     // Body bytes that arrived with the head.
-    let mut body = BodyState { end: p.head_len, complete: true, remaining: 0, decoder: ChunkedDecoder::new() };
+    let mut body = BodyState {
+        end: p.head_len,
+        complete: true,
+        remaining: 0,
+        decoder: ChunkedDecoder::new(),
+    };
     match p.body {
         BodyKind::None | BodyKind::Close => {}
         BodyKind::Length(n) => {
@@ -334,15 +439,35 @@ async fn forward(
     let mut fresh_retry = false;
     let mut body_sent = false;
     while tried.len() < attempts {
-        let Some(ep) = view.pick(idx, &tried) else { break };
+        let Some(ep) = view.pick(idx, &tried) else {
+            break;
+        };
         let now = Instant::now();
-        let pooled = if fresh_retry { None } else { w.pool.take(ep.addr, &settings.pool, now) };
+        let pooled = if fresh_retry {
+            None
+        } else {
+            w.pool.take(ep.addr, &settings.pool, now)
+        };
         let mut conn = match pooled {
             Some(conn) => conn,
             None => match connect(ep.addr, settings.connect_timeout).await {
-                Ok(stream) => UpstreamConn { stream, addr: ep.addr, requests: 0, reused: false },
+                Ok(stream) => UpstreamConn {
+                    stream,
+                    addr: ep.addr,
+                    requests: 0,
+                    reused: false,
+                },
                 Err(kind) => {
-                    note_attempt(c, w, ep.addr, if kind == ErrorKind::ConnectTimeout { 504 } else { 502 });
+                    note_attempt(
+                        c,
+                        w,
+                        ep.addr,
+                        if kind == ErrorKind::ConnectTimeout {
+                            504
+                        } else {
+                            502
+                        },
+                    );
                     tracing::debug!(endpoint = %ep.addr, ?kind, "connect failed");
                     last = ProxyError::new(kind, Side::Upstream, Retry::Safe);
                     tried.push(ep.addr);
@@ -361,7 +486,12 @@ async fn forward(
         }
         head::finish_upstream_head(&mut c.out, false);
         c.out.extend_from_slice(&c.buf[p.head_len..body.end]);
-        let (res, out) = write_all(&mut conn.stream, std::mem::take(&mut c.out), settings.read_timeout).await;
+        let (res, out) = write_all(
+            &mut conn.stream,
+            std::mem::take(&mut c.out),
+            settings.read_timeout,
+        )
+        .await;
         c.out = out;
         if res.is_err() {
             // A pooled connection the upstream closed: try again on a fresh one.
@@ -376,13 +506,22 @@ async fn forward(
         }
         if !body.complete {
             if p.expect_continue && !body_sent {
-                let (res, _) = write_all(&mut c.stream, b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(), w.http.client_body_timeout).await;
+                let (res, _) = write_all(
+                    &mut c.stream,
+                    b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                    w.http.client_body_timeout,
+                )
+                .await;
                 if res.is_err() {
                     return Next::Close;
                 }
             }
             body_sent = true;
-            let rest = if p.body == BodyKind::Chunked { BodyKind::Chunked } else { BodyKind::Length(body.remaining) };
+            let rest = if p.body == BodyKind::Chunked {
+                BodyKind::Chunked
+            } else {
+                BodyKind::Length(body.remaining)
+            };
             let mut empty = Vec::new();
             let relayed = relay(
                 &mut c.stream,
@@ -393,7 +532,10 @@ async fn forward(
                 Mode::Pass,
                 &mut empty,
                 Some(body.decoder.clone()),
-                Timeouts { read: w.http.client_body_timeout, write: settings.read_timeout },
+                Timeouts {
+                    read: w.http.client_body_timeout,
+                    write: settings.read_timeout,
+                },
                 Side::Downstream,
             )
             .await;
@@ -404,14 +546,24 @@ async fn forward(
                 }
                 note_attempt(c, w, ep.addr, 502);
                 let err = ProxyError::new(e.kind, Side::Upstream, Retry::No);
-                return finish_with_status(c, w, p, err.status(), err.message(), started, None).await;
+                return finish_with_status(c, w, p, err.status(), err.message(), started, None)
+                    .await;
             }
             // The whole request is read: drop it from the buffer, keeping what follows.
             c.buf.drain(..relayed.end);
             body.end = 0;
         }
         let upstream_started = Instant::now();
-        match respond(c, w, p, &mut conn, settings.response_header_timeout, settings.read_timeout).await {
+        match respond(
+            c,
+            w,
+            p,
+            &mut conn,
+            settings.response_header_timeout,
+            settings.read_timeout,
+        )
+        .await
+        {
             Ok(outcome) => {
                 if w.access.is_some() {
                     push_list(&mut c.record.upstream_addr, &conn.addr.to_string());
@@ -423,7 +575,11 @@ async fn forward(
                 }
                 c.buf.drain(..body.end);
                 log(c, w, outcome.status, outcome.bytes_sent, started);
-                return if outcome.keep_client { Next::KeepAlive } else { Next::Close };
+                return if outcome.keep_client {
+                    Next::KeepAlive
+                } else {
+                    Next::Close
+                };
             }
             Err(Failure::ClientGone) => return Next::Close,
             Err(Failure::AfterHeadSent { status, bytes_sent }) => {
@@ -432,18 +588,27 @@ async fn forward(
             }
             Err(Failure::BeforeHead(e)) => {
                 let replayable = body.complete && !body_sent;
-                if conn.reused && replayable && e.kind == ErrorKind::UpstreamClosed && (p.idempotent || p.body == BodyKind::None) {
+                if conn.reused
+                    && replayable
+                    && e.kind == ErrorKind::UpstreamClosed
+                    && (p.idempotent || p.body == BodyKind::None)
+                {
                     // The upstream closed an idle pooled connection as we reused it.
                     fresh_retry = true;
                     continue;
                 }
                 note_attempt(c, w, ep.addr, e.status());
                 let consumed = if body_sent { Some(0) } else { Some(body.end) };
-                return finish_with_status(c, w, p, e.status(), e.message(), started, consumed).await;
+                return finish_with_status(c, w, p, e.status(), e.message(), started, consumed)
+                    .await;
             }
         }
     }
-    let consumed = if body_sent { Some(0) } else { body.complete.then_some(body.end) };
+    let consumed = if body_sent {
+        Some(0)
+    } else {
+        body.complete.then_some(body.end)
+    };
     finish_with_status(c, w, p, last.status(), last.message(), started, consumed).await
 }
 
@@ -462,7 +627,12 @@ async fn finish_with_status(
     c.out.clear();
     write_reply(&mut c.out, status, reason, None, close, p.head_only);
     let sent = c.out.len() as u64;
-    let (res, out) = write_all(&mut c.stream, std::mem::take(&mut c.out), w.http.client_body_timeout).await;
+    let (res, out) = write_all(
+        &mut c.stream,
+        std::mem::take(&mut c.out),
+        w.http.client_body_timeout,
+    )
+    .await;
     c.out = out;
     if let Some(n) = consumed {
         c.buf.drain(..n.min(c.buf.len()));
@@ -511,7 +681,10 @@ enum Failure {
     /// Nothing was sent to the client yet; the caller answers or retries.
     BeforeHead(ProxyError),
     /// The response head went out; the connection can only be closed.
-    AfterHeadSent { status: u16, bytes_sent: u64 },
+    AfterHeadSent {
+        status: u16,
+        bytes_sent: u64,
+    },
     ClientGone,
 }
 
@@ -542,7 +715,12 @@ async fn respond(
                         if p.minor == 1 {
                             c.cout.clear();
                             head::write_interim_head(&mut c.cout, &resp);
-                            let (res, out) = write_all(&mut c.stream, std::mem::take(&mut c.cout), w.http.client_body_timeout).await;
+                            let (res, out) = write_all(
+                                &mut c.stream,
+                                std::mem::take(&mut c.cout),
+                                w.http.client_body_timeout,
+                            )
+                            .await;
                             c.cout = out;
                             if res.is_err() {
                                 return Err(Failure::ClientGone);
@@ -557,7 +735,11 @@ async fn respond(
                     };
                     let status = resp.status;
                     let no_body = p.head_only || status == 204 || status == 304;
-                    let body = if no_body { BodyKind::None } else { framing.body };
+                    let body = if no_body {
+                        BodyKind::None
+                    } else {
+                        framing.body
+                    };
                     let (client_framing, mode) = match (body, p.minor) {
                         (BodyKind::None, _) => (ClientFraming::None, Mode::Pass),
                         (BodyKind::Length(n), _) => (ClientFraming::Length(n), Mode::Pass),
@@ -569,7 +751,14 @@ async fn respond(
                     let keep_client = !p.client_close && client_framing != ClientFraming::Close;
                     let upstream_reusable = !framing.close;
                     c.cout.clear();
-                    head::write_client_head(&mut c.cout, &resp, &framing, client_framing, keep_client, p.minor);
+                    head::write_client_head(
+                        &mut c.cout,
+                        &resp,
+                        &framing,
+                        client_framing,
+                        keep_client,
+                        p.minor,
+                    );
                     let head_len = resp.len;
                     let mut head_out = std::mem::take(&mut c.cout);
                     let head_bytes = head_out.len() as u64;
@@ -582,7 +771,10 @@ async fn respond(
                         mode,
                         &mut head_out,
                         None,
-                        Timeouts { read: io_timeout, write: w.http.client_body_timeout },
+                        Timeouts {
+                            read: io_timeout,
+                            write: w.http.client_body_timeout,
+                        },
                         Side::Upstream,
                     )
                     .await;
@@ -607,7 +799,11 @@ async fn respond(
                             } else if e.side == Side::Downstream {
                                 Err(Failure::ClientGone)
                             } else {
-                                Err(Failure::BeforeHead(ProxyError::new(e.kind, Side::Upstream, Retry::No)))
+                                Err(Failure::BeforeHead(ProxyError::new(
+                                    e.kind,
+                                    Side::Upstream,
+                                    Retry::No,
+                                )))
                             }
                         }
                     };
@@ -627,13 +823,25 @@ async fn respond(
         match res {
             Ok(0) => {
                 w.give_buf(ub);
-                return Err(Failure::BeforeHead(ProxyError::new(ErrorKind::UpstreamClosed, Side::Upstream, Retry::IfIdempotent)));
+                return Err(Failure::BeforeHead(ProxyError::new(
+                    ErrorKind::UpstreamClosed,
+                    Side::Upstream,
+                    Retry::IfIdempotent,
+                )));
             }
             Ok(_) => {}
             Err(e) => {
-                let kind = if e.kind() == io::ErrorKind::TimedOut { ErrorKind::ResponseTimeout } else { ErrorKind::UpstreamClosed };
+                let kind = if e.kind() == io::ErrorKind::TimedOut {
+                    ErrorKind::ResponseTimeout
+                } else {
+                    ErrorKind::UpstreamClosed
+                };
                 w.give_buf(ub);
-                return Err(Failure::BeforeHead(ProxyError::new(kind, Side::Upstream, Retry::IfIdempotent)));
+                return Err(Failure::BeforeHead(ProxyError::new(
+                    kind,
+                    Side::Upstream,
+                    Retry::IfIdempotent,
+                )));
             }
         }
     }
@@ -693,7 +901,11 @@ async fn relay(
     t: Timeouts,
     src_side: Side,
 ) -> Relayed {
-    let dst_side = if src_side == Side::Upstream { Side::Downstream } else { Side::Upstream };
+    let dst_side = if src_side == Side::Upstream {
+        Side::Downstream
+    } else {
+        Side::Upstream
+    };
     let src_err = |timeout: bool| RelayError {
         side: src_side,
         kind: match (src_side, timeout) {
@@ -705,7 +917,11 @@ async fn relay(
     };
     let dst_err = RelayError {
         side: dst_side,
-        kind: if dst_side == Side::Upstream { ErrorKind::UpstreamClosed } else { ErrorKind::ClientIo },
+        kind: if dst_side == Side::Upstream {
+            ErrorKind::UpstreamClosed
+        } else {
+            ErrorKind::ClientIo
+        },
     };
     let mut remaining = match body {
         BodyKind::Length(n) => n,
@@ -741,7 +957,14 @@ async fn relay(
                             end: start,
                             written,
                             head_sent,
-                            result: Err(RelayError { side: src_side, kind: if src_side == Side::Upstream { ErrorKind::BadResponse } else { ErrorKind::ClientIo } }),
+                            result: Err(RelayError {
+                                side: src_side,
+                                kind: if src_side == Side::Upstream {
+                                    ErrorKind::BadResponse
+                                } else {
+                                    ErrorKind::ClientIo
+                                },
+                            }),
                         };
                     }
                 }
@@ -779,7 +1002,13 @@ async fn relay(
             *head = h;
             head.clear();
             if res.is_err() {
-                return Relayed { buf, end: start, written, head_sent, result: Err(dst_err) };
+                return Relayed {
+                    buf,
+                    end: start,
+                    written,
+                    head_sent,
+                    result: Err(dst_err),
+                };
             }
             written += if head_sent { n } else { n - head_initial };
             head_sent = true;
@@ -788,13 +1017,25 @@ async fn relay(
             let (res, b) = write_range(dst, buf, start..seg_end, t.write).await;
             buf = b;
             if res.is_err() {
-                return Relayed { buf, end: start, written, head_sent, result: Err(dst_err) };
+                return Relayed {
+                    buf,
+                    end: start,
+                    written,
+                    head_sent,
+                    result: Err(dst_err),
+                };
             }
             written += seg as u64;
         }
         start = seg_end;
         if done {
-            return Relayed { buf, end: start, written, head_sent, result: Ok(()) };
+            return Relayed {
+                buf,
+                end: start,
+                written,
+                head_sent,
+                result: Ok(()),
+            };
         }
         // 3. Everything buffered was consumed: read more.
         buf.clear();
@@ -806,10 +1047,24 @@ async fn relay(
         buf = b;
         match res {
             Ok(0) if body == BodyKind::Close => eof = true,
-            Ok(0) => return Relayed { buf, end: 0, written, head_sent, result: Err(src_err(false)) },
+            Ok(0) => {
+                return Relayed {
+                    buf,
+                    end: 0,
+                    written,
+                    head_sent,
+                    result: Err(src_err(false)),
+                }
+            }
             Ok(_) => {}
             Err(e) => {
-                return Relayed { buf, end: 0, written, head_sent, result: Err(src_err(e.kind() == io::ErrorKind::TimedOut)) };
+                return Relayed {
+                    buf,
+                    end: 0,
+                    written,
+                    head_sent,
+                    result: Err(src_err(e.kind() == io::ErrorKind::TimedOut)),
+                };
             }
         }
     }
@@ -829,7 +1084,11 @@ async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ErrorKi
 
 /// Reads into the spare capacity of `buf`, appending. On timeout the buffer is lost
 /// with the cancelled operation, so an empty one comes back.
-async fn read_more(stream: &mut TcpStream, buf: Vec<u8>, until: Instant) -> (io::Result<usize>, Vec<u8>) {
+async fn read_more(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    until: Instant,
+) -> (io::Result<usize>, Vec<u8>) {
     let len = buf.len();
     let cap = buf.capacity();
     let deadline = monoio::time::Instant::from_std(until);
@@ -839,7 +1098,11 @@ async fn read_more(stream: &mut TcpStream, buf: Vec<u8>, until: Instant) -> (io:
     }
 }
 
-async fn write_all(stream: &mut TcpStream, buf: Vec<u8>, limit: Duration) -> (io::Result<()>, Vec<u8>) {
+async fn write_all(
+    stream: &mut TcpStream,
+    buf: Vec<u8>,
+    limit: Duration,
+) -> (io::Result<()>, Vec<u8>) {
     if buf.is_empty() {
         return (Ok(()), buf);
     }

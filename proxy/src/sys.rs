@@ -23,7 +23,12 @@ pub(crate) fn peek_idle(fd: RawFd) -> Idle {
     // buffer is a valid, writable one-byte local. MSG_PEEK leaves the data in place and
     // MSG_DONTWAIT makes the call non-blocking whatever the socket's mode.
     let n = unsafe {
-        libc::recv(fd, (&mut byte as *mut u8).cast(), 1, libc::MSG_PEEK | libc::MSG_DONTWAIT)
+        libc::recv(
+            fd,
+            (&mut byte as *mut u8).cast(),
+            1,
+            libc::MSG_PEEK | libc::MSG_DONTWAIT,
+        )
     };
     if n < 0 {
         let err = std::io::Error::last_os_error();
@@ -50,7 +55,10 @@ mod tests {
         server.write_all(b"x").unwrap();
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(5);
         while peek_idle(client.as_raw_fd()) == Idle::Open {
-            assert!(std::time::Instant::now() < deadline, "stray byte never seen");
+            assert!(
+                std::time::Instant::now() < deadline,
+                "stray byte never seen"
+            );
             std::thread::yield_now();
         }
         let client2 = TcpStream::connect(listener.local_addr().unwrap()).unwrap();

@@ -56,7 +56,11 @@ impl View {
     pub fn pick(&self, idx: u32, tried: &[SocketAddr]) -> Option<Endpoint> {
         let up = self.snapshot.upstreams.get(idx as usize)?;
         let cursor = &self.cursors[idx as usize];
-        let order: &[u32] = if up.schedule.is_empty() { &up.fallback } else { &up.schedule };
+        let order: &[u32] = if up.schedule.is_empty() {
+            &up.fallback
+        } else {
+            &up.schedule
+        };
         for _ in 0..order.len() {
             let c = cursor.get();
             cursor.set(c.wrapping_add(1));
@@ -76,7 +80,10 @@ impl View {
         let distinct = if up.schedule.is_empty() {
             up.fallback.len()
         } else {
-            up.endpoints.iter().filter(|e| e.state == strait_discovery::EndpointState::Ready).count()
+            up.endpoints
+                .iter()
+                .filter(|e| e.state == strait_discovery::EndpointState::Ready)
+                .count()
         };
         let retries = match up.settings.retries {
             Some(r) => r as usize,
@@ -87,7 +94,11 @@ impl View {
 
     /// Every endpoint address in the snapshot.
     pub fn addresses(&self) -> HashSet<SocketAddr> {
-        self.snapshot.upstreams.iter().flat_map(|u| u.endpoints.iter().map(|e| e.addr)).collect()
+        self.snapshot
+            .upstreams
+            .iter()
+            .flat_map(|u| u.endpoints.iter().map(|e| e.addr))
+            .collect()
     }
 }
 
@@ -118,7 +129,12 @@ pub struct Pool {
 impl Pool {
     /// An idle connection to `addr` that is still open and not older than the idle
     /// timeout. Stale or closed ones met on the way are closed.
-    pub fn take(&self, addr: SocketAddr, settings: &PoolSettings, now: Instant) -> Option<UpstreamConn> {
+    pub fn take(
+        &self,
+        addr: SocketAddr,
+        settings: &PoolSettings,
+        now: Instant,
+    ) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(c) = list.pop() {
@@ -128,7 +144,12 @@ impl Pool {
             if sys::peek_idle(c.stream.as_raw_fd()) != sys::Idle::Open {
                 continue;
             }
-            return Some(UpstreamConn { stream: c.stream, addr, requests: c.requests, reused: true });
+            return Some(UpstreamConn {
+                stream: c.stream,
+                addr,
+                requests: c.requests,
+                reused: true,
+            });
         }
         None
     }
@@ -138,7 +159,8 @@ impl Pool {
     pub fn put(&self, conn: UpstreamConn, settings: &PoolSettings, now: Instant) {
         let requests = conn.requests + 1;
         if settings.max_idle_per_endpoint == 0
-            || (settings.max_requests_per_connection != 0 && requests >= settings.max_requests_per_connection)
+            || (settings.max_requests_per_connection != 0
+                && requests >= settings.max_requests_per_connection)
         {
             return;
         }
@@ -147,7 +169,11 @@ impl Pool {
         if list.len() >= settings.max_idle_per_endpoint {
             list.remove(0);
         }
-        list.push(IdleConn { stream: conn.stream, since: now, requests });
+        list.push(IdleConn {
+            stream: conn.stream,
+            since: now,
+            requests,
+        });
     }
 
     /// Closes idle connections older than `max_idle` or to endpoints not in `keep`.
@@ -157,7 +183,10 @@ impl Pool {
             if keep.is_some_and(|k| !k.contains(addr)) {
                 return false;
             }
-            list.retain(|c| now.duration_since(c.since) < max_idle && sys::peek_idle(c.stream.as_raw_fd()) == sys::Idle::Open);
+            list.retain(|c| {
+                now.duration_since(c.since) < max_idle
+                    && sys::peek_idle(c.stream.as_raw_fd()) == sys::Idle::Open
+            });
             !list.is_empty()
         });
     }
@@ -177,7 +206,10 @@ pub struct Table {
 
 impl Table {
     pub fn new(snapshot: Arc<Snapshot>, worker: usize) -> Table {
-        Table { current: RefCell::new(Rc::new(View::new(snapshot, None, worker))), worker }
+        Table {
+            current: RefCell::new(Rc::new(View::new(snapshot, None, worker))),
+            worker,
+        }
     }
 
     /// The view new requests use (an `Rc` clone, no atomics).
@@ -187,7 +219,11 @@ impl Table {
 
     /// Swaps in a new snapshot; returns the new view.
     pub fn swap(&self, snapshot: Arc<Snapshot>) -> Rc<View> {
-        let next = Rc::new(View::new(snapshot, Some(&self.current.borrow()), self.worker));
+        let next = Rc::new(View::new(
+            snapshot,
+            Some(&self.current.borrow()),
+            self.worker,
+        ));
         *self.current.borrow_mut() = next.clone();
         next
     }
@@ -203,7 +239,10 @@ mod tests {
         let nodes = weights
             .iter()
             .enumerate()
-            .map(|(i, w)| NodeSpec { addr: format!("127.0.0.{}:80", i + 2).parse().unwrap(), weight: *w })
+            .map(|(i, w)| NodeSpec {
+                addr: format!("127.0.0.{}:80", i + 2).parse().unwrap(),
+                weight: *w,
+            })
             .collect();
         let spec = Spec {
             services: vec![],
@@ -213,14 +252,18 @@ mod tests {
                 settings: UpstreamSettings::default(),
             }],
         };
-        TableBuilder::try_new(spec).unwrap().snapshot(Instant::now())
+        TableBuilder::try_new(spec)
+            .unwrap()
+            .snapshot(Instant::now())
     }
 
     #[test]
     fn round_robin_skips_tried_endpoints_and_carries_cursors_across_swaps() {
         let table = Table::new(snapshot(&[1, 1, 1]), 0);
         let v = table.view();
-        let picks: Vec<_> = (0..4).map(|_| v.pick(0, &[]).unwrap().addr.ip().to_string()).collect();
+        let picks: Vec<_> = (0..4)
+            .map(|_| v.pick(0, &[]).unwrap().addr.ip().to_string())
+            .collect();
         assert_eq!(picks, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"]);
         let tried = ["127.0.0.3:80".parse().unwrap()];
         assert_eq!(v.pick(0, &tried).unwrap().addr.to_string(), "127.0.0.4:80");
@@ -233,7 +276,9 @@ mod tests {
     fn weights_shape_the_rotation() {
         let table = Table::new(snapshot(&[3, 1]), 0);
         let v = table.view();
-        let n2 = (0..400).filter(|_| v.pick(0, &[]).unwrap().addr.ip().to_string() == "127.0.0.2").count();
+        let n2 = (0..400)
+            .filter(|_| v.pick(0, &[]).unwrap().addr.ip().to_string() == "127.0.0.2")
+            .count();
         assert_eq!(n2, 300);
     }
 }

@@ -54,10 +54,14 @@ fn build_runtime(driver: Driver) -> std::io::Result<(Runtime, DriverKind)> {
         Driver::Auto => monoio::utils::detect_uring(),
     };
     if uring {
-        let rt = RuntimeBuilder::<IoUringDriver>::new().enable_timer().build()?;
+        let rt = RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .build()?;
         Ok((rt.into(), DriverKind::IoUring))
     } else {
-        let rt = RuntimeBuilder::<LegacyDriver>::new().enable_timer().build()?;
+        let rt = RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()?;
         Ok((rt.into(), DriverKind::Legacy))
     }
 }
@@ -98,14 +102,17 @@ async fn run(
     ready: &mpsc::Sender<Result<DriverKind, String>>,
 ) -> std::io::Result<()> {
     // The initial snapshot was queued before the thread started.
-    let first = loop {
-        match setup.subscriber.recv() {
-            Some(Update::Snapshot(s)) => break s,
-            Some(Update::Shutdown) | None => return Ok(()),
-        }
+    let first = match setup.subscriber.recv() {
+        Some(Update::Snapshot(s)) => s,
+        Some(Update::Shutdown) | None => return Ok(()),
     };
     let access = setup.access_log.take().map(AccessLog::new);
-    let worker = Rc::new(Worker::new(setup.id, Table::new(first, setup.id), setup.http.clone(), access));
+    let worker = Rc::new(Worker::new(
+        setup.id,
+        Table::new(first, setup.id),
+        setup.http.clone(),
+        access,
+    ));
     let wake: StdUnixStream = setup
         .subscriber
         .take_wake()
@@ -134,7 +141,9 @@ async fn run(
                     let version = snapshot.version;
                     let view = worker.table.swap(snapshot);
                     // Idle connections to endpoints that left the table close now.
-                    worker.pool.sweep(Instant::now(), Duration::MAX, Some(&view.addresses()));
+                    worker
+                        .pool
+                        .sweep(Instant::now(), Duration::MAX, Some(&view.addresses()));
                     tracing::debug!(worker = worker.id, %version, "snapshot swapped in");
                 }
                 Ok(Some(Update::Shutdown)) | Err(()) => return Ok(()),
@@ -176,7 +185,10 @@ async fn sweep_loop(worker: Rc<Worker>) {
 
 /// Binds `addr` once per worker with SO_REUSEPORT. Port 0 is resolved by the first bind
 /// and reused for the others, so all workers share one port.
-pub fn bind_reuseport(addr: SocketAddr, count: usize) -> std::io::Result<Vec<std::net::TcpListener>> {
+pub fn bind_reuseport(
+    addr: SocketAddr,
+    count: usize,
+) -> std::io::Result<Vec<std::net::TcpListener>> {
     use socket2::{Domain, Protocol, Socket, Type};
     let mut out = Vec::with_capacity(count);
     let mut addr = addr;

@@ -1,5 +1,5 @@
 //! The YAML form of the config, exactly as serde reads it: no defaults resolved, no
-//! cross-references checked. [`super::check`] turns it into [`super::Config`].
+//! cross-references checked. `check` turns it into [`super::Config`].
 //!
 //! Runs on: the main thread (startup, `strait check`), later the reload path; never on a
 //! worker. Every field is documented here and in CONFIG.md; each struct's `FIELDS` lists

@@ -22,7 +22,9 @@ pub struct ChunkedError(pub &'static str);
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
     /// Reading hex digits of a chunk size; `digits` seen so far.
-    Size { digits: u8 },
+    Size {
+        digits: u8,
+    },
     /// Inside `;ext` after the size, until CR.
     Ext,
     /// Expecting LF after the size line's CR.
@@ -70,7 +72,12 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
-        Self { state: State::Size { digits: 0 }, size: 0, line: 0, trailers: 0 }
+        Self {
+            state: State::Size { digits: 0 },
+            size: 0,
+            line: 0,
+            trailers: 0,
+        }
     }
 
     pub fn is_done(&self) -> bool {
@@ -134,7 +141,11 @@ impl ChunkedDecoder {
                     let take = (input.len() - i).min(usize::try_from(left).unwrap_or(usize::MAX));
                     data(i..i + take);
                     let left = left - take as u64;
-                    self.state = if left == 0 { State::DataCr } else { State::Data(left) };
+                    self.state = if left == 0 {
+                        State::DataCr
+                    } else {
+                        State::Data(left)
+                    };
                     i += take;
                     continue;
                 }
@@ -183,13 +194,24 @@ impl ChunkedDecoder {
                         return Err(ChunkedError("chunked body not ended by CRLF"));
                     }
                     self.state = State::Done;
-                    return Ok(Progress { consumed: i + 1, done: true });
+                    return Ok(Progress {
+                        consumed: i + 1,
+                        done: true,
+                    });
                 }
-                State::Done => return Ok(Progress { consumed: i, done: true }),
+                State::Done => {
+                    return Ok(Progress {
+                        consumed: i,
+                        done: true,
+                    })
+                }
             }
             i += 1;
         }
-        Ok(Progress { consumed: i, done: self.state == State::Done })
+        Ok(Progress {
+            consumed: i,
+            done: self.state == State::Done,
+        })
     }
 
     fn count_trailer(&mut self) -> Result<(), ChunkedError> {
@@ -233,7 +255,7 @@ mod tests {
         let body = b"5\r\nhello\r\n1;ext=1\r\n \r\nB\r\nworld,world\r\n0\r\nX-T: 1\r\n\r\nNEXT";
         for split in 0..=body.len() {
             let (data, consumed) = decode_split(body, split).unwrap();
-            assert_eq!(data, b"hello worldworld", "split {split}");
+            assert_eq!(data, b"hello world,world", "split {split}");
             assert_eq!(consumed, body.len() - 4, "split {split}");
         }
     }
@@ -251,7 +273,11 @@ mod tests {
             b"5 \r\nhello\r\n0\r\n\r\n",
         ] {
             let mut d = ChunkedDecoder::new();
-            assert!(d.feed(bad, |_| {}).is_err(), "{:?}", String::from_utf8_lossy(bad));
+            assert!(
+                d.feed(bad, |_| {}).is_err(),
+                "{:?}",
+                String::from_utf8_lossy(bad)
+            );
         }
     }
 
@@ -259,6 +285,12 @@ mod tests {
     fn max_size_is_accepted_without_overflow() {
         let mut d = ChunkedDecoder::new();
         let p = d.feed(b"ffffffffffffffff\r\nab", |_| {}).unwrap();
-        assert_eq!(p, Progress { consumed: 20, done: false });
+        assert_eq!(
+            p,
+            Progress {
+                consumed: 20,
+                done: false
+            }
+        );
     }
 }

@@ -62,14 +62,22 @@ pub fn parse_request<'h, 'b>(
     headers: &'h mut [MaybeUninit<Header<'b>>],
 ) -> Result<Option<Request<'h, 'b>>, HeadError> {
     let mut req = httparse::Request::new(&mut []);
-    let status = req.parse_with_uninit_headers(buf, headers).map_err(|e| map_err(e, true))?;
+    let status = req
+        .parse_with_uninit_headers(buf, headers)
+        .map_err(|e| map_err(e, true))?;
     let httparse::Status::Complete(len) = status else {
         return Ok(None);
     };
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::new(400, "malformed request line"));
     };
-    Ok(Some(Request { method, target, minor, headers: req.headers, len }))
+    Ok(Some(Request {
+        method,
+        target,
+        minor,
+        headers: req.headers,
+        len,
+    }))
 }
 
 /// Parses a response head at the start of `buf`.
@@ -87,7 +95,13 @@ pub fn parse_response<'h, 'b>(
     let (Some(code), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::new(502, "malformed status line"));
     };
-    Ok(Some(Response { status: code, reason: resp.reason.unwrap_or(""), minor, headers: resp.headers, len }))
+    Ok(Some(Response {
+        status: code,
+        reason: resp.reason.unwrap_or(""),
+        minor,
+        headers: resp.headers,
+        len,
+    }))
 }
 
 /// Hop-by-hop headers (RFC 9110 §7.6.1) plus the framing headers the proxy re-emits.
@@ -123,13 +137,21 @@ pub struct Framing<'b> {
 
 impl Framing<'_> {
     fn listed_in_connection(&self, name: &str) -> bool {
-        self.conn_tokens[..self.n_tokens].iter().any(|t| t.eq_ignore_ascii_case(name))
+        self.conn_tokens[..self.n_tokens]
+            .iter()
+            .any(|t| t.eq_ignore_ascii_case(name))
     }
 }
 
 fn trim(v: &[u8]) -> &[u8] {
-    let start = v.iter().position(|b| *b != b' ' && *b != b'\t').unwrap_or(v.len());
-    let end = v.iter().rposition(|b| *b != b' ' && *b != b'\t').map_or(start, |e| e + 1);
+    let start = v
+        .iter()
+        .position(|b| *b != b' ' && *b != b'\t')
+        .unwrap_or(v.len());
+    let end = v
+        .iter()
+        .rposition(|b| *b != b' ' && *b != b'\t')
+        .map_or(start, |e| e + 1);
     &v[start..end]
 }
 
@@ -138,7 +160,9 @@ fn parse_length(v: &[u8]) -> Option<u64> {
     if v.is_empty() || v.len() > 19 || !v.iter().all(u8::is_ascii_digit) {
         return None;
     }
-    v.iter().try_fold(0u64, |acc, d| acc.checked_mul(10)?.checked_add(u64::from(d - b'0')))
+    v.iter().try_fold(0u64, |acc, d| {
+        acc.checked_mul(10)?.checked_add(u64::from(d - b'0'))
+    })
 }
 
 /// Reads the framing headers. `request` selects request rules (no close-delimited body;
@@ -211,7 +235,11 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
         return Err(bad("Transfer-Encoding whose final coding is not chunked"));
     }
     if request && (hosts > 1 || (hosts == 0 && minor == 1)) {
-        return Err(bad(if hosts > 1 { "more than one Host header" } else { "missing Host header" }));
+        return Err(bad(if hosts > 1 {
+            "more than one Host header"
+        } else {
+            "missing Host header"
+        }));
     }
     f.body = match (chunked, te_seen, length) {
         (true, _, _) => BodyKind::Chunked,
@@ -257,16 +285,28 @@ pub fn analyze_request<'b>(req: &Request<'_, 'b>) -> Result<RequestInfo<'b>, Hea
             .ok_or_else(|| HeadError::new(400, "invalid request target"))?;
         let slash = rest.find(['/', '?']).unwrap_or(rest.len());
         host = &rest[..slash];
-        target = if slash == rest.len() { "/" } else { &rest[slash..] };
+        target = if slash == rest.len() {
+            "/"
+        } else {
+            &rest[slash..]
+        };
         if target.starts_with('?') {
             return Err(HeadError::new(400, "invalid request target"));
         }
     }
-    if host.bytes().any(|b| b <= b' ' || b == b'/' || b == b'@' || b >= 0x7f) {
+    if host
+        .bytes()
+        .any(|b| b <= b' ' || b == b'/' || b == b'@' || b >= 0x7f)
+    {
         return Err(HeadError::new(400, "invalid Host header"));
     }
     let path = target.split_once('?').map_or(target, |(p, _)| p);
-    Ok(RequestInfo { host, path_and_query: target, path, framing })
+    Ok(RequestInfo {
+        host,
+        path_and_query: target,
+        path,
+        framing,
+    })
 }
 
 /// How the upstream request's `Host` header is produced.
@@ -396,8 +436,13 @@ pub fn write_client_head(
         ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         ClientFraming::None | ClientFraming::Close => {
             // A HEAD or 304 response keeps the upstream's Content-Length as metadata.
-            if let Some(h) = resp.headers.iter().find(|h| h.name.eq_ignore_ascii_case("content-length")) {
-                if client_framing == ClientFraming::None && resp.status != 204 && resp.status >= 200 {
+            if let Some(h) = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            {
+                if client_framing == ClientFraming::None && resp.status != 204 && resp.status >= 200
+                {
                     push_header(out, "Content-Length", trim(h.value));
                 }
             }
@@ -485,7 +530,10 @@ mod tests {
     #[test]
     fn framing_rules() {
         let p = |s: &str| parse(s.as_bytes()).map(|o| o.map(|(_, b, c)| (b, c)));
-        assert_eq!(p("GET / HTTP/1.0\r\n\r\n").unwrap(), Some((BodyKind::None, true)));
+        assert_eq!(
+            p("GET / HTTP/1.0\r\n\r\n").unwrap(),
+            Some((BodyKind::None, true))
+        );
         assert_eq!(
             p("GET / HTTP/1.0\r\nConnection: keep-alive\r\n\r\n").unwrap(),
             Some((BodyKind::None, false))
@@ -524,7 +572,14 @@ mod tests {
         assert_eq!(info.host, "sd.httpbin.org");
         assert_eq!(info.path, "/v1/a");
         let mut out = Vec::new();
-        write_upstream_head(&mut out, &req, &info, "/a", "127.0.0.9".parse().unwrap(), HostHeader::Pass);
+        write_upstream_head(
+            &mut out,
+            &req,
+            &info,
+            "/a",
+            "127.0.0.9".parse().unwrap(),
+            HostHeader::Pass,
+        );
         finish_upstream_head(&mut out, false);
         let s = String::from_utf8(out).unwrap();
         assert_eq!(
@@ -540,10 +595,27 @@ mod tests {
             let r = parse_response(raw.as_bytes(), &mut h).unwrap().unwrap();
             analyze_response(&r).map(|f| (f.body, f.close))
         };
-        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n").unwrap(), (BodyKind::Length(3), false));
-        assert_eq!(f("HTTP/1.1 200 OK\r\n\r\n").unwrap(), (BodyKind::Close, true));
-        assert_eq!(f("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n").unwrap(), (BodyKind::Length(3), true));
-        assert_eq!(f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap(), (BodyKind::Chunked, false));
-        assert_eq!(f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n").unwrap_err().status, 502);
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\n\r\n").unwrap(),
+            (BodyKind::Length(3), false)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\n\r\n").unwrap(),
+            (BodyKind::Close, true)
+        );
+        assert_eq!(
+            f("HTTP/1.0 200 OK\r\nContent-Length: 3\r\n\r\n").unwrap(),
+            (BodyKind::Length(3), true)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\n").unwrap(),
+            (BodyKind::Chunked, false)
+        );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nContent-Length: 4\r\n\r\n")
+                .unwrap_err()
+                .status,
+            502
+        );
     }
 }

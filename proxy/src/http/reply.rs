@@ -28,12 +28,21 @@ pub fn reason_phrase(status: u16) -> &'static str {
 
 /// Writes a complete response: status line, `Content-Type`, `Content-Length`,
 /// optional `Allow`, `Connection: close` when `close`, and `body` + a newline.
-pub fn write_reply(out: &mut Vec<u8>, status: u16, body: &str, allow: Option<&str>, close: bool, head_only: bool) {
+pub fn write_reply(
+    out: &mut Vec<u8>,
+    status: u16,
+    body: &str,
+    allow: Option<&str>,
+    close: bool,
+    head_only: bool,
+) {
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(status));
     out.push(b' ');
     out.extend_from_slice(reason_phrase(status).as_bytes());
-    out.extend_from_slice(b"\r\nServer: strait\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ");
+    out.extend_from_slice(
+        b"\r\nServer: strait\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: ",
+    );
     push_u64(out, body.len() as u64 + 1);
     out.extend_from_slice(b"\r\n");
     if let Some(allow) = allow {
@@ -58,7 +67,14 @@ mod tests {
     #[test]
     fn reply_is_complete_and_names_the_reason() {
         let mut out = Vec::new();
-        write_reply(&mut out, 405, "method not allowed", Some("GET, HEAD"), false, false);
+        write_reply(
+            &mut out,
+            405,
+            "method not allowed",
+            Some("GET, HEAD"),
+            false,
+            false,
+        );
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 405 Method Not Allowed\r\nServer: strait\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\nAllow: GET, HEAD\r\n\r\nmethod not allowed\n"

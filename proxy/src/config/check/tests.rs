@@ -1,0 +1,485 @@
+//! Tests of the loader: the seed config, every key, and one refusal per check, each naming
+//! its field path and line. Runs on: the test harness; pure (no files but CONFIG.md).
+
+use super::*;
+use std::path::PathBuf;
+
+fn refused(yaml: &str) -> ConfigError {
+    from_yaml(yaml).expect_err("the config must be refused")
+}
+
+/// A valid config with one listener and one upstream `u`, then `services`.
+fn with_services(services: &str) -> String {
+    format!(
+        "listeners:\n  - name: http\n    address: 127.0.0.1:9080\n\
+         upstreams:\n  - name: u\n    nodes:\n      - address: 127.0.0.2:8080\n\
+         services:\n{services}"
+    )
+}
+
+/// A valid config with one listener and one service using upstream `u`, then `upstreams`.
+fn with_upstreams(upstreams: &str) -> String {
+    format!(
+        "listeners:\n  - name: http\n    address: 127.0.0.1:9080\n\
+         services:\n  - name: s\n    upstream: u\n\
+         upstreams:\n{upstreams}"
+    )
+}
+
+const SEED: &str = "\
+workers: 2
+listeners:
+  - name: http
+    address: 127.0.0.1:9080
+services:
+  - name: sd-app
+    hosts: [sd.httpbin.org]
+    path_prefix: /v1
+    upstream: httpbin
+    routes:
+      - name: anything
+        path: /anything
+        strip_prefix: true
+upstreams:
+  - name: httpbin
+    nodes:
+      - address: 127.0.0.2:8080
+      - address: 127.0.0.3:8080
+      - address: 127.0.0.4:8080
+";
+
+#[test]
+fn seed_config_parses_into_the_expected_config() {
+    let config = from_yaml(SEED).expect("seed config");
+    let node = |a: &str| NodeSpec {
+        addr: a.parse().unwrap(),
+        weight: 1,
+    };
+    let expected = Config {
+        workers: NonZeroUsize::new(2),
+        driver: Driver::Auto,
+        listeners: vec![ListenerConfig {
+            name: "http".into(),
+            addr: "127.0.0.1:9080".parse().unwrap(),
+        }],
+        access_log: AccessLogConfig::default(),
+        http: HttpConfig::default(),
+        spec: Spec {
+            services: vec![ServiceSpec {
+                name: "sd-app".into(),
+                hosts: vec!["sd.httpbin.org".into()],
+                path_prefix: "/v1".into(),
+                upstream: Some("httpbin".into()),
+                routes: vec![RouteSpec {
+                    name: "anything".into(),
+                    path: "/anything".into(),
+                    strip_prefix: true,
+                    methods: MethodSet::ANY,
+                    upstream: None,
+                }],
+            }],
+            upstreams: vec![UpstreamSpec {
+                name: "httpbin".into(),
+                source: UpstreamSource::Static(vec![
+                    node("127.0.0.2:8080"),
+                    node("127.0.0.3:8080"),
+                    node("127.0.0.4:8080"),
+                ]),
+                settings: UpstreamSettings::default(),
+            }],
+        },
+    };
+    assert_eq!(config, expected);
+}
+
+#[test]
+fn every_key_is_read_into_the_checked_form() {
+    let config = from_yaml(
+        "\
+workers: 4
+driver: io_uring
+listeners:
+  - name: http
+    address: '[::1]:0'
+access_log:
+  enabled: true
+  path: /var/log/strait/access.log
+http:
+  client_header_timeout: 10s
+  client_body_timeout: 20s
+  keepalive_timeout: 1m
+  max_request_head_bytes: 8192
+  max_headers: 50
+services:
+  - name: s
+    hosts: [API.Example.com, '*.example.org']
+    routes:
+      - name: r
+        path: /r
+        methods: [get, Post]
+        upstream: u
+upstreams:
+  - name: u
+    nodes:
+      - address: 10.0.0.1:80
+        weight: 0
+      - address: 10.0.0.2:80
+        weight: 10000
+    timeouts:
+      connect: 250ms
+      response_header: 2s
+      read: 3s
+    retries: 0
+    pass_host: rewrite
+    upstream_host: example.com:8443
+    keepalive:
+      max_idle: 0
+      idle_timeout: 5s
+      max_requests: 0
+",
+    )
+    .expect("valid config");
+    assert_eq!(config.workers, NonZeroUsize::new(4));
+    assert_eq!(config.driver, Driver::IoUring);
+    assert_eq!(config.listeners[0].addr, "[::1]:0".parse().unwrap());
+    assert_eq!(
+        config.access_log,
+        AccessLogConfig {
+            enabled: true,
+            path: Some(PathBuf::from("/var/log/strait/access.log")),
+        }
+    );
+    assert_eq!(
+        config.http,
+        HttpConfig {
+            client_header_timeout: Duration::from_secs(10),
+            client_body_timeout: Duration::from_secs(20),
+            keepalive_timeout: Duration::from_secs(60),
+            max_request_head_bytes: 8192,
+            max_headers: 50,
+        }
+    );
+    let service = &config.spec.services[0];
+    assert_eq!(service.hosts, ["api.example.com", "*.example.org"]);
+    assert_eq!(service.path_prefix, "/");
+    let route = &service.routes[0];
+    assert_eq!(route.methods.names().collect::<Vec<_>>(), ["GET", "POST"]);
+    assert_eq!(route.upstream.as_deref(), Some("u"));
+    let upstream = &config.spec.upstreams[0];
+    let UpstreamSource::Static(nodes) = &upstream.source else {
+        panic!("static nodes expected");
+    };
+    assert_eq!(
+        nodes.iter().map(|n| n.weight).collect::<Vec<_>>(),
+        [0, 10000]
+    );
+    assert_eq!(
+        upstream.settings,
+        UpstreamSettings {
+            connect_timeout: Duration::from_millis(250),
+            response_header_timeout: Duration::from_secs(2),
+            read_timeout: Duration::from_secs(3),
+            retries: Some(0),
+            pass_host: PassHost::Rewrite("example.com:8443".into()),
+            pool: PoolSettings {
+                max_idle_per_endpoint: 0,
+                idle_timeout: Duration::from_secs(5),
+                max_requests_per_connection: 0,
+            },
+        }
+    );
+}
+
+#[test]
+fn the_example_in_config_md_is_accepted() {
+    let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIG.md");
+    let doc = std::fs::read_to_string(path).expect("CONFIG.md next to the workspace root");
+    let start = doc.find("```yaml\n").expect("a ```yaml block") + "```yaml\n".len();
+    let len = doc[start..].find("```").expect("the block's end");
+    if let Err(e) = from_yaml(&doc[start..start + len]) {
+        panic!("CONFIG.md's first example is refused: {e}");
+    }
+}
+
+#[test]
+fn an_unknown_key_is_refused_with_its_path_and_line() {
+    let e = refused(&with_services(
+        "  - name: s\n    routes:\n      - name: r\n        path: /\n        upstrem: u\n",
+    ));
+    assert_eq!(e.field, "services[0].routes[0].upstrem");
+    assert_eq!(e.line, Some(13));
+    assert!(
+        e.message.starts_with("unknown field `upstrem`"),
+        "{}",
+        e.message
+    );
+    assert!(!e.message.contains("line"), "{}", e.message);
+
+    let e = refused("listeners: []\n\nlistner: 1\n");
+    assert_eq!((e.field.as_str(), e.line), ("listner", Some(3)));
+}
+
+#[test]
+fn an_undefined_upstream_names_the_route_field_and_line() {
+    let e = refused(&with_services(
+        "  - name: s\n    routes:\n      - name: r\n        path: /\n        upstream: nope\n",
+    ));
+    assert_eq!(e.field, "services[0].routes[0].upstream");
+    assert_eq!(e.line, Some(13));
+    assert_eq!(e.message, "upstream \"nope\" is not defined");
+}
+
+#[test]
+fn a_route_without_any_upstream_is_refused() {
+    let e = refused(&with_services(
+        "  - name: s\n    routes:\n      - name: r\n        path: /\n",
+    ));
+    assert_eq!(e.field, "services[0].routes[0].upstream");
+    assert_eq!(e.line, Some(11), "falls back to the route's line");
+    let e = refused(&with_services("  - name: s\n"));
+    assert_eq!(e.field, "services[0].upstream");
+}
+
+#[test]
+fn error_display_names_file_line_and_field() {
+    let yaml = "\
+# strait.yaml
+workers: 1
+listeners:
+  - name: http
+    address: 127.0.0.1:9080
+upstreams:
+  - name: u
+    nodes:
+      - address: 127.0.0.2:8080
+services:
+  - name: s
+    upstream: x
+";
+    let mut e = refused(yaml);
+    e.file = Some(PathBuf::from("strait.yaml"));
+    assert_eq!(
+        e.to_string(),
+        "strait.yaml:line 12: services[0].upstream: upstream \"x\" is not defined"
+    );
+}
+
+#[test]
+fn bad_durations_are_refused() {
+    let node = "  - name: u\n    nodes:\n      - address: 127.0.0.2:8080\n";
+    let e = refused(&with_upstreams(&format!(
+        "{node}    timeouts:\n      connect: 5 parsecs\n"
+    )));
+    assert_eq!(e.field, "upstreams[0].timeouts.connect");
+    assert_eq!(e.line, Some(12));
+    assert!(
+        e.message.starts_with("invalid duration \"5 parsecs\""),
+        "{}",
+        e.message
+    );
+
+    let e = refused(&with_upstreams(&format!(
+        "{node}    keepalive:\n      idle_timeout: 0s\n"
+    )));
+    assert_eq!(e.field, "upstreams[0].keepalive.idle_timeout");
+    assert_eq!(e.message, "duration must be greater than 0");
+
+    let e =
+        refused("listeners: [{name: a, address: '127.0.0.1:1'}]\nhttp:\n  keepalive_timeout: 5\n");
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("http.keepalive_timeout", Some(3))
+    );
+}
+
+#[test]
+fn bad_addresses_are_refused() {
+    let e = refused(&with_upstreams(
+        "  - name: u\n    nodes:\n      - address: localhost:8080\n",
+    ));
+    assert_eq!(e.field, "upstreams[0].nodes[0].address");
+    assert_eq!(e.line, Some(10));
+    assert!(
+        e.message.contains("an IP address and port"),
+        "{}",
+        e.message
+    );
+
+    let e = refused("listeners:\n  - name: a\n    address: 127.0.0.1\n");
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("listeners[0].address", Some(3))
+    );
+
+    let e = refused(&with_upstreams(
+        "  - name: u\n    nodes:\n      - address: 127.0.0.2:0\n",
+    ));
+    assert!(e.message.contains("port 0"), "{}", e.message);
+}
+
+#[test]
+fn duplicate_names_and_addresses_are_refused() {
+    let e = refused(&with_services(
+        "  - name: s\n    upstream: u\n  - name: s\n    upstream: u\n",
+    ));
+    assert_eq!(e.field, "services[1].name");
+    assert_eq!(e.line, Some(11));
+    assert_eq!(e.message, "duplicate service name \"s\" (also services[0])");
+
+    let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    routes:\n      - {name: r, path: /a}\n      - {name: r, path: /b}\n",
+        ));
+    assert_eq!(e.field, "services[0].routes[1].name");
+
+    let e = refused(&with_upstreams(
+            "  - name: u\n    nodes: [{address: '127.0.0.2:1'}]\n  - name: u\n    nodes: [{address: '127.0.0.3:1'}]\n",
+        ));
+    assert_eq!((e.field.as_str(), e.line), ("upstreams[1].name", Some(10)));
+
+    let e = refused(&with_services("  - name: ''\n    upstream: u\n"));
+    assert_eq!(e.message, "service name must not be empty");
+
+    let e = refused(
+            "listeners:\n  - {name: a, address: '127.0.0.1:80'}\n  - {name: b, address: '127.0.0.1:80'}\n",
+        );
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("listeners[1].address", Some(3))
+    );
+
+    let e = refused(&with_upstreams(
+        "  - name: u\n    nodes: [{address: '127.0.0.2:1'}, {address: '127.0.0.2:1'}]\n",
+    ));
+    assert_eq!(e.field, "upstreams[0].nodes[1].address");
+}
+
+#[test]
+fn hosts_paths_and_methods_are_checked() {
+    let e = refused(&with_services(
+        "  - name: s\n    upstream: u\n    hosts: [a.*.com]\n",
+    ));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("services[0].hosts[0]", Some(11))
+    );
+    let e = refused(&with_services(
+        "  - name: s\n    upstream: u\n    hosts: ['a.com:80']\n",
+    ));
+    assert!(e.message.contains("without a port"), "{}", e.message);
+    let e = refused(&with_services(
+        "  - name: s\n    upstream: u\n    hosts: [a.com, A.com]\n",
+    ));
+    assert_eq!(e.field, "services[0].hosts[1]");
+
+    let e = refused(&with_services(
+        "  - name: s\n    upstream: u\n    path_prefix: v1\n",
+    ));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("services[0].path_prefix", Some(11))
+    );
+    let e = refused(&with_services(
+        "  - name: s\n    upstream: u\n    routes: [{name: r, path: x}]\n",
+    ));
+    assert_eq!(e.field, "services[0].routes[0].path");
+
+    let e = refused(&with_services(
+            "  - name: s\n    upstream: u\n    routes:\n      - name: r\n        path: /\n        methods: [GET, FETCH]\n",
+        ));
+    assert_eq!(e.field, "services[0].routes[0].methods[1]");
+    assert_eq!(e.line, Some(14));
+    assert!(
+        e.message.starts_with("unknown method \"FETCH\""),
+        "{}",
+        e.message
+    );
+}
+
+#[test]
+fn node_weights_are_checked() {
+    let e = refused(&with_upstreams(
+        "  - name: u\n    nodes:\n      - address: 127.0.0.2:1\n        weight: 10001\n",
+    ));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("upstreams[0].nodes[0].weight", Some(11))
+    );
+    let e = refused(&with_upstreams(
+            "  - name: u\n    nodes:\n      - {address: '127.0.0.2:1', weight: 0}\n      - {address: '127.0.0.3:1', weight: 0}\n",
+        ));
+    assert_eq!(e.field, "upstreams[0].nodes");
+    assert!(
+        e.message.starts_with("every node has weight 0"),
+        "{}",
+        e.message
+    );
+    let e = refused(&with_upstreams("  - name: u\n    nodes: []\n"));
+    assert_eq!(e.message, "at least one node is required");
+}
+
+#[test]
+fn pass_host_and_upstream_host_must_agree() {
+    let node = "  - name: u\n    nodes: [{address: '127.0.0.2:1'}]\n";
+    let e = refused(&with_upstreams(&format!("{node}    pass_host: rewrite\n")));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("upstreams[0].pass_host", Some(10))
+    );
+    let e = refused(&with_upstreams(&format!(
+        "{node}    upstream_host: a.com\n"
+    )));
+    assert_eq!(e.field, "upstreams[0].upstream_host");
+    let e = refused(&with_upstreams(&format!(
+        "{node}    pass_host: sometimes\n"
+    )));
+    assert_eq!(e.field, "upstreams[0].pass_host");
+    assert!(e.message.contains("unknown variant"), "{}", e.message);
+}
+
+#[test]
+fn discovery_is_refused_until_registries_exist() {
+    let e = refused(&with_upstreams(
+            "  - name: u\n    discovery:\n      registry: k8s\n      namespace: default\n      service: web\n      port: http\n",
+        ));
+    assert_eq!(e.field, "upstreams[0].discovery.registry");
+    assert_eq!(e.line, Some(10));
+    assert_eq!(
+        e.message,
+        "registry \"k8s\" is not defined (no registries are configured)"
+    );
+
+    let e = refused(&with_upstreams(
+            "  - name: u\n    nodes: [{address: '127.0.0.2:1'}]\n    discovery: {registry: k, namespace: n, service: s, port: 80}\n",
+        ));
+    assert_eq!(e.field, "upstreams[0].discovery");
+    let e = refused(&with_upstreams("  - name: u\n"));
+    assert_eq!((e.field.as_str(), e.line), ("upstreams[0]", Some(8)));
+    let e = refused(&with_upstreams(
+        "  - name: u\n    discovery: {registry: k, namespace: n, service: s, port: 70000}\n",
+    ));
+    assert_eq!(e.field, "upstreams[0].discovery.port");
+}
+
+#[test]
+fn workers_listeners_and_syntax_errors_are_reported() {
+    let e = refused("workers: 0\nlisteners: [{name: a, address: '127.0.0.1:1'}]\n");
+    assert_eq!((e.field.as_str(), e.line), ("workers", Some(1)));
+    let e = refused("workers: -1\n");
+    assert_eq!((e.field.as_str(), e.line), ("workers", Some(1)));
+    let e = refused("workers: 1\n");
+    assert_eq!(e.field, "listeners");
+    assert_eq!(e.message, "at least one listener is required");
+    let e = refused("listeners:\n  - name: a\n   address: x\n");
+    assert_eq!((e.field.as_str(), e.line), ("", Some(3)));
+    assert!(
+        e.message.starts_with("did not find expected"),
+        "{}",
+        e.message
+    );
+    let e = refused("listeners:\n  - name: a\n    address: '127.0.0.1:1'\n    name: b\n");
+    assert_eq!((e.field.as_str(), e.line), ("listeners[0].name", Some(4)));
+    assert_eq!(e.message, "duplicate key `name` (first at line 2)");
+    let e = refused("listeners:\n  - address: '127.0.0.1:1'\n");
+    assert_eq!(e.field, "listeners[0]");
+    assert!(e.message.contains("missing field `name`"), "{}", e.message);
+}
