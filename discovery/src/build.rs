@@ -179,8 +179,11 @@ fn make_upstream(
         .filter(|(_, e)| e.state == EndpointState::Terminating && e.weight > 0)
         .map(|(i, _)| i as u32)
         .collect();
+    let ready = weights.iter().filter(|w| **w > 0).count();
+    let usable = if ready > 0 { ready } else { fallback.len() };
     Upstream {
         name: Arc::from(name),
+        usable,
         settings,
         endpoints: endpoints.into(),
         schedule: schedule.into(),

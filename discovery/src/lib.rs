@@ -15,6 +15,7 @@
 
 pub mod balance;
 pub mod build;
+pub mod convert;
 pub mod publish;
 pub mod route;
 pub mod snapshot;
