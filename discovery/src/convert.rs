@@ -243,11 +243,10 @@ mod tests {
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
-    fn slice(
-        service: &str,
-        ports: &[(&str, i32)],
-        eps: &[(&str, Option<bool>, Option<bool>, Option<bool>)],
-    ) -> EndpointSlice {
+    /// `(ip, ready, serving, terminating)`.
+    type Conditions<'a> = (&'a str, Option<bool>, Option<bool>, Option<bool>);
+
+    fn slice(service: &str, ports: &[(&str, i32)], eps: &[Conditions<'_>]) -> EndpointSlice {
         EndpointSlice {
             address_type: "IPv4".into(),
             metadata: ObjectMeta {
