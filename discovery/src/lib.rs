@@ -20,6 +20,7 @@ pub mod publish;
 pub mod route;
 pub mod snapshot;
 pub mod spec;
+pub mod state;
 
 pub use build::{BuildError, TableBuilder};
 pub use publish::{Publisher, Subscriber, Update};
