@@ -203,6 +203,7 @@ mod tests {
             weight: 1,
         };
         Spec {
+            registries: Vec::new(),
             services: vec![ServiceSpec {
                 name: "s".into(),
                 hosts: vec![],

@@ -15,14 +15,119 @@
 
 pub mod balance;
 pub mod build;
+mod controller;
 pub mod convert;
 pub mod publish;
+pub mod registry;
 pub mod route;
 pub mod snapshot;
 pub mod spec;
 pub mod state;
+pub mod status;
+
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
 
 pub use build::{BuildError, TableBuilder};
-pub use publish::{Publisher, Subscriber, Update};
+pub use publish::{Ack, Publisher, Subscriber, Update};
 pub use snapshot::{Endpoint, EndpointState, Snapshot, SnapshotVersion, Upstream, UpstreamStatus};
 pub use spec::Spec;
+pub use status::{RegistryStatus, Status};
+
+use controller::{Command, Controller};
+
+/// The running discovery thread.
+#[derive(Debug)]
+pub struct DiscoveryHandle {
+    commands: tokio::sync::mpsc::UnboundedSender<Command>,
+    thread: Option<JoinHandle<()>>,
+    acks: Option<JoinHandle<()>>,
+    status: Arc<Status>,
+}
+
+/// Starts the discovery thread (one OS thread, a current-thread tokio runtime) with the
+/// builder of the snapshot already published, and the ack collector.
+pub fn spawn(
+    builder: TableBuilder,
+    publisher: Publisher,
+    acks: crossbeam_channel::Receiver<Ack>,
+) -> std::io::Result<DiscoveryHandle> {
+    let status = Arc::new(Status::new(publisher.workers()));
+    status.published(builder.version());
+    let collector = {
+        let status = status.clone();
+        std::thread::Builder::new()
+            .name("strait-acks".into())
+            .spawn(move || status.collect_acks(acks))?
+    };
+    let (cmd_tx, cmd_rx) = tokio::sync::mpsc::unbounded_channel();
+    let (ev_tx, ev_rx) = tokio::sync::mpsc::unbounded_channel();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let controller = Controller::new(builder, publisher, status.clone(), ev_tx);
+    let thread = std::thread::Builder::new()
+        .name("strait-discovery".into())
+        .spawn(move || runtime.block_on(controller.run(cmd_rx, ev_rx)))?;
+    Ok(DiscoveryHandle {
+        commands: cmd_tx,
+        thread: Some(thread),
+        acks: Some(collector),
+        status,
+    })
+}
+
+impl DiscoveryHandle {
+    pub fn status(&self) -> &Arc<Status> {
+        &self.status
+    }
+
+    /// Applies a checked config's builder; returns the version published.
+    pub fn reload(&self, builder: TableBuilder) -> Option<SnapshotVersion> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.commands
+            .send(Command::Reload(Box::new(builder), tx))
+            .ok()?;
+        rx.recv().ok()
+    }
+
+    /// Replaces a static upstream's endpoints; the version published, or `None` for an
+    /// unknown upstream.
+    pub fn set_endpoints(
+        &self,
+        upstream: &str,
+        endpoints: Vec<Endpoint>,
+    ) -> Option<SnapshotVersion> {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        self.commands
+            .send(Command::SetEndpoints(upstream.to_owned(), endpoints, tx))
+            .ok()?;
+        rx.recv().ok().flatten()
+    }
+
+    /// Waits until every worker runs `version` or later.
+    pub fn wait_applied(&self, version: SnapshotVersion, timeout: Duration) -> bool {
+        self.status.wait_applied(version, timeout)
+    }
+
+    /// Stops the discovery thread (the workers keep their last snapshot).
+    pub fn stop(mut self) {
+        self.shutdown();
+    }
+
+    fn shutdown(&mut self) {
+        let _ = self.commands.send(Command::Stop);
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+        // The collector ends when the workers' ack senders are gone.
+        drop(self.acks.take());
+    }
+}
+
+impl Drop for DiscoveryHandle {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -13,7 +13,19 @@ use std::sync::Arc;
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
-use crate::snapshot::Snapshot;
+use crate::snapshot::{Snapshot, SnapshotVersion};
+
+/// A worker's report that it swapped in a snapshot (sent once per swap, never per
+/// request).
+#[derive(Debug, Clone, Copy)]
+pub struct Ack {
+    pub worker: usize,
+    pub version: SnapshotVersion,
+    /// When the change reached the control side ([`Snapshot::origin`]).
+    pub origin: std::time::Instant,
+    /// When the worker's view switched.
+    pub swapped: std::time::Instant,
+}
 
 /// What the control side tells a worker.
 #[derive(Debug, Clone)]
@@ -39,22 +51,27 @@ pub struct Publisher {
 /// A worker's receiving half.
 #[derive(Debug)]
 pub struct Subscriber {
+    id: usize,
     rx: Receiver<Update>,
     wake: Option<UnixStream>,
+    acks: Sender<Ack>,
 }
 
-/// One publisher and `workers` subscribers.
-pub fn channel(workers: usize) -> io::Result<(Publisher, Vec<Subscriber>)> {
+/// One publisher, `workers` subscribers, and the receiving end of their swap acks.
+pub fn channel(workers: usize) -> io::Result<(Publisher, Vec<Subscriber>, Receiver<Ack>)> {
     let mut links = Vec::with_capacity(workers);
     let mut subs = Vec::with_capacity(workers);
-    for _ in 0..workers {
+    let (ack_tx, ack_rx) = crossbeam_channel::unbounded();
+    for id in 0..workers {
         let (tx, rx) = crossbeam_channel::unbounded();
         let (ours, theirs) = UnixStream::pair()?;
         ours.set_nonblocking(true)?;
         links.push(Link { tx, wake: ours });
         subs.push(Subscriber {
+            id,
             rx,
             wake: Some(theirs),
+            acks: ack_tx.clone(),
         });
     }
     Ok((
@@ -62,6 +79,7 @@ pub fn channel(workers: usize) -> io::Result<(Publisher, Vec<Subscriber>)> {
             links: links.into(),
         },
         subs,
+        ack_rx,
     ))
 }
 
@@ -107,6 +125,16 @@ impl Subscriber {
         }
     }
 
+    /// Reports that `snapshot` is now the worker's view.
+    pub fn ack(&self, snapshot: &Snapshot) {
+        let _ = self.acks.send(Ack {
+            worker: self.id,
+            version: snapshot.version,
+            origin: snapshot.origin,
+            swapped: std::time::Instant::now(),
+        });
+    }
+
     /// Blocks for the next update (for non-async consumers and tests).
     pub fn recv(&self) -> Option<Update> {
         self.rx.recv().ok()
@@ -120,7 +148,7 @@ mod tests {
 
     #[test]
     fn every_worker_gets_the_update_and_a_wake_byte() {
-        let (publisher, mut subs) = channel(2).unwrap();
+        let (publisher, mut subs, _acks) = channel(2).unwrap();
         publisher.send(Update::Shutdown);
         publisher.send(Update::Shutdown);
         for s in &mut subs {

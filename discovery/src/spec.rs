@@ -5,15 +5,89 @@
 //! runtime types, `Send + Sync`, cheap to compare so a reload can tell what changed.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::route::MethodSet;
 
-/// Everything the table builder needs from the config.
-#[derive(Debug, Clone, PartialEq)]
+/// Everything the table builder and the registries need from the config.
+#[derive(Debug, Clone, PartialEq, Default)]
 pub struct Spec {
     pub services: Vec<ServiceSpec>,
     pub upstreams: Vec<UpstreamSpec>,
+    /// Kubernetes clusters to discover endpoints in.
+    pub registries: Vec<RegistrySpec>,
+}
+
+/// One Kubernetes cluster to watch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistrySpec {
+    pub name: String,
+    /// Disabled: its upstreams answer 503 and nothing is watched.
+    pub enabled: bool,
+    pub connection: Connection,
+    /// Only namespaces whose name matches this regular expression (anchored by the
+    /// writer, e.g. `^apisix$`); `None`: every namespace.
+    pub namespaces: Option<String>,
+    /// A Kubernetes label selector applied to the watched objects.
+    pub label_selector: Option<String>,
+    pub resource: Resource,
+}
+
+/// How to reach and authenticate to an API server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Connection {
+    /// The pod's service account: `KUBERNETES_SERVICE_HOST`/`_PORT`, the token file
+    /// (re-read as it rotates) and the cluster CA.
+    InCluster,
+    /// An explicit server.
+    Explicit {
+        /// `https://host:port` (or `http://` for tests).
+        server: String,
+        credentials: Credentials,
+        /// PEM bundle to verify the server with; `None`: the system roots.
+        ca_file: Option<PathBuf>,
+        /// Skip server certificate verification (never the default).
+        insecure_skip_tls_verify: bool,
+    },
+    /// A kubeconfig file, for running outside a cluster.
+    Kubeconfig {
+        path: PathBuf,
+        context: Option<String>,
+    },
+}
+
+/// Client credentials for [`Connection::Explicit`].
+#[derive(Clone, PartialEq, Eq, Default)]
+pub struct Credentials {
+    /// A bearer token (kept out of logs).
+    pub token: Option<String>,
+    /// A file holding the bearer token, re-read as it changes.
+    pub token_file: Option<PathBuf>,
+    /// Client certificate and key (PEM files).
+    pub client_cert: Option<PathBuf>,
+    pub client_key: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Credentials {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Credentials")
+            .field("token", &self.token.as_ref().map(|_| "<redacted>"))
+            .field("token_file", &self.token_file)
+            .field("client_cert", &self.client_cert)
+            .field("client_key", &self.client_key)
+            .finish()
+    }
+}
+
+/// Which endpoint objects a registry watches.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Resource {
+    /// `discovery.k8s.io/v1` EndpointSlices (default).
+    #[default]
+    EndpointSlices,
+    /// core/v1 Endpoints (deprecated from Kubernetes 1.33).
+    Endpoints,
 }
 
 /// A set of hosts and a path prefix served by one upstream, optionally split into routes.

@@ -9,11 +9,11 @@ use std::net::SocketAddr;
 use std::num::NonZeroUsize;
 use std::sync::mpsc;
 use std::thread::JoinHandle;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use strait_discovery::publish;
 use strait_discovery::{
-    BuildError, Endpoint, Publisher, Snapshot, TableBuilder, Update, UpstreamStatus,
+    BuildError, DiscoveryHandle, Endpoint, Publisher, SnapshotVersion, Status, TableBuilder, Update,
 };
 
 use crate::config::Config;
@@ -45,7 +45,7 @@ pub enum StartError {
 #[derive(Debug)]
 pub struct Gateway {
     publisher: Publisher,
-    builder: TableBuilder,
+    discovery: Option<DiscoveryHandle>,
     listeners: Vec<(String, SocketAddr)>,
     threads: Vec<JoinHandle<()>>,
     drivers: Vec<DriverKind>,
@@ -81,7 +81,7 @@ impl Gateway {
         } else {
             None
         };
-        let (publisher, subscribers) = publish::channel(workers)?;
+        let (publisher, subscribers, acks) = publish::channel(workers)?;
         publisher.publish(builder.snapshot(Instant::now()));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel();
@@ -118,14 +118,11 @@ impl Gateway {
                 Err(_) => return Err(StartError::Worker("a worker exited during start-up".into())),
             }
         }
-        tracing::info!(
-            workers,
-            listeners = ?listeners,
-            "gateway started"
-        );
+        let discovery = strait_discovery::spawn(builder, publisher.clone(), acks)?;
+        tracing::info!(workers, listeners = ?listeners, "gateway started");
         Ok(Gateway {
             publisher,
-            builder,
+            discovery: Some(discovery),
             listeners,
             threads,
             drivers,
@@ -155,45 +152,60 @@ impl Gateway {
         &self.config
     }
 
-    /// Applies a new config's services, routes and upstreams. Listener, worker and
-    /// HTTP settings need a restart; they are kept as they are. A spec that cannot be
-    /// built is refused and the running table stays.
-    pub fn reload(&mut self, config: Config) -> Result<std::sync::Arc<Snapshot>, BuildError> {
-        let mut builder = TableBuilder::try_new(config.spec.clone())?;
-        builder.continue_from(self.current_version());
-        self.builder = builder;
+    /// Applies a new config's services, routes, upstreams and registries. Listener,
+    /// worker and HTTP settings need a restart; they are kept as they are. A spec that
+    /// cannot be built is refused and the running table stays. Returns once every worker
+    /// routes with the new table.
+    pub fn reload(&mut self, config: Config) -> Result<SnapshotVersion, BuildError> {
+        let builder = TableBuilder::try_new(config.spec.clone())?;
         self.config.spec = config.spec;
-        Ok(self.publish())
+        let version = self.discovery().reload(builder).unwrap_or_default();
+        self.wait_applied(version);
+        Ok(version)
     }
 
-    /// Replaces one upstream's endpoints (what discovery does on a change) and publishes.
+    /// Replaces one static upstream's endpoints and publishes; returns once every worker
+    /// routes with them. `None` for an unknown upstream.
     pub fn set_endpoints(
         &mut self,
         upstream: &str,
         endpoints: Vec<Endpoint>,
-    ) -> Option<std::sync::Arc<Snapshot>> {
+    ) -> Option<SnapshotVersion> {
+        let version = self.discovery().set_endpoints(upstream, endpoints)?;
+        self.wait_applied(version);
+        Some(version)
+    }
+
+    /// Discovery and propagation state: readiness, registries, versions, latencies.
+    pub fn status(&self) -> &std::sync::Arc<Status> {
+        self.discovery().status()
+    }
+
+    /// Every enabled registry has finished its first list.
+    pub fn ready(&self) -> bool {
+        self.status().ready()
+    }
+
+    fn discovery(&self) -> &DiscoveryHandle {
+        self.discovery
+            .as_ref()
+            .expect("invariant: discovery runs until shutdown")
+    }
+
+    fn wait_applied(&self, version: SnapshotVersion) {
         if !self
-            .builder
-            .set_endpoints(upstream, endpoints, UpstreamStatus::Ready)
+            .discovery()
+            .wait_applied(version, Duration::from_secs(10))
         {
-            return None;
+            tracing::warn!(%version, "not every worker swapped in the snapshot within 10 s");
         }
-        Some(self.publish())
-    }
-
-    fn current_version(&self) -> strait_discovery::SnapshotVersion {
-        self.builder.version()
-    }
-
-    fn publish(&mut self) -> std::sync::Arc<Snapshot> {
-        let snapshot = self.builder.snapshot(Instant::now());
-        tracing::info!(version = %snapshot.version, "publishing snapshot");
-        self.publisher.publish(snapshot.clone());
-        snapshot
     }
 
     /// Stops every worker and waits for the threads.
-    pub fn shutdown(self) {
+    pub fn shutdown(mut self) {
+        if let Some(d) = self.discovery.take() {
+            d.stop();
+        }
         self.publisher.send(Update::Shutdown);
         drop(self.publisher);
         for t in self.threads {

@@ -77,14 +77,7 @@ impl View {
         let Some(up) = self.snapshot.upstreams.get(idx as usize) else {
             return 0;
         };
-        let distinct = if up.schedule.is_empty() {
-            up.fallback.len()
-        } else {
-            up.endpoints
-                .iter()
-                .filter(|e| e.state == strait_discovery::EndpointState::Ready)
-                .count()
-        };
+        let distinct = up.usable;
         let retries = match up.settings.retries {
             Some(r) => r as usize,
             None => distinct.saturating_sub(1).min(MAX_DEFAULT_RETRIES),
@@ -245,6 +238,7 @@ mod tests {
             })
             .collect();
         let spec = Spec {
+            registries: Vec::new(),
             services: vec![],
             upstreams: vec![UpstreamSpec {
                 name: "u".into(),

@@ -106,6 +106,7 @@ async fn run(
         Some(Update::Snapshot(s)) => s,
         Some(Update::Shutdown) | None => return Ok(()),
     };
+    setup.subscriber.ack(&first);
     let access = setup.access_log.take().map(AccessLog::new);
     let worker = Rc::new(Worker::new(
         setup.id,
@@ -140,6 +141,7 @@ async fn run(
                 Ok(Some(Update::Snapshot(snapshot))) => {
                     let version = snapshot.version;
                     let view = worker.table.swap(snapshot);
+                    setup.subscriber.ack(&view.snapshot);
                     // Idle connections to endpoints that left the table close now.
                     worker
                         .pool

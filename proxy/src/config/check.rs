@@ -13,14 +13,14 @@ use std::time::Duration;
 
 use strait_discovery::route::{MethodSet, METHODS};
 use strait_discovery::spec::{
-    DiscoveryRef, NodeSpec, PassHost, PoolSettings, RouteSpec, ServicePort, ServiceSpec,
-    UpstreamSettings, UpstreamSource, UpstreamSpec,
+    Connection, Credentials, DiscoveryRef, NodeSpec, PassHost, PoolSettings, RegistrySpec,
+    Resource, RouteSpec, ServicePort, ServiceSpec, UpstreamSettings, UpstreamSource, UpstreamSpec,
 };
 use strait_discovery::Spec;
 
 use super::file::{
     FileAccessLog, FileConfig, FileDiscovery, FileDriver, FileHttp, FileListener, FileNode,
-    FilePassHost, FilePort, FileService, FileUpstream,
+    FilePassHost, FilePort, FileRegistry, FileResource, FileService, FileUpstream,
 };
 use super::lines::Lines;
 use super::{AccessLogConfig, Config, ConfigError, Driver, HttpConfig, ListenerConfig};
@@ -36,9 +36,7 @@ pub(super) fn from_yaml(text: &str) -> Result<Config> {
     let file = deserialize(text, &lines)?;
     let checker = Checker {
         lines: &lines,
-        // No registries yet: every `discovery:` is refused. The top-level `registries:`
-        // list fills this in.
-        registries: Vec::new(),
+        registries: file.registries.iter().map(|r| r.name.clone()).collect(),
     };
     checker.config(file)
 }
@@ -142,6 +140,7 @@ impl Checker<'_> {
             http,
             services,
             upstreams,
+            registries,
         } = file;
         let workers = match workers {
             None => None,
@@ -159,6 +158,7 @@ impl Checker<'_> {
         let http = self.http(http)?;
         let defined: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
         let services = self.services(services, &defined)?;
+        let registries = self.registries(registries)?;
         let upstreams = self.upstreams(upstreams)?;
         Ok(Config {
             workers,
@@ -169,6 +169,7 @@ impl Checker<'_> {
             spec: Spec {
                 services,
                 upstreams,
+                registries,
             },
         })
     }
@@ -589,6 +590,114 @@ impl Checker<'_> {
                 format!("{at}.nodes"),
                 "every node has weight 0; at least one needs a weight above 0",
             ));
+        }
+        Ok(out)
+    }
+
+    fn registries(&self, items: Vec<FileRegistry>) -> Result<Vec<RegistrySpec>> {
+        self.unique_names(
+            "registries",
+            "registry",
+            items.iter().map(|r| r.name.as_str()),
+        )?;
+        let mut out = Vec::with_capacity(items.len());
+        for (i, r) in items.into_iter().enumerate() {
+            let at = format!("registries[{i}]");
+            let explicit = r.server.is_some()
+                || r.token.is_some()
+                || r.token_file.is_some()
+                || r.client_cert.is_some()
+                || r.client_key.is_some()
+                || r.ca_file.is_some()
+                || r.insecure_skip_tls_verify.is_some();
+            let connection = match (r.kubeconfig, explicit) {
+                (Some(_), true) => {
+                    return Err(self.error(
+                        format!("{at}.kubeconfig"),
+                        "`kubeconfig` excludes `server`, `token`, `token_file`, `ca_file`, \
+                         `client_cert`, `client_key` and `insecure_skip_tls_verify`",
+                    ))
+                }
+                (Some(path), false) => Connection::Kubeconfig {
+                    path,
+                    context: r.context,
+                },
+                (None, true) => {
+                    let Some(server) = r.server else {
+                        return Err(self.error(
+                            format!("{at}.server"),
+                            "credentials or `ca_file` need a `server` (leave all of them out \
+                             for the in-cluster service account)",
+                        ));
+                    };
+                    if !(server.starts_with("https://") || server.starts_with("http://")) {
+                        return Err(self.error(
+                            format!("{at}.server"),
+                            format!("{server:?} is not an http(s) URL"),
+                        ));
+                    }
+                    if r.token.is_some() && r.token_file.is_some() {
+                        return Err(self.error(
+                            format!("{at}.token_file"),
+                            "give `token` or `token_file`, not both",
+                        ));
+                    }
+                    if r.client_cert.is_some() != r.client_key.is_some() {
+                        return Err(self.error(
+                            format!("{at}.client_key"),
+                            "`client_cert` and `client_key` go together",
+                        ));
+                    }
+                    if r.context.is_some() {
+                        return Err(
+                            self.error(format!("{at}.context"), "`context` needs `kubeconfig`")
+                        );
+                    }
+                    Connection::Explicit {
+                        server,
+                        credentials: Credentials {
+                            token: r.token,
+                            token_file: r.token_file,
+                            client_cert: r.client_cert,
+                            client_key: r.client_key,
+                        },
+                        ca_file: r.ca_file,
+                        insecure_skip_tls_verify: r.insecure_skip_tls_verify.unwrap_or(false),
+                    }
+                }
+                (None, false) => {
+                    if r.context.is_some() {
+                        return Err(
+                            self.error(format!("{at}.context"), "`context` needs `kubeconfig`")
+                        );
+                    }
+                    Connection::InCluster
+                }
+            };
+            if let Some(pattern) = &r.namespaces {
+                if let Err(e) = strait_discovery::registry::check_namespaces(pattern) {
+                    return Err(self.error(
+                        format!("{at}.namespaces"),
+                        format!("not a valid regular expression: {e}"),
+                    ));
+                }
+            }
+            if let Some(sel) = &r.label_selector {
+                if sel.trim().is_empty() {
+                    return Err(self.error(format!("{at}.label_selector"), "must not be empty"));
+                }
+            }
+            out.push(RegistrySpec {
+                name: r.name,
+                enabled: r.enabled.unwrap_or(true),
+                connection,
+                namespaces: r.namespaces,
+                label_selector: r.label_selector,
+                resource: match r.resource {
+                    FileResource::Endpointslices => Resource::EndpointSlices,
+                    FileResource::Endpoints => Resource::Endpoints,
+                },
+            });
         }
         Ok(out)
     }

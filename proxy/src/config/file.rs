@@ -35,6 +35,9 @@ pub struct FileConfig {
     /// Named sets of endpoints that services and routes send requests to.
     #[serde(default)]
     pub upstreams: Vec<FileUpstream>,
+    /// Kubernetes clusters whose Services upstreams may name with `discovery:`.
+    #[serde(default)]
+    pub registries: Vec<FileRegistry>,
 }
 
 impl FileConfig {
@@ -47,6 +50,7 @@ impl FileConfig {
         "http",
         "services",
         "upstreams",
+        "registries",
     ];
 }
 
@@ -243,6 +247,93 @@ impl FileNode {
     pub const FIELDS: &'static [&'static str] = &["address", "weight"];
 }
 
+/// One item of `registries:`: a Kubernetes cluster to watch.
+///
+/// Connection: `kubeconfig` (+ `context`), or `server` with `token` / `token_file` /
+/// `client_cert` + `client_key` and `ca_file`, or nothing of these: in-cluster (the pod's
+/// service account, `KUBERNETES_SERVICE_HOST`/`_PORT`).
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRegistry {
+    /// Name that `upstreams[].discovery.registry` refers to.
+    pub name: String,
+    /// Watch this cluster. Default: true. When false its upstreams answer 503.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    /// API server URL, e.g. `https://10.0.0.1:6443`. Default: in-cluster.
+    #[serde(default)]
+    pub server: Option<String>,
+    /// Bearer token. Prefer `token_file`.
+    #[serde(default)]
+    pub token: Option<String>,
+    /// File holding the bearer token; re-read as it rotates.
+    #[serde(default)]
+    pub token_file: Option<PathBuf>,
+    /// PEM CA bundle to verify the API server with. Default: system roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Skip API server certificate verification. Default: false.
+    #[serde(default)]
+    pub insecure_skip_tls_verify: Option<bool>,
+    /// PEM client certificate.
+    #[serde(default)]
+    pub client_cert: Option<PathBuf>,
+    /// PEM client key.
+    #[serde(default)]
+    pub client_key: Option<PathBuf>,
+    /// A kubeconfig file (for running outside a cluster).
+    #[serde(default)]
+    pub kubeconfig: Option<PathBuf>,
+    /// Context in `kubeconfig`. Default: its current context.
+    #[serde(default)]
+    pub context: Option<String>,
+    /// Regular expression namespace names must match. Default: every namespace.
+    #[serde(default)]
+    pub namespaces: Option<String>,
+    /// Kubernetes label selector for the watched objects.
+    #[serde(default)]
+    pub label_selector: Option<String>,
+    /// `endpointslices` (default) or `endpoints`.
+    #[serde(default)]
+    pub resource: FileResource,
+}
+
+impl FileRegistry {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "enabled",
+        "server",
+        "token",
+        "token_file",
+        "ca_file",
+        "insecure_skip_tls_verify",
+        "client_cert",
+        "client_key",
+        "kubeconfig",
+        "context",
+        "namespaces",
+        "label_selector",
+        "resource",
+    ];
+}
+
+/// `resource:` values.
+#[derive(Debug, Clone, Copy, Default, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileResource {
+    /// `discovery.k8s.io/v1` EndpointSlices.
+    #[default]
+    Endpointslices,
+    /// core/v1 Endpoints (deprecated from Kubernetes 1.33).
+    Endpoints,
+}
+
+impl FileResource {
+    /// The values, as written in the file.
+    pub const VARIANTS: &'static [&'static str] = &["endpointslices", "endpoints"];
+}
+
 /// `upstreams[].discovery:`: `namespace/service:port` found through `registry`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -435,6 +526,16 @@ mod tests {
                 "FileDiscovery",
                 accepted::<FileDiscovery>(KEY),
                 FileDiscovery::FIELDS,
+            ),
+            (
+                "FileRegistry",
+                accepted::<FileRegistry>(KEY),
+                FileRegistry::FIELDS,
+            ),
+            (
+                "FileResource",
+                accepted::<FileResource>(VALUE),
+                FileResource::VARIANTS,
             ),
             (
                 "FileTimeouts",

@@ -65,6 +65,7 @@ fn seed_config_parses_into_the_expected_config() {
         access_log: AccessLogConfig::default(),
         http: HttpConfig::default(),
         spec: Spec {
+            registries: Vec::new(),
             services: vec![ServiceSpec {
                 name: "sd-app".into(),
                 hosts: vec!["sd.httpbin.org".into()],
@@ -434,6 +435,87 @@ fn pass_host_and_upstream_host_must_agree() {
     )));
     assert_eq!(e.field, "upstreams[0].pass_host");
     assert!(e.message.contains("unknown variant"), "{}", e.message);
+}
+
+#[test]
+fn the_seed_registry_and_a_discovery_upstream_are_read() {
+    let yaml = [
+        "listeners: [{name: http, address: '127.0.0.1:9080'}]",
+        "registries:",
+        "  - name: my-k8s-cluster",
+        "    server: https://10.0.0.1:6443",
+        "    token_file: /var/run/token",
+        "    ca_file: /etc/ca.pem",
+        "    namespaces: ^apisix$",
+        "    label_selector: app=httpbin",
+        "    resource: endpoints",
+        "  - name: off",
+        "    enabled: false",
+        "upstreams:",
+        "  - name: httpbin",
+        "    discovery: {registry: my-k8s-cluster, namespace: apisix, service: httpbin, port: 80}",
+        "services:",
+        "  - name: sd-app",
+        "    hosts: [sd.httpbin.org]",
+        "    upstream: httpbin",
+    ]
+    .join("\n");
+    let yaml = yaml.as_str();
+    let config = from_yaml(yaml).unwrap();
+    let r = &config.spec.registries;
+    assert_eq!(r.len(), 2);
+    assert_eq!(r[0].namespaces.as_deref(), Some("^apisix$"));
+    assert_eq!(r[0].resource, Resource::Endpoints);
+    assert!(matches!(
+        &r[0].connection,
+        Connection::Explicit { server, credentials, insecure_skip_tls_verify: false, .. }
+            if server == "https://10.0.0.1:6443" && credentials.token_file.is_some()
+    ));
+    assert_eq!(r[1].connection, Connection::InCluster);
+    assert!(!r[1].enabled);
+    assert!(matches!(
+        &config.spec.upstreams[0].source,
+        UpstreamSource::Discovery(d) if d.port == ServicePort::Number(80) && d.registry == "my-k8s-cluster"
+    ));
+}
+
+#[test]
+fn registry_settings_that_contradict_each_other_are_refused() {
+    let reg = |body: &str| {
+        format!("listeners: [{{name: http, address: '127.0.0.1:9080'}}]\nregistries:\n  - name: k\n{body}")
+    };
+    let e = refused(&reg("    kubeconfig: /k\n    server: https://x\n"));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("registries[0].kubeconfig", Some(4))
+    );
+    let e = refused(&reg("    token: abc\n"));
+    assert_eq!(e.field, "registries[0].server");
+    let e = refused(&reg(
+        "    server: https://x\n    token: a\n    token_file: /t\n",
+    ));
+    assert_eq!(e.field, "registries[0].token_file");
+    let e = refused(&reg("    server: https://x\n    client_cert: /c\n"));
+    assert_eq!(e.field, "registries[0].client_key");
+    let e = refused(&reg("    namespaces: '(unclosed'\n"));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("registries[0].namespaces", Some(4))
+    );
+    assert!(
+        e.message.starts_with("not a valid regular expression"),
+        "{}",
+        e.message
+    );
+    let e = refused(&reg("    server: ftp://x\n"));
+    assert_eq!(e.field, "registries[0].server");
+    let e = refused(&reg("    resource: pods\n"));
+    assert_eq!(e.field, "registries[0].resource");
+    // The token never appears in an error.
+    let e = refused(&reg(
+        "    server: https://x\n    token: s3cr3t\n    token_file: /t\n",
+    ));
+    assert!(!e.to_string().contains("s3cr3t"));
 }
 
 #[test]

@@ -1,0 +1,315 @@
+//! The discovery thread's loop: owns the table builder, every registry's state and
+//! watcher tasks; turns commands (reload, static endpoint changes) and watch events into
+//! snapshots and publishes them.
+//!
+//! Runs on: the discovery thread, a current-thread tokio runtime. Events that arrive
+//! together are applied together and published as one snapshot; an event touching one
+//! Service rebuilds only the upstreams that name it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::Arc;
+use std::time::{Instant, SystemTime};
+
+use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
+use tokio::task::JoinHandle;
+
+use crate::build::TableBuilder;
+use crate::publish::Publisher;
+use crate::registry::{kubernetes, Msg, WatchEvent};
+use crate::snapshot::{Endpoint, SnapshotVersion, UpstreamStatus};
+use crate::spec::{DiscoveryRef, RegistrySpec, Spec, UpstreamSource};
+use crate::state::{RegistryState, ServiceKey};
+use crate::status::{RegistryStatus, Status};
+
+/// What the rest of the process asks of the discovery thread.
+#[derive(Debug)]
+pub(crate) enum Command {
+    /// A new config (already checked). Replies with the version published.
+    Reload(
+        Box<TableBuilder>,
+        crossbeam_channel::Sender<SnapshotVersion>,
+    ),
+    /// Replace a static upstream's endpoints. Replies with the version published, or
+    /// none for an unknown upstream.
+    SetEndpoints(
+        String,
+        Vec<Endpoint>,
+        crossbeam_channel::Sender<Option<SnapshotVersion>>,
+    ),
+    Stop,
+}
+
+struct Registry {
+    spec: RegistrySpec,
+    generation: u64,
+    state: RegistryState,
+    task: Option<JoinHandle<()>>,
+    /// HTTP status of the last error logged, to log a repeating failure once.
+    last_error_code: Option<Option<u16>>,
+    lists_done: u64,
+}
+
+impl Drop for Registry {
+    fn drop(&mut self) {
+        if let Some(task) = self.task.take() {
+            task.abort();
+        }
+    }
+}
+
+pub(crate) struct Controller {
+    builder: TableBuilder,
+    publisher: Publisher,
+    status: Arc<Status>,
+    registries: HashMap<String, Registry>,
+    /// `(registry, namespace, service)` → upstreams that name it.
+    index: HashMap<(String, String, String), Vec<String>>,
+    /// Discovery-backed upstreams.
+    discovered: Vec<(String, DiscoveryRef)>,
+    tx: UnboundedSender<Msg>,
+    next_generation: u64,
+}
+
+impl Controller {
+    pub(crate) fn new(
+        builder: TableBuilder,
+        publisher: Publisher,
+        status: Arc<Status>,
+        tx: UnboundedSender<Msg>,
+    ) -> Controller {
+        Controller {
+            builder,
+            publisher,
+            status,
+            registries: HashMap::new(),
+            index: HashMap::new(),
+            discovered: Vec::new(),
+            tx,
+            next_generation: 1,
+        }
+    }
+
+    pub(crate) async fn run(
+        mut self,
+        mut commands: UnboundedReceiver<Command>,
+        mut events: UnboundedReceiver<Msg>,
+    ) {
+        self.configure(false);
+        if !self.discovered.is_empty() {
+            self.publish(Instant::now(), "registries configured");
+        }
+        loop {
+            tokio::select! {
+                cmd = commands.recv() => match cmd {
+                    None | Some(Command::Stop) => break,
+                    Some(Command::Reload(builder, reply)) => {
+                        let origin = Instant::now();
+                        let version = self.builder.version();
+                        self.builder = *builder;
+                        self.builder.continue_from(version);
+                        self.configure(true);
+                        let _ = reply.send(self.publish(origin, "reload"));
+                    }
+                    Some(Command::SetEndpoints(name, endpoints, reply)) => {
+                        let origin = Instant::now();
+                        let ok = self.builder.set_endpoints(&name, endpoints, UpstreamStatus::Ready);
+                        let _ = reply.send(ok.then(|| self.publish(origin, "endpoints set")));
+                    }
+                },
+                Some(msg) = events.recv() => {
+                    // The change reached the control side now; what else is queued joins it.
+                    let origin = Instant::now();
+                    let mut changed = BTreeSet::new();
+                    self.handle(msg, &mut changed);
+                    while let Ok(msg) = events.try_recv() {
+                        self.handle(msg, &mut changed);
+                    }
+                    if !changed.is_empty() {
+                        let started = Instant::now();
+                        for name in &changed {
+                            self.rebuild(name);
+                        }
+                        let version = self.publish(origin, "discovery");
+                        tracing::info!(
+                            %version,
+                            upstreams_changed = changed.len(),
+                            build_us = started.elapsed().as_micros() as u64,
+                            "published discovered endpoints"
+                        );
+                    }
+                }
+            }
+        }
+        self.registries.clear();
+    }
+
+    /// Applies the builder's spec: starts, keeps or stops registries, re-indexes
+    /// discovery-backed upstreams and fills them in.
+    fn configure(&mut self, log: bool) {
+        let spec: Spec = self.builder.spec().clone();
+        let wanted: HashMap<&str, &RegistrySpec> = spec
+            .registries
+            .iter()
+            .map(|r| (r.name.as_str(), r))
+            .collect();
+        self.registries
+            .retain(|name, r| wanted.get(name.as_str()).is_some_and(|w| **w == r.spec));
+        for r in &spec.registries {
+            if self.registries.contains_key(&r.name) {
+                continue;
+            }
+            let generation = self.next_generation;
+            self.next_generation += 1;
+            let task = r
+                .enabled
+                .then(|| tokio::spawn(kubernetes::run(r.clone(), generation, self.tx.clone())));
+            if log {
+                tracing::info!(registry = %r.name, enabled = r.enabled, "registry (re)started");
+            }
+            self.registries.insert(
+                r.name.clone(),
+                Registry {
+                    spec: r.clone(),
+                    generation,
+                    state: RegistryState::default(),
+                    task,
+                    last_error_code: None,
+                    lists_done: 0,
+                },
+            );
+        }
+        self.discovered = spec
+            .upstreams
+            .iter()
+            .filter_map(|u| match &u.source {
+                UpstreamSource::Discovery(d) => Some((u.name.clone(), d.clone())),
+                UpstreamSource::Static(_) => None,
+            })
+            .collect();
+        self.index.clear();
+        for (name, d) in &self.discovered {
+            self.index
+                .entry((d.registry.clone(), d.namespace.clone(), d.service.clone()))
+                .or_default()
+                .push(name.clone());
+        }
+        let names: Vec<String> = self.discovered.iter().map(|(n, _)| n.clone()).collect();
+        for name in &names {
+            self.rebuild(name);
+        }
+        let old = self.status.registries();
+        let statuses: BTreeMap<String, RegistryStatus> = self
+            .registries
+            .iter()
+            .map(|(name, r)| {
+                let mut s = old.get(name).cloned().unwrap_or_default();
+                s.enabled = r.spec.enabled;
+                s.synced = r.state.synced();
+                (name.clone(), s)
+            })
+            .collect();
+        self.status.set_registries(statuses);
+    }
+
+    fn handle(&mut self, msg: Msg, changed: &mut BTreeSet<String>) {
+        let Some(reg) = self.registries.get_mut(&msg.registry) else {
+            return;
+        };
+        if reg.generation != msg.generation {
+            return;
+        }
+        let name = msg.registry;
+        let keys: Vec<ServiceKey> = match msg.event {
+            WatchEvent::Init => {
+                reg.state.init(msg.kind);
+                Vec::new()
+            }
+            WatchEvent::InitApply(obj) => {
+                reg.state.init_apply(obj);
+                Vec::new()
+            }
+            WatchEvent::InitDone => {
+                let was_synced = reg.state.synced();
+                let keys = reg.state.init_done(msg.kind);
+                reg.lists_done += 1;
+                reg.last_error_code = None;
+                let synced = reg.state.synced();
+                let relist = reg.lists_done > 2;
+                self.status.update_registry(&name, |s| {
+                    s.synced = synced;
+                    s.last_sync = Some(SystemTime::now());
+                    s.last_error = None;
+                    if relist {
+                        s.relists += 1;
+                    }
+                });
+                if synced && !was_synced {
+                    tracing::info!(registry = %name, "registry synced");
+                    // Every upstream of the registry leaves "not synced".
+                    for (upstream, d) in &self.discovered {
+                        if d.registry == name {
+                            changed.insert(upstream.clone());
+                        }
+                    }
+                }
+                keys
+            }
+            WatchEvent::Apply(obj) => reg.state.apply(obj),
+            WatchEvent::Delete(obj) => reg.state.delete(&obj),
+            WatchEvent::Error(e) => {
+                if reg.last_error_code != Some(e.code) {
+                    reg.last_error_code = Some(e.code);
+                    match e.code {
+                        Some(401) | Some(403) => tracing::error!(
+                            registry = %name,
+                            code = e.code,
+                            error = %e.message,
+                            "the API server refused our credentials; check the token and that \
+                             the ClusterRole grants list and watch on endpointslices, endpoints and services \
+                             (retrying with backoff, re-reading the token)"
+                        ),
+                        _ => {
+                            tracing::warn!(registry = %name, code = e.code, error = %e.message, "watch failed; retrying with backoff, last known endpoints stay in use")
+                        }
+                    }
+                } else {
+                    tracing::debug!(registry = %name, code = e.code, error = %e.message, "watch failed again");
+                }
+                self.status
+                    .update_registry(&name, |s| s.last_error = Some(e.message.clone()));
+                Vec::new()
+            }
+        };
+        for (ns, svc) in keys {
+            if let Some(upstreams) = self.index.get(&(name.clone(), ns, svc)) {
+                changed.extend(upstreams.iter().cloned());
+            }
+        }
+    }
+
+    /// Recomputes one discovery-backed upstream from its registry's state.
+    fn rebuild(&mut self, upstream: &str) {
+        let Some((_, d)) = self.discovered.iter().find(|(n, _)| n == upstream) else {
+            return;
+        };
+        let registry: Arc<str> = Arc::from(d.registry.as_str());
+        let (endpoints, status) = match self.registries.get(&d.registry) {
+            Some(r) if r.spec.enabled && r.state.synced() => (
+                r.state.endpoints(&d.namespace, &d.service, &d.port),
+                UpstreamStatus::Ready,
+            ),
+            Some(r) if r.spec.enabled => (Vec::new(), UpstreamStatus::NotSynced { registry }),
+            _ => (Vec::new(), UpstreamStatus::RegistryDisabled { registry }),
+        };
+        self.builder.set_endpoints(upstream, endpoints, status);
+    }
+
+    fn publish(&mut self, origin: Instant, why: &str) -> SnapshotVersion {
+        let snapshot = self.builder.snapshot(origin);
+        let version = snapshot.version;
+        tracing::debug!(%version, why, "publishing snapshot");
+        self.status.published(version);
+        self.publisher.publish(snapshot);
+        version
+    }
+}

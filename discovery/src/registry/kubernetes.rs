@@ -1,0 +1,232 @@
+//! One Kubernetes cluster: a kube client built from the registry's connection settings,
+//! and two watchers (EndpointSlices or Endpoints, and Services) that reduce objects and
+//! send them to the controller.
+//!
+//! Runs on: the discovery thread's tokio runtime. kube's watcher does the protocol work:
+//! list then watch with bookmarks, relist on 410 Gone, resume with jittered exponential
+//! backoff (0.8 s doubling to 30 s) after errors. Tokens never reach a log line.
+
+use std::path::Path;
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::discovery::v1::EndpointSlice;
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::{Api, Client};
+use regex::Regex;
+use tokio::sync::mpsc::UnboundedSender;
+
+use super::{Msg, WatchError, WatchEvent};
+use crate::spec::{Connection, RegistrySpec, Resource};
+use crate::state::{Kind, Object};
+
+/// Why a registry could not start.
+#[derive(Debug)]
+pub struct ConnectError(pub String);
+
+impl std::fmt::Display for ConnectError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// Builds the kube client configuration for a registry.
+pub async fn client_config(spec: &RegistrySpec) -> Result<kube::Config, ConnectError> {
+    let err = |what: &str, e: &dyn std::fmt::Display| {
+        ConnectError(format!("registry {:?}: {what}: {e}", spec.name))
+    };
+    match &spec.connection {
+        Connection::InCluster => {
+            kube::Config::incluster().map_err(|e| err("in-cluster config", &e))
+        }
+        Connection::Kubeconfig { path, context } => {
+            let file =
+                kube::config::Kubeconfig::read_from(path).map_err(|e| err("kubeconfig", &e))?;
+            let options = kube::config::KubeConfigOptions {
+                context: context.clone(),
+                ..Default::default()
+            };
+            kube::Config::from_custom_kubeconfig(file, &options)
+                .await
+                .map_err(|e| err("kubeconfig", &e))
+        }
+        Connection::Explicit {
+            server,
+            credentials,
+            ca_file,
+            insecure_skip_tls_verify,
+        } => {
+            let uri: http::Uri = server.parse().map_err(|e| err("server", &e))?;
+            let mut config = kube::Config::new(uri);
+            config.accept_invalid_certs = *insecure_skip_tls_verify;
+            if let Some(ca) = ca_file {
+                config.root_cert = Some(read_pem_certs(ca).map_err(|e| err("ca_file", &e))?);
+                config.root_cert_file = Some(ca.clone());
+            }
+            config.auth_info.token = credentials.token.clone().map(secrecy::SecretString::from);
+            config.auth_info.token_file = credentials
+                .token_file
+                .as_ref()
+                .map(|p| p.display().to_string());
+            config.auth_info.client_certificate = credentials
+                .client_cert
+                .as_ref()
+                .map(|p| p.display().to_string());
+            config.auth_info.client_key = credentials
+                .client_key
+                .as_ref()
+                .map(|p| p.display().to_string());
+            Ok(config)
+        }
+    }
+}
+
+/// DER certificates of a PEM bundle.
+fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let certs: Vec<Vec<u8>> = CertificateDer::pem_file_iter(path)
+        .map_err(|e| e.to_string())?
+        .map(|c| c.map(|c| c.to_vec()).map_err(|e| e.to_string()))
+        .collect::<Result<_, _>>()?;
+    if certs.is_empty() {
+        return Err("no PEM certificate found".into());
+    }
+    Ok(certs)
+}
+
+/// Runs a registry until its task is aborted: builds the client (retrying with backoff
+/// while it cannot, e.g. a token file not mounted yet), then runs both watchers.
+pub async fn run(spec: RegistrySpec, generation: u64, tx: UnboundedSender<Msg>) {
+    let mut delay = std::time::Duration::from_millis(800);
+    let client = loop {
+        let built = match client_config(&spec).await {
+            Ok(config) => Client::try_from(config)
+                .map_err(|e| ConnectError(format!("registry {:?}: client: {e}", spec.name))),
+            Err(e) => Err(e),
+        };
+        match built {
+            Ok(client) => break client,
+            Err(e) => {
+                let event = WatchEvent::Error(WatchError {
+                    code: None,
+                    message: e.0,
+                });
+                let msg = Msg {
+                    registry: spec.name.clone(),
+                    generation,
+                    kind: Kind::Endpoints,
+                    event,
+                };
+                if tx.send(msg).is_err() {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+            }
+        }
+    };
+    // The pattern was checked when the config loaded.
+    let filter = spec.namespaces.as_deref().and_then(|p| Regex::new(p).ok());
+    let mut config = watcher::Config::default();
+    if let Some(sel) = &spec.label_selector {
+        config = config.labels(sel);
+    }
+    let task = |kind| Watch {
+        registry: spec.name.clone(),
+        generation,
+        kind,
+        filter: filter.clone(),
+        tx: tx.clone(),
+    };
+    let services = task(Kind::Services).run(
+        Api::<Service>::all(client.clone()),
+        config.clone(),
+        Object::from_service,
+    );
+    match spec.resource {
+        Resource::EndpointSlices => {
+            let slices = task(Kind::Endpoints).run(
+                Api::<EndpointSlice>::all(client),
+                config,
+                Object::from_slice,
+            );
+            futures::join!(slices, services);
+        }
+        Resource::Endpoints => {
+            let endpoints = task(Kind::Endpoints).run(
+                Api::<Endpoints>::all(client),
+                config,
+                Object::from_endpoints,
+            );
+            futures::join!(endpoints, services);
+        }
+    }
+}
+
+struct Watch {
+    registry: String,
+    generation: u64,
+    kind: Kind,
+    filter: Option<Regex>,
+    tx: UnboundedSender<Msg>,
+}
+
+impl Watch {
+    async fn run<K>(self, api: Api<K>, config: watcher::Config, reduce: fn(&K) -> Option<Object>)
+    where
+        K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
+    {
+        let keep = |obj: &K| -> Option<Object> {
+            let ns = obj.meta().namespace.as_deref().unwrap_or("");
+            if self.filter.as_ref().is_some_and(|re| !re.is_match(ns)) {
+                return None;
+            }
+            reduce(obj)
+        };
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        while let Some(item) = stream.next().await {
+            let event = match item {
+                Ok(Event::Init) => WatchEvent::Init,
+                Ok(Event::InitApply(obj)) => match keep(&obj) {
+                    Some(o) => WatchEvent::InitApply(o),
+                    None => continue,
+                },
+                Ok(Event::InitDone) => WatchEvent::InitDone,
+                Ok(Event::Apply(obj)) => match keep(&obj) {
+                    Some(o) => WatchEvent::Apply(o),
+                    None => continue,
+                },
+                Ok(Event::Delete(obj)) => match keep(&obj) {
+                    Some(o) => WatchEvent::Delete(o),
+                    None => continue,
+                },
+                Err(e) => WatchEvent::Error(classify(&e)),
+            };
+            let msg = Msg {
+                registry: self.registry.clone(),
+                generation: self.generation,
+                kind: self.kind,
+                event,
+            };
+            if self.tx.send(msg).is_err() {
+                return;
+            }
+        }
+    }
+}
+
+fn classify(e: &watcher::Error) -> WatchError {
+    let code = match e {
+        watcher::Error::InitialListFailed(kube::Error::Api(s))
+        | watcher::Error::WatchStartFailed(kube::Error::Api(s))
+        | watcher::Error::WatchFailed(kube::Error::Api(s)) => Some(s.code),
+        watcher::Error::WatchError(s) => Some(s.code),
+        _ => None,
+    };
+    WatchError {
+        code,
+        message: e.to_string(),
+    }
+}

@@ -1,0 +1,202 @@
+//! What the control side knows about itself, for readiness, the admin endpoint, tests
+//! and benches: registry sync state, the versions each worker has swapped in, and the
+//! propagation latency (change reaching the control side → every worker swapped).
+//!
+//! Runs on: written by the discovery thread and the ack collector thread, read by
+//! anyone on the control side. Never touched on a worker's request path (workers only
+//! send acks over a channel, once per snapshot).
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::sync::{Condvar, Mutex, MutexGuard};
+use std::time::{Duration, Instant, SystemTime};
+
+use crossbeam_channel::Receiver;
+
+use crate::publish::Ack;
+use crate::snapshot::SnapshotVersion;
+
+/// Propagation samples kept.
+const SAMPLES: usize = 4096;
+
+/// One registry's watch state.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RegistryStatus {
+    pub enabled: bool,
+    /// Both collections finished their first list.
+    pub synced: bool,
+    /// When a (re)list last completed.
+    pub last_sync: Option<SystemTime>,
+    /// The last watch error, cleared by the next completed list.
+    pub last_error: Option<String>,
+    /// Relists after the first one (410 Gone, reconnects that needed a list).
+    pub relists: u64,
+}
+
+#[derive(Debug, Default)]
+struct Inner {
+    registries: BTreeMap<String, RegistryStatus>,
+    published: SnapshotVersion,
+    /// Per worker: the last version it swapped in.
+    applied: Vec<SnapshotVersion>,
+    /// Acks counted per version until every worker has sent one.
+    pending: HashMap<SnapshotVersion, (usize, Instant)>,
+    propagation: VecDeque<Duration>,
+}
+
+/// Shared control-side status.
+#[derive(Debug, Default)]
+pub struct Status {
+    inner: Mutex<Inner>,
+    changed: Condvar,
+}
+
+impl Status {
+    pub fn new(workers: usize) -> Status {
+        let status = Status::default();
+        status.lock().applied = vec![SnapshotVersion(0); workers];
+        status
+    }
+
+    fn lock(&self) -> MutexGuard<'_, Inner> {
+        // A panic elsewhere must not take readiness down with it.
+        self.inner.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Every enabled registry has finished its first list.
+    pub fn ready(&self) -> bool {
+        self.lock()
+            .registries
+            .values()
+            .all(|r| !r.enabled || r.synced)
+    }
+
+    pub fn registries(&self) -> BTreeMap<String, RegistryStatus> {
+        self.lock().registries.clone()
+    }
+
+    pub(crate) fn set_registries(&self, registries: BTreeMap<String, RegistryStatus>) {
+        self.lock().registries = registries;
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn update_registry(&self, name: &str, f: impl FnOnce(&mut RegistryStatus)) {
+        if let Some(r) = self.lock().registries.get_mut(name) {
+            f(r);
+        }
+        self.changed.notify_all();
+    }
+
+    pub(crate) fn published(&self, version: SnapshotVersion) {
+        self.lock().published = version;
+    }
+
+    /// The last version published.
+    pub fn version(&self) -> SnapshotVersion {
+        self.lock().published
+    }
+
+    /// Waits until every worker has swapped in `version` (or a later one).
+    pub fn wait_applied(&self, version: SnapshotVersion, timeout: Duration) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.lock();
+        loop {
+            if inner.applied.iter().all(|v| *v >= version) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            inner = self
+                .changed
+                .wait_timeout(inner, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Waits until `cond` holds for the registry states.
+    pub fn wait_registries(
+        &self,
+        timeout: Duration,
+        cond: impl Fn(&BTreeMap<String, RegistryStatus>) -> bool,
+    ) -> bool {
+        let deadline = Instant::now() + timeout;
+        let mut inner = self.lock();
+        loop {
+            if cond(&inner.registries) {
+                return true;
+            }
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            inner = self
+                .changed
+                .wait_timeout(inner, left)
+                .map(|(g, _)| g)
+                .unwrap_or_else(|e| e.into_inner().0);
+        }
+    }
+
+    /// Recent propagation latencies, oldest first.
+    pub fn propagation_samples(&self) -> Vec<Duration> {
+        self.lock().propagation.iter().copied().collect()
+    }
+
+    fn record_ack(&self, ack: Ack) {
+        let mut inner = self.lock();
+        let workers = inner.applied.len();
+        if let Some(v) = inner.applied.get_mut(ack.worker) {
+            *v = (*v).max(ack.version);
+        }
+        let entry = inner.pending.entry(ack.version).or_insert((0, ack.swapped));
+        entry.0 += 1;
+        entry.1 = entry.1.max(ack.swapped);
+        if entry.0 >= workers {
+            let (_, last) = entry.to_owned();
+            inner.pending.remove(&ack.version);
+            if inner.propagation.len() == SAMPLES {
+                inner.propagation.pop_front();
+            }
+            inner
+                .propagation
+                .push_back(last.saturating_duration_since(ack.origin));
+        }
+        // Versions every worker has passed can no longer complete.
+        let min = inner.applied.iter().copied().min().unwrap_or_default();
+        inner.pending.retain(|v, _| *v >= min);
+        drop(inner);
+        self.changed.notify_all();
+    }
+
+    /// Collects acks until every sender is gone (run on its own thread).
+    pub fn collect_acks(&self, acks: Receiver<Ack>) {
+        while let Ok(ack) = acks.recv() {
+            self.record_ack(ack);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn propagation_is_measured_when_every_worker_acked() {
+        let s = Status::new(2);
+        let origin = Instant::now();
+        let ack = |worker, ms| Ack {
+            worker,
+            version: SnapshotVersion(3),
+            origin,
+            swapped: origin + Duration::from_millis(ms),
+        };
+        s.record_ack(ack(0, 1));
+        assert!(!s.wait_applied(SnapshotVersion(3), Duration::ZERO));
+        assert!(s.propagation_samples().is_empty());
+        s.record_ack(ack(1, 4));
+        assert!(s.wait_applied(SnapshotVersion(3), Duration::ZERO));
+        assert_eq!(s.propagation_samples(), [Duration::from_millis(4)]);
+    }
+}
