@@ -64,8 +64,8 @@ pub(crate) struct Controller {
     registries: HashMap<String, Registry>,
     /// `(registry, namespace, service)` → upstreams that name it.
     index: HashMap<(String, String, String), Vec<String>>,
-    /// Discovery-backed upstreams.
-    discovered: Vec<(String, DiscoveryRef)>,
+    /// Discovery-backed upstreams by name.
+    discovered: HashMap<String, DiscoveryRef>,
     tx: UnboundedSender<Msg>,
     next_generation: u64,
 }
@@ -83,7 +83,7 @@ impl Controller {
             status,
             registries: HashMap::new(),
             index: HashMap::new(),
-            discovered: Vec::new(),
+            discovered: HashMap::new(),
             tx,
             next_generation: 1,
         }
@@ -193,7 +193,7 @@ impl Controller {
                 .or_default()
                 .push(name.clone());
         }
-        let names: Vec<String> = self.discovered.iter().map(|(n, _)| n.clone()).collect();
+        let names: Vec<String> = self.discovered.keys().cloned().collect();
         for name in &names {
             self.rebuild(name);
         }
@@ -289,7 +289,7 @@ impl Controller {
 
     /// Recomputes one discovery-backed upstream from its registry's state.
     fn rebuild(&mut self, upstream: &str) {
-        let Some((_, d)) = self.discovered.iter().find(|(n, _)| n == upstream) else {
+        let Some(d) = self.discovered.get(upstream) else {
             return;
         };
         let registry: Arc<str> = Arc::from(d.registry.as_str());

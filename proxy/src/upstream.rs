@@ -6,7 +6,7 @@
 //! (no atomics) and advance a `Cell` cursor. No `RefCell` borrow is held across `.await`.
 
 use std::cell::{Cell, RefCell};
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
 use strait_discovery::spec::PoolSettings;
-use strait_discovery::{Endpoint, Snapshot};
+use strait_discovery::{Endpoint, EndpointState, Snapshot};
 
 use crate::sys;
 
@@ -85,13 +85,37 @@ impl View {
         (1 + retries).min(distinct.max(1))
     }
 
-    /// Every endpoint address in the snapshot.
-    pub fn addresses(&self) -> HashSet<SocketAddr> {
-        self.snapshot
-            .upstreams
-            .iter()
-            .flat_map(|u| u.endpoints.iter().map(|e| e.addr))
-            .collect()
+    /// Endpoints that took traffic in `old` and take none in this view: removed, or no
+    /// longer ready nor serving. Only upstreams that changed are compared (unchanged
+    /// ones are the same `Arc`), so a swap costs O(what changed).
+    pub fn departed_since(&self, old: &View) -> Vec<SocketAddr> {
+        let usable = |e: &Endpoint| e.state != EndpointState::NotServing && e.weight > 0;
+        let mut gone = Vec::new();
+        for (i, before) in old.snapshot.upstreams.iter().enumerate() {
+            let after = match self.snapshot.upstreams.get(i) {
+                Some(u) if Arc::ptr_eq(u, before) => continue,
+                Some(u) if u.name == before.name => Some(u),
+                _ => self.snapshot.upstream(&before.name),
+            };
+            for e in before.endpoints.iter().filter(|e| usable(e)) {
+                let kept = after
+                    .is_some_and(|u| u.endpoints.iter().any(|n| n.addr == e.addr && usable(n)));
+                if !kept && !gone.contains(&e.addr) {
+                    gone.push(e.addr);
+                }
+            }
+        }
+        // An address another upstream still uses stays.
+        if !gone.is_empty() {
+            gone.retain(|a| {
+                !self
+                    .snapshot
+                    .upstreams
+                    .iter()
+                    .any(|u| u.endpoints.iter().any(|e| e.addr == *a && usable(e)))
+            });
+        }
+        gone
     }
 }
 
@@ -169,13 +193,18 @@ impl Pool {
         });
     }
 
-    /// Closes idle connections older than `max_idle` or to endpoints not in `keep`.
-    pub fn sweep(&self, now: Instant, max_idle: Duration, keep: Option<&HashSet<SocketAddr>>) {
+    /// Closes every idle connection to these endpoints.
+    pub fn close(&self, endpoints: &[SocketAddr]) {
         let mut idle = self.idle.borrow_mut();
-        idle.retain(|addr, list| {
-            if keep.is_some_and(|k| !k.contains(addr)) {
-                return false;
-            }
+        for addr in endpoints {
+            idle.remove(addr);
+        }
+    }
+
+    /// Closes idle connections older than `max_idle` or closed by their peer.
+    pub fn sweep(&self, now: Instant, max_idle: Duration) {
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|_, list| {
             list.retain(|c| {
                 now.duration_since(c.since) < max_idle
                     && sys::peek_idle(c.stream.as_raw_fd()) == sys::Idle::Open
@@ -210,15 +239,13 @@ impl Table {
         self.current.borrow().clone()
     }
 
-    /// Swaps in a new snapshot; returns the new view.
-    pub fn swap(&self, snapshot: Arc<Snapshot>) -> Rc<View> {
-        let next = Rc::new(View::new(
-            snapshot,
-            Some(&self.current.borrow()),
-            self.worker,
-        ));
+    /// Swaps in a new snapshot; returns the new view and the endpoints that left.
+    pub fn swap(&self, snapshot: Arc<Snapshot>) -> (Rc<View>, Vec<SocketAddr>) {
+        let old = self.current.borrow().clone();
+        let next = Rc::new(View::new(snapshot, Some(&old), self.worker));
+        let departed = next.departed_since(&old);
         *self.current.borrow_mut() = next.clone();
-        next
+        (next, departed)
     }
 }
 
@@ -262,8 +289,18 @@ mod tests {
         let tried = ["127.0.0.3:80".parse().unwrap()];
         assert_eq!(v.pick(0, &tried).unwrap().addr.to_string(), "127.0.0.4:80");
         assert_eq!(v.attempts(0), 3);
-        let v2 = table.swap(snapshot(&[1, 1, 1]));
+        let (v2, departed) = table.swap(snapshot(&[1, 1, 1]));
+        assert!(departed.is_empty());
         assert_eq!(v2.pick(0, &[]).unwrap().addr.to_string(), "127.0.0.2:80");
+    }
+
+    #[test]
+    fn endpoints_that_left_rotation_are_reported_once_per_swap() {
+        let table = Table::new(snapshot(&[1, 1, 1]), 0);
+        let (_, departed) = table.swap(snapshot(&[1, 0]));
+        let mut departed: Vec<String> = departed.iter().map(|a| a.to_string()).collect();
+        departed.sort();
+        assert_eq!(departed, ["127.0.0.3:80", "127.0.0.4:80"]);
     }
 
     #[test]

@@ -140,12 +140,10 @@ async fn run(
             match setup.subscriber.try_next() {
                 Ok(Some(Update::Snapshot(snapshot))) => {
                     let version = snapshot.version;
-                    let view = worker.table.swap(snapshot);
+                    let (view, departed) = worker.table.swap(snapshot);
                     setup.subscriber.ack(&view.snapshot);
                     // Idle connections to endpoints that left the table close now.
-                    worker
-                        .pool
-                        .sweep(Instant::now(), Duration::MAX, Some(&view.addresses()));
+                    worker.pool.close(&departed);
                     tracing::debug!(worker = worker.id, %version, "snapshot swapped in");
                 }
                 Ok(Some(Update::Shutdown)) | Err(()) => return Ok(()),
@@ -181,7 +179,7 @@ async fn sweep_loop(worker: Rc<Worker>) {
             .map(|u| u.settings.pool.idle_timeout)
             .max()
             .unwrap_or(Duration::from_secs(60));
-        worker.pool.sweep(Instant::now(), max_idle, None);
+        worker.pool.sweep(Instant::now(), max_idle);
     }
 }
 
