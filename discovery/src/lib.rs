@@ -55,6 +55,23 @@ pub fn spawn(
 ) -> std::io::Result<DiscoveryHandle> {
     let status = Arc::new(Status::new(publisher.workers()));
     status.published(builder.version());
+    // Not ready until every enabled registry has listed, from the very start.
+    status.set_registries(
+        builder
+            .spec()
+            .registries
+            .iter()
+            .map(|r| {
+                (
+                    r.name.clone(),
+                    RegistryStatus {
+                        enabled: r.enabled,
+                        ..Default::default()
+                    },
+                )
+            })
+            .collect(),
+    );
     let collector = {
         let status = status.clone();
         std::thread::Builder::new()

@@ -8,7 +8,7 @@
 
 use std::path::Path;
 
-use futures::StreamExt;
+use futures::{FutureExt, StreamExt};
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
@@ -97,17 +97,17 @@ fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 }
 
 /// Runs a registry until its task is aborted: builds the client (retrying with backoff
-/// while it cannot, e.g. a token file not mounted yet), then runs both watchers.
+/// while it cannot, e.g. a token file not mounted yet), then runs both watchers. When the
+/// API server refuses the credentials (401), the client is rebuilt after a backoff so a
+/// rotated token file is read again at once rather than at kube's next refresh.
 pub async fn run(spec: RegistrySpec, generation: u64, tx: UnboundedSender<Msg>) {
-    let mut delay = std::time::Duration::from_millis(800);
-    let client = loop {
-        let built = match client_config(&spec).await {
-            Ok(config) => Client::try_from(config)
-                .map_err(|e| ConnectError(format!("registry {:?}: client: {e}", spec.name))),
-            Err(e) => Err(e),
-        };
-        match built {
-            Ok(client) => break client,
+    let mut delay = BACKOFF_START;
+    loop {
+        let client = match client_config(&spec).await.and_then(|config| {
+            Client::try_from(config)
+                .map_err(|e| ConnectError(format!("registry {:?}: client: {e}", spec.name)))
+        }) {
+            Ok(client) => client,
             Err(e) => {
                 let event = WatchEvent::Error(WatchError {
                     code: None,
@@ -123,10 +123,30 @@ pub async fn run(spec: RegistrySpec, generation: u64, tx: UnboundedSender<Msg>) 
                     return;
                 }
                 tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(std::time::Duration::from_secs(30));
+                delay = (delay * 2).min(BACKOFF_MAX);
+                continue;
             }
+        };
+        if !watch_all(&spec, client, generation, &tx).await {
+            return; // the controller is gone
         }
-    };
+        // Unauthorized: rebuild the client after a backoff.
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+const BACKOFF_START: std::time::Duration = std::time::Duration::from_millis(800);
+const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Runs both watchers until one is refused with 401 (`true`) or the controller is gone
+/// (`false`).
+async fn watch_all(
+    spec: &RegistrySpec,
+    client: Client,
+    generation: u64,
+    tx: &UnboundedSender<Msg>,
+) -> bool {
     // The pattern was checked when the config loaded.
     let filter = spec.namespaces.as_deref().and_then(|p| Regex::new(p).ok());
     let mut config = watcher::Config::default();
@@ -145,24 +165,29 @@ pub async fn run(spec: RegistrySpec, generation: u64, tx: UnboundedSender<Msg>) 
         config.clone(),
         Object::from_service,
     );
-    match spec.resource {
-        Resource::EndpointSlices => {
-            let slices = task(Kind::Endpoints).run(
-                Api::<EndpointSlice>::all(client),
-                config,
-                Object::from_slice,
-            );
-            futures::join!(slices, services);
-        }
-        Resource::Endpoints => {
-            let endpoints = task(Kind::Endpoints).run(
-                Api::<Endpoints>::all(client),
-                config,
-                Object::from_endpoints,
-            );
-            futures::join!(endpoints, services);
-        }
-    }
+    let endpoints = match spec.resource {
+        Resource::EndpointSlices => FutureExt::boxed(task(Kind::Endpoints).run(
+            Api::<EndpointSlice>::all(client),
+            config,
+            Object::from_slice,
+        )),
+        Resource::Endpoints => FutureExt::boxed(task(Kind::Endpoints).run(
+            Api::<Endpoints>::all(client),
+            config,
+            Object::from_endpoints,
+        )),
+    };
+    let (end, _) = futures::future::select(endpoints, FutureExt::boxed(services))
+        .await
+        .factor_first();
+    end == WatchEnd::Unauthorized
+}
+
+/// Why a watcher returned.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum WatchEnd {
+    Unauthorized,
+    ControllerGone,
 }
 
 struct Watch {
@@ -174,7 +199,12 @@ struct Watch {
 }
 
 impl Watch {
-    async fn run<K>(self, api: Api<K>, config: watcher::Config, reduce: fn(&K) -> Option<Object>)
+    async fn run<K>(
+        self,
+        api: Api<K>,
+        config: watcher::Config,
+        reduce: fn(&K) -> Option<Object>,
+    ) -> WatchEnd
     where
         K: kube::Resource + Clone + std::fmt::Debug + serde::de::DeserializeOwned + Send + 'static,
     {
@@ -204,6 +234,7 @@ impl Watch {
                 },
                 Err(e) => WatchEvent::Error(classify(&e)),
             };
+            let unauthorized = matches!(&event, WatchEvent::Error(e) if e.code == Some(401));
             let msg = Msg {
                 registry: self.registry.clone(),
                 generation: self.generation,
@@ -211,9 +242,13 @@ impl Watch {
                 event,
             };
             if self.tx.send(msg).is_err() {
-                return;
+                return WatchEnd::ControllerGone;
+            }
+            if unauthorized {
+                return WatchEnd::Unauthorized;
             }
         }
+        WatchEnd::ControllerGone
     }
 }
 
