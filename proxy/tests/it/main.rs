@@ -1,1 +1,20 @@
-//! stub
+//! The proxy's integration tests: one test binary (STYLE.md habit 8). Real sockets on
+//! 127.0.0.x, in-process echo and hand-written backends, the real `strait` binary for
+//! the process tests.
+//!
+//! - [`support`]: the harness, a raw HTTP/1.1 client, misbehaving backends.
+//! - [`routing`]: hosts, prefixes, strip, methods, 404/405, reload.
+//! - [`forwarding`]: headers, HTTP/1.0, bodies both ways, framing, 1xx, pipelining.
+//! - [`upstream`]: balancing, keep-alive pool, failures (502/503/504), endpoint changes,
+//!   workers.
+//! - [`process`]: `strait check` and `strait run` as a child process, 1 GiB both ways.
+
+// Test code: an unwrap is an assertion. clippy.toml's `allow-unwrap-in-tests` covers
+// `#[test]` functions only, not the helpers and handlers of this test crate.
+#![allow(clippy::unwrap_used)]
+
+mod forwarding;
+mod process;
+mod routing;
+mod support;
+mod upstream;

@@ -1,0 +1,335 @@
+//! The real `strait` binary as a child process: `strait check` on good and bad files,
+//! `strait run` serving, stopping on SIGTERM, and 1 GiB streamed each way with the
+//! process's RSS measured from /proc.
+//!
+//! The child is killed by a drop guard, so a failing test leaves no process behind.
+
+use std::io::{BufRead, BufReader, Write};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::sync::mpsc;
+use std::time::Instant;
+
+use strait::demo::pattern_matches;
+
+use crate::support::{driver_line, echo, get, Client, Framing, SETTLE};
+
+fn strait() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_strait"))
+}
+
+/// Writes `text` to a file of its own under cargo's temporary directory for tests.
+fn temp_file(name: &str, text: &str) -> PathBuf {
+    let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("it-{}-{name}", std::process::id()));
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Runs `strait` with `args` to completion, with a deadline (then it is killed).
+fn run_to_end(args: &[&str]) -> Output {
+    let child = strait()
+        .args(args)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    match rx.recv_timeout(SETTLE) {
+        Ok(out) => out.unwrap(),
+        Err(_) => {
+            let _ = Command::new("kill")
+                .args(["-KILL", &pid.to_string()])
+                .status();
+            panic!("strait {args:?} did not finish in {SETTLE:?}");
+        }
+    }
+}
+
+/// Kills and reaps the child on drop.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn pid(&self) -> u32 {
+        self.0.as_ref().unwrap().id()
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+}
+
+const GOOD: &str = "
+workers: 1
+listeners:
+  - name: http
+    address: 127.0.0.1:0
+services:
+  - name: sd-app
+    hosts: [sd.httpbin.org]
+    path_prefix: /v1
+    upstream: httpbin
+    routes:
+      - name: anything
+        path: /anything
+        strip_prefix: true
+      - name: bytes
+        path: /bytes
+        strip_prefix: true
+upstreams:
+  - name: httpbin
+    nodes:
+      - address: '{b0}'
+";
+
+#[test]
+fn check_accepts_a_good_file_and_exits_0() {
+    let path = temp_file("good.yaml", &GOOD.replace("{b0}", "127.0.0.2:8080"));
+    let out = run_to_end(&["check", path.to_str().unwrap()]);
+    assert!(out.status.success(), "{out:?}");
+    assert!(
+        String::from_utf8_lossy(&out.stdout).contains("ok"),
+        "{out:?}"
+    );
+}
+
+#[test]
+fn check_refuses_a_bad_file_naming_the_field_and_the_line() {
+    let bad = GOOD
+        .replace("{b0}", "127.0.0.2:8080")
+        .replace("    upstream: httpbin\n", "    upstream: nowhere\n");
+    let path = temp_file("bad.yaml", &bad);
+    let out = run_to_end(&["check", path.to_str().unwrap()]);
+    assert!(!out.status.success(), "{out:?}");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(stderr.contains("services[0].upstream"), "{stderr}");
+    assert!(stderr.contains("line 10"), "{stderr}");
+    assert!(stderr.contains("nowhere"), "{stderr}");
+
+    let path = temp_file(
+        "typo.yaml",
+        &GOOD.replace(
+            "strip_prefix: true\n      - name: bytes",
+            "strip_prefx: true\n      - name: bytes",
+        ),
+    );
+    let out = run_to_end(&["check", path.to_str().unwrap()]);
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("services[0].routes[0].strip_prefx"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("line 14"), "{stderr}");
+}
+
+#[test]
+fn check_of_a_missing_file_fails() {
+    let out = run_to_end(&["check", "/nonexistent/strait.yaml"]);
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("/nonexistent/strait.yaml"));
+}
+
+/// A running `strait run` child and the address it listens on.
+struct Running {
+    child: ChildGuard,
+    addr: SocketAddr,
+}
+
+/// Starts `strait run --config FILE --workers 1` and waits for its "listening" line.
+fn start(name: &str, yaml: &str) -> Running {
+    let path = temp_file(name, &format!("{}{yaml}", driver_line()));
+    let mut child = strait()
+        .args(["run", "--config", path.to_str().unwrap(), "--workers", "1"])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let stdout = child.stdout.take().unwrap();
+    let child = ChildGuard(Some(child));
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stdout).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let line = rx
+            .recv_timeout(left)
+            .expect("strait run prints its listening address");
+        // "strait listening on 127.0.0.1:PORT (http), …"
+        if let Some(rest) = line.strip_prefix("strait listening on ") {
+            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+            return Running { child, addr };
+        }
+    }
+}
+
+#[test]
+fn run_serves_the_seed_example() {
+    let backend = echo("127.0.5.2");
+    let run = start(
+        "serve.yaml",
+        &GOOD.replace("{b0}", &backend.addr().to_string()),
+    );
+    let mut c = Client::connect(run.addr);
+    let resp = c.request(&get("sd.httpbin.org", "/v1/anything"));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["url"], "http://sd.httpbin.org/anything");
+    assert_eq!(resp.backend(), backend.addr().to_string());
+    assert_eq!(c.request(&get("sd.httpbin.org", "/nothing")).status, 404);
+}
+
+#[test]
+fn run_stops_cleanly_on_sigterm() {
+    let backend = echo("127.0.5.3");
+    let mut run = start(
+        "term.yaml",
+        &GOOD.replace("{b0}", &backend.addr().to_string()),
+    );
+    assert_eq!(
+        Client::connect(run.addr)
+            .request(&get("sd.httpbin.org", "/v1/anything"))
+            .status,
+        200
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &run.child.pid().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let child = run.child.0.as_mut().unwrap();
+    let exit = crate::support::eventually("strait to exit", || child.try_wait().unwrap());
+    assert!(exit.success(), "{exit:?}");
+}
+
+/// A field of /proc/PID/status in KiB.
+fn status_kib(pid: u32, field: &str) -> u64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+    let line = status
+        .lines()
+        .find(|l| l.starts_with(field))
+        .unwrap_or_else(|| panic!("{field} in /proc/{pid}/status"));
+    line.split_whitespace().nth(1).unwrap().parse().unwrap()
+}
+
+/// Resets the peak RSS (VmHWM) of `pid` to its current RSS; false where not allowed.
+fn reset_peak_rss(pid: u32) -> bool {
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(format!("/proc/{pid}/clear_refs"))
+        .and_then(|mut f| f.write_all(b"5"))
+        .is_ok()
+}
+
+/// Streams `len` bytes up with Content-Length to `/v1/anything` (the echo backend only
+/// counts a large body) and checks the count it reports.
+fn upload(c: &mut Client, len: u64) {
+    c.send(
+        format!(
+            "POST /v1/anything HTTP/1.1\r\nHost: sd.httpbin.org\r\nContent-Length: {len}\r\n\r\n"
+        )
+        .as_bytes(),
+    );
+    let piece = vec![b'x'; 1024 * 1024];
+    let mut left = len;
+    while left > 0 {
+        let n = left.min(piece.len() as u64) as usize;
+        c.send(&piece[..n]);
+        left -= n as u64;
+    }
+    let resp = c.response(false);
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["body_length"], len);
+}
+
+/// Streams `len` bytes down from `/v1/bytes/LEN`, checking them against the pattern
+/// piece by piece.
+fn download(c: &mut Client, len: u64) {
+    c.send(get("sd.httpbin.org", &format!("/v1/bytes/{len}")).as_bytes());
+    let mut resp = c.read_head();
+    assert_eq!(resp.status, 200);
+    let mut got = 0u64;
+    let mut same = true;
+    c.read_body(&mut resp, false, |data| {
+        same &= pattern_matches(got, data);
+        got += data.len() as u64;
+    });
+    assert_eq!(resp.framing, Framing::Length(len));
+    assert_eq!(got, len);
+    assert!(same, "the download differs from the pattern");
+}
+
+#[test]
+fn run_streams_a_1_gib_upload_and_a_1_gib_download_without_growing_rss() {
+    const GIB: u64 = 1 << 30;
+    const LIMIT_KIB: u64 = 8 * 1024;
+    let backend = echo("127.0.5.4");
+    let run = start(
+        "gib.yaml",
+        &GOOD.replace("{b0}", &backend.addr().to_string()),
+    );
+    let pid = run.child.pid();
+    let mut c = Client::connect(run.addr);
+    // Warm-up: buffers, pool and allocator reach their steady state.
+    upload(&mut c, 16 << 20);
+    download(&mut c, 16 << 20);
+    let peak_known = reset_peak_rss(pid);
+    let before = status_kib(pid, "VmRSS");
+
+    let started = Instant::now();
+    upload(&mut c, GIB);
+    let up = started.elapsed();
+    let after_up = status_kib(pid, "VmRSS");
+    let started = Instant::now();
+    download(&mut c, GIB);
+    let down = started.elapsed();
+    let after = status_kib(pid, "VmRSS");
+    let peak = status_kib(pid, "VmHWM");
+    eprintln!(
+        "1 GiB up in {up:?}, down in {down:?}; VmRSS {before} KiB → {after_up} KiB → {after} KiB, \
+         peak {peak} KiB{}",
+        if peak_known {
+            ""
+        } else {
+            " (peak not reset: includes warm-up)"
+        }
+    );
+    assert!(
+        after_up.saturating_sub(before) < LIMIT_KIB,
+        "RSS grew {} KiB during the upload",
+        after_up - before
+    );
+    assert!(
+        after.saturating_sub(before) < LIMIT_KIB,
+        "RSS grew {} KiB",
+        after - before
+    );
+    if peak_known {
+        assert!(
+            peak.saturating_sub(before) < LIMIT_KIB,
+            "peak RSS {} KiB above the start",
+            peak - before
+        );
+    }
+    // The connection is still in sync after 2 GiB.
+    assert_eq!(
+        c.request(&get("sd.httpbin.org", "/v1/anything")).status,
+        200
+    );
+}

@@ -1,0 +1,312 @@
+//! A tiny blocking HTTP/1.1 client over `std::net::TcpStream`, with control over the
+//! raw bytes: the caller writes request bytes as they are, and reads responses framed by
+//! `Content-Length`, chunked encoding or the close, exactly as they arrive.
+//!
+//! Runs on: the test thread (and upload helper threads). Every read and write has a
+//! socket timeout ([`IO_TIMEOUT`]), so a hang fails the test instead of blocking it.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::{SocketAddr, TcpStream};
+use std::time::Duration;
+
+use serde_json::Value;
+
+/// Timeout of every socket read and write (and connect).
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How a response body was framed on the wire.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Framing {
+    /// No body by the rules (HEAD, 1xx, 204, 304).
+    None,
+    /// `Content-Length`.
+    Length(u64),
+    /// `Transfer-Encoding: chunked`, with the size of each data chunk.
+    Chunked(Vec<usize>),
+    /// Read until the server closed.
+    Close,
+}
+
+/// One response as read off the wire.
+#[derive(Debug, Clone)]
+pub(crate) struct Response {
+    /// HTTP/1.`minor` of the status line.
+    pub(crate) minor: u8,
+    pub(crate) status: u16,
+    pub(crate) reason: String,
+    /// Header fields in order, names as sent.
+    pub(crate) headers: Vec<(String, String)>,
+    pub(crate) body: Vec<u8>,
+    pub(crate) framing: Framing,
+    /// Status codes of interim (1xx) responses read before this one.
+    pub(crate) interim: Vec<u16>,
+}
+
+impl Response {
+    /// The first value of header `name` (any case).
+    pub(crate) fn header(&self, name: &str) -> Option<&str> {
+        self.headers
+            .iter()
+            .find(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+    }
+
+    /// Every value of header `name` (any case).
+    pub(crate) fn header_all(&self, name: &str) -> Vec<&str> {
+        self.headers
+            .iter()
+            .filter(|(n, _)| n.eq_ignore_ascii_case(name))
+            .map(|(_, v)| v.as_str())
+            .collect()
+    }
+
+    /// The body as text (UTF-8, lossy).
+    pub(crate) fn text(&self) -> String {
+        String::from_utf8_lossy(&self.body).into_owned()
+    }
+
+    /// The body parsed as JSON (the echo backend's `/anything` answer).
+    pub(crate) fn json(&self) -> Value {
+        serde_json::from_slice(&self.body).unwrap_or_else(|e| {
+            panic!(
+                "response {} is not JSON ({e}): {:?}",
+                self.status,
+                self.text()
+            )
+        })
+    }
+
+    /// The `backend` field of an echo answer: which backend served the request.
+    pub(crate) fn backend(&self) -> String {
+        match &self.json()["backend"] {
+            Value::String(s) => s.clone(),
+            other => panic!("no backend in the answer: {other}"),
+        }
+    }
+
+    /// Whether the header `Connection` lists `token`.
+    pub(crate) fn connection_has(&self, token: &str) -> bool {
+        self.header_all("connection")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    }
+}
+
+/// A client connection.
+pub(crate) struct Client {
+    reader: BufReader<TcpStream>,
+}
+
+impl Client {
+    /// Connects to `addr`; timeouts on every read and write.
+    pub(crate) fn connect(addr: SocketAddr) -> Client {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
+            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_nodelay(true).unwrap();
+        Client {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+        }
+    }
+
+    /// The local (client) address: tells two connections apart.
+    pub(crate) fn local_addr(&self) -> SocketAddr {
+        self.reader.get_ref().local_addr().unwrap()
+    }
+
+    /// A second handle on the socket, for writing from another thread while this one
+    /// reads (a large upload to an endpoint that answers while the body arrives).
+    pub(crate) fn writer(&self) -> TcpStream {
+        self.reader.get_ref().try_clone().unwrap()
+    }
+
+    /// Writes raw bytes.
+    pub(crate) fn send(&mut self, bytes: &[u8]) {
+        self.reader
+            .get_mut()
+            .write_all(bytes)
+            .unwrap_or_else(|e| panic!("write to the proxy: {e}"));
+    }
+
+    /// Sends a raw request and reads its final response (the body is skipped when the
+    /// request is a HEAD).
+    pub(crate) fn request(&mut self, raw: &str) -> Response {
+        self.send(raw.as_bytes());
+        self.response(raw.starts_with("HEAD "))
+    }
+
+    /// Reads the next final response, collecting interim 1xx ones in `interim`.
+    pub(crate) fn response(&mut self, head_request: bool) -> Response {
+        let mut interim = Vec::new();
+        loop {
+            let mut resp = self.read_head();
+            if (100..200).contains(&resp.status) && resp.status != 101 {
+                interim.push(resp.status);
+                continue;
+            }
+            let mut body = Vec::new();
+            self.read_body(&mut resp, head_request, |piece| {
+                body.extend_from_slice(piece)
+            });
+            resp.body = body;
+            resp.interim = interim;
+            return resp;
+        }
+    }
+
+    /// Reads a response head (status line and header fields); the body is left unread.
+    pub(crate) fn read_head(&mut self) -> Response {
+        let status_line = self.line();
+        let mut parts = status_line.splitn(3, ' ');
+        let version = parts.next().unwrap_or_default();
+        let minor = match version {
+            "HTTP/1.1" => 1,
+            "HTTP/1.0" => 0,
+            _ => panic!("bad status line {status_line:?}"),
+        };
+        let status = parts
+            .next()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+        let reason = parts.next().unwrap_or_default().to_owned();
+        let mut headers = Vec::new();
+        loop {
+            let line = self.line();
+            if line.is_empty() {
+                break;
+            }
+            let (name, value) = line
+                .split_once(':')
+                .unwrap_or_else(|| panic!("bad header line {line:?}"));
+            headers.push((name.to_owned(), value.trim().to_owned()));
+        }
+        Response {
+            minor,
+            status,
+            reason,
+            headers,
+            body: Vec::new(),
+            framing: Framing::None,
+            interim: Vec::new(),
+        }
+    }
+
+    /// Reads the body of `resp` (whose head was just read), handing it to `sink` piece by
+    /// piece without holding it, and records its framing in `resp.framing`.
+    pub(crate) fn read_body(
+        &mut self,
+        resp: &mut Response,
+        head_request: bool,
+        mut sink: impl FnMut(&[u8]),
+    ) {
+        let chunked = resp
+            .header_all("transfer-encoding")
+            .iter()
+            .flat_map(|v| v.split(','))
+            .map(str::trim)
+            .rfind(|c| !c.is_empty())
+            .is_some_and(|c| c.eq_ignore_ascii_case("chunked"));
+        resp.framing = if head_request || resp.status < 200 || [204, 304].contains(&resp.status) {
+            Framing::None
+        } else if chunked {
+            let mut sizes = Vec::new();
+            loop {
+                let line = self.line();
+                let size = line.split(';').next().unwrap_or_default().trim();
+                let size = usize::from_str_radix(size, 16)
+                    .unwrap_or_else(|_| panic!("bad chunk-size line {line:?}"));
+                if size == 0 {
+                    while !self.line().is_empty() {} // trailers
+                    break;
+                }
+                self.read_exact_into(size as u64, &mut sink);
+                assert_eq!(self.line(), "", "a chunk must end with CRLF");
+                sizes.push(size);
+            }
+            Framing::Chunked(sizes)
+        } else if let Some(len) = resp.header("content-length") {
+            let len: u64 = len
+                .parse()
+                .unwrap_or_else(|_| panic!("bad Content-Length {len:?}"));
+            self.read_exact_into(len, &mut sink);
+            Framing::Length(len)
+        } else {
+            loop {
+                let buf = self
+                    .reader
+                    .fill_buf()
+                    .unwrap_or_else(|e| panic!("read a close-delimited body: {e}"));
+                if buf.is_empty() {
+                    break;
+                }
+                let n = buf.len();
+                sink(buf);
+                self.reader.consume(n);
+            }
+            Framing::Close
+        };
+    }
+
+    fn read_exact_into(&mut self, mut n: u64, sink: &mut impl FnMut(&[u8])) {
+        while n > 0 {
+            let buf = self
+                .reader
+                .fill_buf()
+                .unwrap_or_else(|e| panic!("read a body ({n} bytes to go): {e}"));
+            assert!(
+                !buf.is_empty(),
+                "connection closed with {n} body bytes to go"
+            );
+            let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
+            sink(&buf[..take]);
+            self.reader.consume(take);
+            n -= take as u64;
+        }
+    }
+
+    /// Reads one CRLF-terminated line, without the CRLF.
+    pub(crate) fn line(&mut self) -> String {
+        let mut line = Vec::new();
+        let n = self
+            .reader
+            .read_until(b'\n', &mut line)
+            .unwrap_or_else(|e| panic!("read a line: {e}"));
+        assert!(n > 0, "connection closed while a line was expected");
+        assert!(line.ends_with(b"\r\n"), "line without CRLF: {line:?}");
+        line.truncate(line.len() - 2);
+        String::from_utf8(line).expect("a head line is UTF-8")
+    }
+
+    /// True when the server closes (or resets) the connection without sending another
+    /// byte; false when bytes arrive. Waits up to [`IO_TIMEOUT`]; a timeout fails.
+    pub(crate) fn closed(&mut self) -> bool {
+        if !self.reader.buffer().is_empty() {
+            return false;
+        }
+        let mut byte = [0u8; 1];
+        match self.reader.get_mut().read(&mut byte) {
+            Ok(0) => true,
+            Ok(_) => false,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => true,
+            Err(e) => panic!("waiting for the close: {e}"),
+        }
+    }
+
+    /// Reads everything up to the server's close (or a reset), buffered bytes included.
+    pub(crate) fn read_to_close(&mut self) -> Vec<u8> {
+        let mut rest = Vec::new();
+        match self.reader.read_to_end(&mut rest) {
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => {}
+            Err(e) => panic!("waiting for the close: {e}"),
+        }
+        rest
+    }
+}
+
+/// A GET request for `path` on `host`, HTTP/1.1.
+pub(crate) fn get(host: &str, path: &str) -> String {
+    format!("GET {path} HTTP/1.1\r\nHost: {host}\r\n\r\n")
+}

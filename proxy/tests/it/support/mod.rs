@@ -1,0 +1,33 @@
+//! The harness shared by every test module: an in-process gateway in front of echo
+//! backends ([`harness`]), a raw HTTP/1.1 client ([`client`]), hand-written misbehaving
+//! backends ([`raw`]) and [`eventually`] for conditions that settle asynchronously.
+//!
+//! Runs on: the test threads. Real sockets on 127.0.0.x, timeouts on every socket,
+//! deadlines instead of sleeps.
+
+pub(crate) mod client;
+pub(crate) mod harness;
+pub(crate) mod raw;
+
+use std::time::{Duration, Instant};
+
+pub(crate) use client::{get, Client, Framing, IO_TIMEOUT};
+pub(crate) use harness::{driver_line, echo, Harness};
+pub(crate) use raw::{dead_addr, read_head, FullBacklog, RawBackend};
+
+/// How long an "eventually" condition may take to become true.
+pub(crate) const SETTLE: Duration = Duration::from_secs(10);
+
+/// Calls `probe` until it returns `Some`, failing the test after [`SETTLE`]. For
+/// conditions that settle asynchronously (a published snapshot reaching the workers).
+pub(crate) fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + SETTLE;
+    loop {
+        if let Some(v) = probe() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        // A short pause between probes, not a synchronisation: the deadline decides.
+        std::thread::park_timeout(Duration::from_millis(2));
+    }
+}

@@ -1,0 +1,148 @@
+//! Hand-written backends on `std::net::TcpListener` for behaviours the echo server does not
+//! have: closing a keep-alive connection right after answering, never answering, sending
+//! a malformed response, a full accept queue.
+//!
+//! Runs on: one acceptor thread per backend plus one thread per accepted connection
+//! running the test's handler. The handler's reads have timeouts, so its thread ends
+//! even if the proxy keeps the connection open.
+
+use std::io::{BufRead, BufReader};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use socket2::{Domain, Protocol, Socket, Type};
+
+/// How long a handler waits for the proxy's next bytes.
+const HANDLER_READ_TIMEOUT: Duration = Duration::from_secs(20);
+
+type Handler = dyn Fn(TcpStream, usize) + Send + Sync + 'static;
+
+/// A backend that runs `handler(stream, n)` for its `n`-th accepted connection (from 0).
+pub(crate) struct RawBackend {
+    addr: SocketAddr,
+    stop: Arc<AtomicBool>,
+    accepted: Arc<AtomicUsize>,
+    acceptor: Option<JoinHandle<()>>,
+}
+
+impl RawBackend {
+    pub(crate) fn start(
+        ip: &str,
+        handler: impl Fn(TcpStream, usize) + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(format!("{ip}:0")).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let stop = Arc::new(AtomicBool::new(false));
+        let accepted = Arc::new(AtomicUsize::new(0));
+        let handler: Arc<Handler> = Arc::new(handler);
+        let acceptor = {
+            let (stop, accepted) = (stop.clone(), accepted.clone());
+            std::thread::spawn(move || {
+                for stream in listener.incoming() {
+                    if stop.load(Ordering::SeqCst) {
+                        break;
+                    }
+                    let Ok(stream) = stream else { continue };
+                    stream.set_read_timeout(Some(HANDLER_READ_TIMEOUT)).unwrap();
+                    stream
+                        .set_write_timeout(Some(HANDLER_READ_TIMEOUT))
+                        .unwrap();
+                    let n = accepted.fetch_add(1, Ordering::SeqCst);
+                    let handler = handler.clone();
+                    std::thread::spawn(move || handler(stream, n));
+                }
+            })
+        };
+        RawBackend {
+            addr,
+            stop,
+            accepted,
+            acceptor: Some(acceptor),
+        }
+    }
+
+    pub(crate) fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Connections accepted so far.
+    pub(crate) fn accepted(&self) -> usize {
+        self.accepted.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for RawBackend {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        // Wake the blocked accept; the acceptor sees the flag and returns.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(2));
+        if let Some(acceptor) = self.acceptor.take() {
+            let _ = acceptor.join();
+        }
+    }
+}
+
+/// Reads one request head (no body expected) and returns it, or `None` at EOF, a reset
+/// or a timeout before a complete head.
+pub(crate) fn read_head(reader: &mut BufReader<TcpStream>) -> Option<String> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        match reader.read_line(&mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        head.push_str(&line);
+        if line == "\r\n" {
+            return Some(head);
+        }
+    }
+}
+
+/// An address on `ip` where nothing listens: a port bound and released at once. Give
+/// each test its own `ip`, so no other test can bind that port in between.
+pub(crate) fn dead_addr(ip: &str) -> SocketAddr {
+    let listener = TcpListener::bind(format!("{ip}:0")).unwrap();
+    let addr = listener.local_addr().unwrap();
+    drop(listener);
+    addr
+}
+
+/// A listener whose accept queue is full: it never accepts, and connections are made to
+/// it until a new one cannot complete, so the kernel drops further SYNs and a connect to
+/// it hangs until the connector's timeout. `None` if the queue could not be filled
+/// (then a connect timeout cannot be produced reliably here).
+pub(crate) struct FullBacklog {
+    pub(crate) addr: SocketAddr,
+    _listener: Socket,
+    _queued: Vec<Socket>,
+}
+
+impl FullBacklog {
+    pub(crate) fn start(ip: &str) -> Option<FullBacklog> {
+        let addr: SocketAddr = format!("{ip}:0").parse().unwrap();
+        let listener = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+        listener.bind(&addr.into()).unwrap();
+        listener.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap().as_socket().unwrap();
+        let mut queued = Vec::new();
+        for _ in 0..16 {
+            let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+            match s.connect_timeout(&addr.into(), Duration::from_millis(300)) {
+                Ok(()) => queued.push(s),
+                Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {
+                    return Some(FullBacklog {
+                        addr,
+                        _listener: listener,
+                        _queued: queued,
+                    });
+                }
+                Err(_) => return None,
+            }
+        }
+        None
+    }
+}
