@@ -19,6 +19,13 @@ pub enum BodyKind {
     Close,
 }
 
+impl BodyKind {
+    /// True when there is no body byte to read (`None`, or `Content-Length: 0`).
+    pub fn is_empty(self) -> bool {
+        matches!(self, BodyKind::None | BodyKind::Length(0))
+    }
+}
+
 /// A head that cannot be accepted, with the status to answer (400, 431, 502, 505…).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct HeadError {

@@ -31,7 +31,7 @@ use crate::config::HttpConfig;
 use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{self, ClientFraming, HostHeader};
-use crate::http::reply::write_reply;
+use crate::http::reply::{write_reply, Reply};
 use crate::http::{is_idempotent, BodyKind, HeadError};
 use crate::upstream::{Pool, Table, UpstreamConn, View};
 
@@ -149,27 +149,20 @@ enum Action<'v> {
 }
 
 async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
-    let view = w.table.view();
+    let limit = w.http.max_headers.min(head::MAX_HEADERS);
     // Idle keep-alive wait for the first byte; from the first byte on, the header timeout.
     let mut deadline: Option<Instant> = None;
-    let p = loop {
+    let mut scanned = 0;
+    loop {
         if !c.buf.is_empty() {
+            if head_complete(&c.buf, scanned) {
+                break;
+            }
+            scanned = c.buf.len();
+            // Incomplete: parse anyway so that garbage is refused before the head ends.
             let mut hb = head::header_buf();
-            let limit = w.http.max_headers.min(head::MAX_HEADERS);
-            match head::parse_request(&c.buf, &mut hb[..limit]) {
-                Ok(Some(req)) => match prepare(
-                    &req,
-                    c.peer,
-                    &view,
-                    &mut c.out,
-                    &mut c.record,
-                    w.access.is_some(),
-                ) {
-                    Ok(p) => break p,
-                    Err(e) => return reply_error(c, w, e, Instant::now()).await,
-                },
-                Ok(None) => {}
-                Err(e) => return reply_error(c, w, e, Instant::now()).await,
+            if let Err(e) = head::parse_request(&c.buf, &mut hb[..limit]) {
+                return reply_error(c, w, e, Instant::now()).await;
             }
             if c.buf.len() >= w.http.max_request_head_bytes {
                 return reply_error(
@@ -214,6 +207,27 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             }
             Err(_) => return Next::Close,
         }
+    }
+    // The table is read only now that the request is here, so a connection that sat idle
+    // through a reload routes with the current one.
+    let view = w.table.view();
+    let mut hb = head::header_buf();
+    let p = match head::parse_request(&c.buf, &mut hb[..limit]) {
+        Ok(Some(req)) => match prepare(
+            &req,
+            c.peer,
+            &view,
+            &mut c.out,
+            &mut c.record,
+            w.access.is_some(),
+        ) {
+            Ok(p) => p,
+            Err(e) => return reply_error(c, w, e, Instant::now()).await,
+        },
+        Ok(None) => {
+            return reply_error(c, w, HeadError::new(400, "malformed head"), Instant::now()).await
+        }
+        Err(e) => return reply_error(c, w, e, Instant::now()).await,
     };
     let started = Instant::now();
     match p.action {
@@ -224,14 +238,17 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
         } => {
             c.out.clear();
             // A request body we will not read makes the connection unusable.
-            let close = p.client_close || p.body != BodyKind::None;
+            let close = p.client_close || !p.body.is_empty();
             write_reply(
                 &mut c.out,
-                status,
-                body,
-                allow.as_deref(),
-                close,
-                p.head_only,
+                &Reply {
+                    status,
+                    body,
+                    allow: allow.as_deref(),
+                    close,
+                    head_only: p.head_only,
+                    http10: p.minor == 0,
+                },
             );
             let sent = c.out.len() as u64;
             let (res, out) = write_all(
@@ -267,6 +284,25 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             .await
         }
     }
+}
+
+/// True when `buf` holds a whole head: a blank line (CRLF CRLF, or bare LFs, which the
+/// parser also accepts) after the first line. `from`: bytes already scanned. Leading
+/// empty lines before the request line are skipped, as RFC 9112 §2.2 allows.
+fn head_complete(buf: &[u8], from: usize) -> bool {
+    let lead = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    let mut i = from.saturating_sub(3).max(lead);
+    while let Some(pos) = buf[i..].iter().position(|b| *b == b'\n') {
+        let j = i + pos;
+        match (buf.get(j + 1), buf.get(j + 2)) {
+            (Some(b'\n'), _) | (Some(b'\r'), Some(b'\n')) => return true,
+            _ => i = j + 1,
+        }
+    }
+    false
 }
 
 /// Validates the head, routes it and writes the upstream head's common part into `out`.
@@ -315,11 +351,14 @@ fn prepare<'v>(
             allow: None,
         },
     };
-    match view
-        .snapshot
-        .router
-        .lookup(info.host, info.path, req.method)
-    {
+    // Routing and the upstream see the path with dot segments resolved.
+    let path = head::normalize_path(info.path)?;
+    let target: Cow<'_, str> = match (&path, info.path_and_query.split_once('?')) {
+        (Cow::Borrowed(_), _) => Cow::Borrowed(info.path_and_query),
+        (Cow::Owned(p), Some((_, query))) => Cow::Owned(format!("{p}?{query}")),
+        (Cow::Owned(p), None) => Cow::Owned(p.clone()),
+    };
+    match view.snapshot.router.lookup(info.host, &path, req.method) {
         RouteMatch::NotFound => {}
         RouteMatch::MethodNotAllowed(set) => {
             let allow = set.names().collect::<Vec<_>>().join(", ");
@@ -331,7 +370,7 @@ fn prepare<'v>(
         }
         RouteMatch::Found(route) => {
             let upstream = &view.snapshot.upstreams[route.upstream as usize];
-            let path: Cow<'_, str> = route.rewrite(info.path_and_query);
+            let path: Cow<'_, str> = route.rewrite(&target);
             let (host, per_endpoint) = match &upstream.settings.pass_host {
                 PassHost::Pass => (HostHeader::Pass, false),
                 PassHost::Rewrite(h) => (HostHeader::Set(h), false),
@@ -352,7 +391,17 @@ fn prepare<'v>(
 /// Answers a malformed or timed-out request and closes.
 async fn reply_error(c: &mut Client, w: &Worker, e: HeadError, started: Instant) -> Next {
     c.out.clear();
-    write_reply(&mut c.out, e.status, e.reason, None, true, false);
+    write_reply(
+        &mut c.out,
+        &Reply {
+            status: e.status,
+            body: e.reason,
+            allow: None,
+            close: true,
+            head_only: false,
+            http10: false,
+        },
+    );
     let sent = c.out.len() as u64;
     let (_, out) = write_all(
         &mut c.stream,
@@ -591,7 +640,7 @@ async fn forward(
                 if conn.reused
                     && replayable
                     && e.kind == ErrorKind::UpstreamClosed
-                    && (p.idempotent || p.body == BodyKind::None)
+                    && (p.idempotent || p.body.is_empty())
                 {
                     // The upstream closed an idle pooled connection as we reused it.
                     fresh_retry = true;
@@ -625,7 +674,17 @@ async fn finish_with_status(
 ) -> Next {
     let close = p.client_close || consumed.is_none();
     c.out.clear();
-    write_reply(&mut c.out, status, reason, None, close, p.head_only);
+    write_reply(
+        &mut c.out,
+        &Reply {
+            status,
+            body: reason,
+            allow: None,
+            close,
+            head_only: p.head_only,
+            http10: p.minor == 0,
+        },
+    );
     let sent = c.out.len() as u64;
     let (res, out) = write_all(
         &mut c.stream,
@@ -749,7 +808,8 @@ async fn respond(
                         (BodyKind::Close, _) => (ClientFraming::Close, Mode::Pass),
                     };
                     let keep_client = !p.client_close && client_framing != ClientFraming::Close;
-                    let upstream_reusable = !framing.close;
+                    // A bodiless 204/304 or HEAD response leaves the connection reusable.
+                    let upstream_reusable = !framing.conn_close && body != BodyKind::Close;
                     c.cout.clear();
                     head::write_client_head(
                         &mut c.cout,
@@ -1121,5 +1181,31 @@ async fn write_range(
     match monoio::time::timeout(limit, stream.write_all(buf.slice(range))).await {
         Ok((res, slice)) => (res.map(|_| ()), slice.into_inner()),
         Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::head_complete;
+
+    #[test]
+    fn a_head_is_complete_at_its_blank_line_however_it_was_read() {
+        let head = b"\r\nGET / HTTP/1.1\r\nHost: a\r\n\r\nBODY";
+        let end = head.len() - 4;
+        for cut in 0..=head.len() {
+            // Scanning resumes where the last (incomplete) read ended.
+            for from in (0..=cut).filter(|f| !head_complete(&head[..*f], 0)) {
+                assert_eq!(
+                    head_complete(&head[..cut], from),
+                    cut >= end,
+                    "cut {cut} from {from}"
+                );
+            }
+        }
+        assert!(head_complete(b"GET / HTTP/1.1\nHost: a\n\n", 0));
+        assert!(
+            !head_complete(b"\r\n\r\n", 0),
+            "leading empty lines are not a head"
+        );
     }
 }

@@ -126,8 +126,10 @@ const MAX_CONN_TOKENS: usize = 8;
 #[derive(Debug, Clone, Copy)]
 pub struct Framing<'b> {
     pub body: BodyKind,
-    /// `Connection: close` (1.1) or no `keep-alive` (1.0).
+    /// `Connection: close` (1.1) or no `keep-alive` (1.0), or a close-delimited body.
     pub close: bool,
+    /// `Connection: close` (1.1) or no `keep-alive` (1.0): the sender will close.
+    pub conn_close: bool,
     /// `Expect: 100-continue` on a request.
     pub expect_continue: bool,
     /// Header names listed in `Connection`, removed when forwarding.
@@ -179,6 +181,7 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
         body: BodyKind::None,
         close: false,
         expect_continue: false,
+        conn_close: false,
         conn_tokens: [""; MAX_CONN_TOKENS],
         n_tokens: 0,
     };
@@ -245,13 +248,13 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
         (true, _, _) => BodyKind::Chunked,
         // A response with a non-chunked coding is delimited by close (RFC 9112 §6.3).
         (false, true, _) => BodyKind::Close,
-        (false, false, Some(0)) => BodyKind::None,
         (false, false, Some(n)) => BodyKind::Length(n),
         (false, false, None) if request => BodyKind::None,
         (false, false, None) => BodyKind::Close,
     };
+    f.conn_close = close;
     f.close = close || f.body == BodyKind::Close;
-    f.expect_continue = expect_continue && f.body != BodyKind::None;
+    f.expect_continue = expect_continue && !f.body.is_empty();
     Ok(f)
 }
 
@@ -309,6 +312,53 @@ pub fn analyze_request<'b>(req: &Request<'_, 'b>) -> Result<RequestInfo<'b>, Hea
     })
 }
 
+/// Resolves `.` and `..` segments of a request path (RFC 3986 §5.2.4), so that routing
+/// and the upstream see the same path a browser would: `/public/../admin` is `/admin`.
+/// A `..` above the root, or a dot segment spelt with `%2e`, is refused (400).
+pub fn normalize_path(path: &str) -> Result<std::borrow::Cow<'_, str>, HeadError> {
+    let encoded_dot = |seg: &str| {
+        let b = seg.as_bytes();
+        b.windows(3)
+            .any(|w| w[0] == b'%' && w[1] == b'2' && (w[2] | 0x20) == b'e')
+    };
+    if !path.contains("/.") && !encoded_dot(path) {
+        return Ok(std::borrow::Cow::Borrowed(path));
+    }
+    let mut out: Vec<&str> = Vec::new();
+    let mut trailing_slash = false;
+    for seg in path.split('/').skip(1) {
+        trailing_slash = false;
+        if encoded_dot(seg) {
+            let decoded = seg.replace("%2e", ".").replace("%2E", ".");
+            if decoded == "." || decoded == ".." {
+                return Err(HeadError::new(
+                    400,
+                    "encoded dot segment in the request path",
+                ));
+            }
+        }
+        match seg {
+            "." => trailing_slash = true,
+            ".." => {
+                if out.pop().is_none() {
+                    return Err(HeadError::new(400, "request path climbs above the root"));
+                }
+                trailing_slash = true;
+            }
+            _ => out.push(seg),
+        }
+    }
+    let mut normal = String::with_capacity(path.len());
+    for seg in &out {
+        normal.push('/');
+        normal.push_str(seg);
+    }
+    if trailing_slash || normal.is_empty() {
+        normal.push('/');
+    }
+    Ok(std::borrow::Cow::Owned(normal))
+}
+
 /// How the upstream request's `Host` header is produced.
 #[derive(Debug, Clone, Copy)]
 pub enum HostHeader<'a> {
@@ -340,7 +390,6 @@ pub fn write_upstream_head(
         HostHeader::Set(h) => push_header(out, "Host", h.as_bytes()),
         HostHeader::Omit => {}
     }
-    let mut xff: Option<&[u8]> = None;
     for h in req.headers {
         let name = h.name;
         if is_hop_by_hop(name) || info.framing.listed_in_connection(name) {
@@ -349,24 +398,25 @@ pub fn write_upstream_head(
         if name.eq_ignore_ascii_case("host")
             || name.eq_ignore_ascii_case("expect")
             || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("x-forwarded-for")
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
         {
             continue;
         }
-        if name.eq_ignore_ascii_case("x-forwarded-for") {
-            // Several fields combine into one list (RFC 9110 §5.3).
-            if xff.is_none() {
-                xff = Some(h.value);
-                continue;
-            }
-        }
         push_header(out, name, h.value);
     }
+    // Every earlier hop, in order (several fields combine into one list, RFC 9110
+    // §5.3), then the client.
     out.extend_from_slice(b"X-Forwarded-For: ");
-    if let Some(prev) = xff.map(trim).filter(|v| !v.is_empty()) {
-        out.extend_from_slice(prev);
-        out.extend_from_slice(b", ");
+    for h in req.headers {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            let prev = trim(h.value);
+            if !prev.is_empty() {
+                out.extend_from_slice(prev);
+                out.extend_from_slice(b", ");
+            }
+        }
     }
     push_ip(out, client_ip);
     out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
@@ -586,6 +636,24 @@ mod tests {
             s,
             "GET /a HTTP/1.1\r\nHost: sd.httpbin.org\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: sd.httpbin.org\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn dot_segments_are_resolved_or_refused() {
+        let n = |p: &str| {
+            normalize_path(p)
+                .map(|c| c.into_owned())
+                .map_err(|e| e.status)
+        };
+        assert_eq!(n("/a/b"), Ok("/a/b".into()));
+        assert_eq!(n("/public/../admin/users"), Ok("/admin/users".into()));
+        assert_eq!(n("/a/./b/."), Ok("/a/b/".into()));
+        assert_eq!(n("/a/.."), Ok("/".into()));
+        assert_eq!(n("/a/.hidden"), Ok("/a/.hidden".into()));
+        assert_eq!(n("/.."), Err(400));
+        assert_eq!(n("/a/%2e%2E/b"), Err(400));
+        assert_eq!(n("/a/%2e/b"), Err(400));
+        assert_eq!(n("/a/x%2ey"), Ok("/a/x%2ey".into()));
     }
 
     #[test]

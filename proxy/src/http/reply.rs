@@ -26,16 +26,33 @@ pub fn reason_phrase(status: u16) -> &'static str {
     }
 }
 
+/// One of the proxy's own responses.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply<'a> {
+    pub status: u16,
+    /// The reason, sent as the body (plus a newline).
+    pub body: &'a str,
+    /// An `Allow` header (405).
+    pub allow: Option<&'a str>,
+    /// The connection closes after it (`Connection: close`).
+    pub close: bool,
+    /// A HEAD request: headers only.
+    pub head_only: bool,
+    /// The client speaks HTTP/1.0: a kept connection says `Connection: keep-alive`.
+    pub http10: bool,
+}
+
 /// Writes a complete response: status line, `Content-Type`, `Content-Length`,
-/// optional `Allow`, `Connection: close` when `close`, and `body` + a newline.
-pub fn write_reply(
-    out: &mut Vec<u8>,
-    status: u16,
-    body: &str,
-    allow: Option<&str>,
-    close: bool,
-    head_only: bool,
-) {
+/// optional `Allow`, the connection's fate, and the body.
+pub fn write_reply(out: &mut Vec<u8>, r: &Reply<'_>) {
+    let Reply {
+        status,
+        body,
+        allow,
+        close,
+        head_only,
+        http10,
+    } = *r;
     out.extend_from_slice(b"HTTP/1.1 ");
     push_u64(out, u64::from(status));
     out.push(b' ');
@@ -52,6 +69,8 @@ pub fn write_reply(
     }
     if close {
         out.extend_from_slice(b"Connection: close\r\n");
+    } else if http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
     }
     out.extend_from_slice(b"\r\n");
     if !head_only {
@@ -69,11 +88,14 @@ mod tests {
         let mut out = Vec::new();
         write_reply(
             &mut out,
-            405,
-            "method not allowed",
-            Some("GET, HEAD"),
-            false,
-            false,
+            &Reply {
+                status: 405,
+                body: "method not allowed",
+                allow: Some("GET, HEAD"),
+                close: false,
+                head_only: false,
+                http10: false,
+            },
         );
         assert_eq!(
             String::from_utf8(out).unwrap(),

@@ -437,7 +437,6 @@ upstreams:
 }
 
 #[test]
-#[ignore = "bug: an idle keep-alive connection routes its next request with the table from before the reload"]
 fn the_first_request_after_a_reload_on_an_idle_keep_alive_connection_sees_the_new_table() {
     let before = "
 services:
@@ -502,7 +501,6 @@ upstreams:
 }
 
 #[test]
-#[ignore = "bug: dot segments are routed unnormalised, so `/public/../admin` escapes the `/admin` route's method restriction"]
 fn dot_segments_cannot_escape_a_route() {
     let h = Harness::start(
         &["127.0.2.17", "127.0.2.18"],

@@ -590,7 +590,6 @@ upstreams:
 }
 
 #[test]
-#[ignore = "bug: a 204/304 without Content-Length is taken as close-delimited, so its upstream connection is dropped instead of pooled"]
 fn bodiless_204_and_304_responses_keep_the_upstream_connection() {
     let h = Harness::start(&["127.0.4.36"], ONE);
     let mut c = h.client();
