@@ -7,12 +7,15 @@
 //! - [`forwarding`]: headers, HTTP/1.0, bodies both ways, framing, 1xx, pipelining.
 //! - [`upstream`]: balancing, keep-alive pool, failures (502/503/504), endpoint changes,
 //!   workers.
+//! - [`e2e`]: Kubernetes discovery end to end: the fake API server, the real kube
+//!   watcher, the gateway and echo pods on 127.0.0.x.
 //! - [`process`]: `strait check` and `strait run` as a child process, 1 GiB both ways.
 
 // Test code: an unwrap is an assertion. clippy.toml's `allow-unwrap-in-tests` covers
 // `#[test]` functions only, not the helpers and handlers of this test crate.
 #![allow(clippy::unwrap_used)]
 
+mod e2e;
 mod forwarding;
 mod process;
 mod routing;

@@ -110,6 +110,10 @@ impl Harness {
         self.gateway.as_mut().expect("gateway running")
     }
 
+    pub(crate) fn gateway_ref(&self) -> &Gateway {
+        self.gateway.as_ref().expect("gateway running")
+    }
+
     /// The bound address of echo backend `i` as text (the `backend` field of its answers).
     pub(crate) fn backend_name(&self, i: usize) -> String {
         self.backends[i].addr().to_string()

@@ -1,0 +1,236 @@
+//! Kubernetes discovery end to end: the fake API server (real list/watch protocol) and
+//! the real kube watcher feed an in-process gateway in front of echo "pods" on
+//! 127.0.0.x; requests go through the data plane.
+//!
+//! Runs on: the test threads; the API server, discovery and workers on their own.
+
+use std::net::SocketAddr;
+
+use strait::demo::EchoServer;
+use strait_fake_apiserver::{FakeApiServer, Kind, Options};
+
+use crate::support::{eventually, get, Client, Harness};
+
+const HTTPBIN: &str = include_str!("../../../discovery/fake-apiserver/tests/fixtures/httpbin.yaml");
+
+/// The seed's configuration, pointed at `api`.
+fn seed_config(api: &FakeApiServer, enabled: bool) -> String {
+    format!(
+        "registries:
+  - name: my-k8s-cluster
+    server: {url}
+    token: {token}
+    namespaces: ^apisix$
+    enabled: {enabled}
+upstreams:
+  - name: httpbin
+    discovery: {{registry: my-k8s-cluster, namespace: apisix, service: httpbin, port: 80}}
+services:
+  - name: sd-app
+    hosts: [sd.httpbin.org]
+    path_prefix: /v1
+    upstream: httpbin
+    routes:
+      - name: anything
+        path: /anything
+        strip_prefix: true
+",
+        url = api.url(),
+        token = api.token(),
+    )
+}
+
+/// Pods on `ips`, all on one port (an EndpointSlice has one port list): the first picks
+/// a free port, the others take the same one on their own address.
+fn pods(ips: &[&str]) -> Vec<EchoServer> {
+    let first = EchoServer::start(format!("{}:0", ips[0]).parse().unwrap()).unwrap();
+    let port = first.addr().port();
+    let mut pods = vec![first];
+    for ip in &ips[1..] {
+        pods.push(EchoServer::start(SocketAddr::new(ip.parse().unwrap(), port)).unwrap());
+    }
+    pods
+}
+
+/// An EndpointSlice of Service `httpbin` in `apisix` with `(ip, ready, serving,
+/// terminating)` endpoints on `port`.
+fn slice(port: u16, eps: &[(&str, bool, bool, bool)]) -> String {
+    let mut y = format!(
+        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: httpbin-abc12\n  namespace: apisix\n  labels:\n    kubernetes.io/service-name: httpbin\naddressType: IPv4\nports:\n- {{name: http, port: {port}, protocol: TCP}}\nendpoints:\n"
+    );
+    for (ip, r, s, t) in eps {
+        y.push_str(&format!(
+            "- addresses: [{ip}]\n  conditions: {{ready: {r}, serving: {s}, terminating: {t}}}\n"
+        ));
+    }
+    y
+}
+
+fn service(port: u16) -> String {
+    format!("apiVersion: v1\nkind: Service\nmetadata: {{name: httpbin, namespace: apisix}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: {port}}}\n")
+}
+
+/// The backend that answered `GET /v1/anything`, on a new connection.
+fn backend(h: &Harness) -> (u16, String) {
+    let r = h.get("sd.httpbin.org", "/v1/anything");
+    let backend = if r.status == 200 {
+        r.json()["backend"].as_str().unwrap_or("").to_owned()
+    } else {
+        r.text()
+    };
+    (r.status, backend)
+}
+
+#[test]
+fn the_seed_example_reaches_the_three_httpbin_pods_in_turn() {
+    // The seed: Service httpbin in namespace apisix, pods on 127.0.0.2-4:8080, Service
+    // port 80 -> targetPort 8080.
+    let api = FakeApiServer::start(Options::default());
+    api.apply_yaml(HTTPBIN);
+    let _pods: Vec<EchoServer> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+        .iter()
+        .map(|ip| EchoServer::start(format!("{ip}:8080").parse().unwrap()).unwrap())
+        .collect();
+    let h = Harness::with_addrs(&seed_config(&api, true), &[]);
+    eventually("the registry to sync", || h_ready(&h).then_some(()));
+    let answered: Vec<String> = (0..3)
+        .map(|_| backend(&h))
+        .map(|(s, b)| {
+            assert_eq!(s, 200, "{b}");
+            b
+        })
+        .collect();
+    let mut sorted = answered.clone();
+    sorted.sort();
+    assert_eq!(
+        sorted,
+        ["127.0.0.2:8080", "127.0.0.3:8080", "127.0.0.4:8080"],
+        "three requests, three pods"
+    );
+    // The route strips the prefix: the pod sees /anything.
+    let r = h.get("sd.httpbin.org", "/v1/anything");
+    assert_eq!(r.json()["url"], "http://sd.httpbin.org/anything");
+}
+
+fn h_ready(h: &Harness) -> bool {
+    // Readiness is a control-side flag; the gateway exposes it.
+    h.gateway_ref().ready()
+}
+
+#[test]
+fn until_the_first_sync_the_upstream_answers_503_and_the_gateway_is_not_ready() {
+    let api = FakeApiServer::start(Options::default());
+    api.apply_yaml(HTTPBIN);
+    // A wrong token: the first list never completes.
+    let yaml = seed_config(&api, true).replace(&api.token(), "wrong-token");
+    let h = Harness::with_addrs(&yaml, &[]);
+    let r = h.get("sd.httpbin.org", "/v1/anything");
+    assert_eq!(r.status, 503);
+    assert!(
+        r.text().contains("discovery has not synced yet"),
+        "{}",
+        r.text()
+    );
+    assert!(!h.gateway_ref().ready());
+}
+
+#[test]
+fn scaling_readiness_and_an_unreachable_api_server_are_followed_by_the_data_plane() {
+    let api = FakeApiServer::start(Options::default());
+    let pods = pods(&["127.0.0.21", "127.0.0.22", "127.0.0.23"]);
+    let port = pods[0].addr().port();
+    api.apply_yaml(&service(port));
+    api.apply_yaml(&slice(
+        port,
+        &[
+            ("127.0.0.21", true, true, false),
+            ("127.0.0.22", true, true, false),
+        ],
+    ));
+    let h = Harness::with_addrs(&seed_config(&api, true), &[]);
+    let pod = |ip: &str| format!("{ip}:{port}");
+    let seen = |n: usize| {
+        let mut v: Vec<String> = (0..n).map(|_| backend(&h).1).collect();
+        v.sort();
+        v.dedup();
+        v
+    };
+    eventually("two pods", || {
+        (seen(4) == [pod("127.0.0.21"), pod("127.0.0.22")]).then_some(())
+    });
+    // Scale up.
+    api.apply_yaml(&slice(
+        port,
+        &[
+            ("127.0.0.21", true, true, false),
+            ("127.0.0.22", true, true, false),
+            ("127.0.0.23", true, true, false),
+        ],
+    ));
+    eventually("three pods", || (seen(6).len() == 3).then_some(()));
+    // One pod turns not ready, another terminates: only the ready one takes traffic.
+    api.apply_yaml(&slice(
+        port,
+        &[
+            ("127.0.0.21", false, false, false),
+            ("127.0.0.22", false, true, true),
+            ("127.0.0.23", true, true, false),
+        ],
+    ));
+    eventually("one ready pod", || {
+        (seen(6) == [pod("127.0.0.23")]).then_some(())
+    });
+    // The last ready one goes: the terminating-but-serving pod takes over.
+    api.apply_yaml(&slice(port, &[("127.0.0.22", false, true, true)]));
+    eventually("the serving pod", || {
+        (seen(3) == [pod("127.0.0.22")]).then_some(())
+    });
+    // Back to two; then the API server goes away: traffic keeps flowing.
+    api.apply_yaml(&slice(
+        port,
+        &[
+            ("127.0.0.21", true, true, false),
+            ("127.0.0.23", true, true, false),
+        ],
+    ));
+    eventually("two pods again", || {
+        (seen(4) == [pod("127.0.0.21"), pod("127.0.0.23")]).then_some(())
+    });
+    api.stop();
+    for _ in 0..10 {
+        let (status, b) = backend(&h);
+        assert_eq!(status, 200, "{b}");
+    }
+    // No endpoints at all → 503.
+    api.restart();
+    api.delete(Kind::EndpointSlice, "apisix", "httpbin-abc12");
+    eventually("503 without endpoints", || {
+        let r = h.get("sd.httpbin.org", "/v1/anything");
+        (r.status == 503 && r.text().contains("no endpoints")).then_some(())
+    });
+}
+
+#[test]
+fn a_registry_disabled_by_reload_turns_its_upstreams_to_503() {
+    let api = FakeApiServer::start(Options::default());
+    let pods = pods(&["127.0.0.31"]);
+    let port = pods[0].addr().port();
+    api.apply_yaml(&service(port));
+    api.apply_yaml(&slice(port, &[("127.0.0.31", true, true, false)]));
+    let mut h = Harness::with_addrs(&seed_config(&api, true), &[]);
+    eventually("synced", || (backend(&h).0 == 200).then_some(()));
+    // A client connection kept open across the reload is not dropped.
+    let mut kept = Client::connect(h.addr);
+    assert_eq!(
+        kept.request(&get("sd.httpbin.org", "/v1/anything")).status,
+        200
+    );
+    h.reload(&seed_config(&api, false));
+    let r = kept.request(&get("sd.httpbin.org", "/v1/anything"));
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("registry is disabled"), "{}", r.text());
+    assert!(
+        h.gateway_ref().ready(),
+        "a disabled registry does not hold readiness back"
+    );
+}
