@@ -32,6 +32,7 @@ fn snapshot(n: usize, weight: impl Fn(usize) -> u32) -> Arc<Snapshot> {
         })
         .collect();
     let spec = Spec {
+        registries: Vec::new(),
         services: vec![],
         upstreams: vec![UpstreamSpec {
             name: "up".into(),
