@@ -43,7 +43,10 @@ unsafe impl GlobalAlloc for Counting {
         unsafe { System.dealloc(ptr, layout) }
     }
     unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-        LIVE.fetch_add(new_size as isize - layout.size() as isize, Ordering::Relaxed);
+        LIVE.fetch_add(
+            new_size as isize - layout.size() as isize,
+            Ordering::Relaxed,
+        );
         // SAFETY: same contract as the caller's.
         unsafe { System.realloc(ptr, layout, new_size) }
     }
@@ -63,14 +66,20 @@ fn slice(i: usize, generation: u8) -> Object {
     let endpoints = (0..ENDPOINTS)
         .map(|e| {
             let ip = std::net::Ipv4Addr::new(10, generation, (i / 256) as u8, (i % 256) as u8);
-            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(u32::from(ip).wrapping_add((e as u32) << 24)));
+            let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(
+                u32::from(ip).wrapping_add((e as u32) << 24),
+            ));
             (ip, EndpointState::Ready)
         })
         .collect();
     Object::Slice {
         namespace: "prod".into(),
         name: format!("{}-abc", service_name(i)),
-        entries: vec![SliceEntry { service: service_name(i), ports: vec![("http".into(), 8080)], endpoints }],
+        entries: vec![SliceEntry {
+            service: service_name(i),
+            ports: vec![("http".into(), 8080)],
+            endpoints,
+        }],
     }
 }
 
@@ -85,14 +94,20 @@ fn service(i: usize) -> Object {
             ports: Some(vec![k8s_openapi::api::core::v1::ServicePort {
                 name: Some("http".into()),
                 port: 80,
-                target_port: Some(k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080)),
+                target_port: Some(
+                    k8s_openapi::apimachinery::pkg::util::intstr::IntOrString::Int(8080),
+                ),
                 ..Default::default()
             }]),
             ..Default::default()
         }),
         ..Default::default()
     };
-    Object::Service { namespace: "prod".into(), name: service_name(i), ports: ServicePorts::from_service(&svc) }
+    Object::Service {
+        namespace: "prod".into(),
+        name: service_name(i),
+        ports: ServicePorts::from_service(&svc),
+    }
 }
 
 fn spec() -> Spec {

@@ -106,8 +106,8 @@ pub enum RouteMatch<'a> {
 #[derive(Debug, Default)]
 pub struct Router {
     exact: HashMap<Box<str>, usize>,
-    /// `(suffix including the dot, group)`, longest suffix first.
-    wildcard: Vec<(Box<str>, usize)>,
+    /// `*.suffix` patterns by their suffix including the dot (`.example.com`).
+    wildcard: HashMap<Box<str>, usize>,
     default: Option<usize>,
     /// Each group's routes, longest prefix first.
     groups: Vec<Vec<RouteEntry>>,
@@ -188,9 +188,6 @@ impl Router {
             // Stable: among equal prefixes, config order decides.
             group.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         }
-        router
-            .wildcard
-            .sort_by_key(|w| std::cmp::Reverse(w.0.len()));
         Ok(router)
     }
 
@@ -198,16 +195,7 @@ impl Router {
         let next = self.groups.len();
         let slot = match host {
             None => *self.default.get_or_insert(next),
-            Some(h) if h.starts_with("*.") => {
-                let suffix = &h[1..];
-                match self.wildcard.iter().find(|(s, _)| &**s == suffix) {
-                    Some((_, g)) => *g,
-                    None => {
-                        self.wildcard.push((suffix.into(), next));
-                        next
-                    }
-                }
-            }
+            Some(h) if h.starts_with("*.") => *self.wildcard.entry(h[1..].into()).or_insert(next),
             Some(h) => *self.exact.entry(h.into()).or_insert(next),
         };
         if slot == next {
@@ -253,9 +241,15 @@ impl Router {
         if let Some(g) = self.exact.get(name) {
             return Some(*g);
         }
-        for (suffix, g) in &self.wildcard {
-            if name.len() > suffix.len() && name.ends_with(&**suffix) {
-                return Some(*g);
+        // The longest matching `*.suffix`: try `.b.example.com`, then `.example.com`, …
+        if !self.wildcard.is_empty() {
+            let mut rest = name;
+            // Byte search: a '.' is always a char boundary, and an empty name has none.
+            while let Some(dot) = rest.bytes().skip(1).position(|b| b == b'.').map(|i| i + 1) {
+                if let Some(g) = self.wildcard.get(&rest[dot..]) {
+                    return Some(*g);
+                }
+                rest = &rest[dot..];
             }
         }
         self.default
@@ -380,6 +374,8 @@ mod tests {
         assert_eq!(svc("x.b.example.com"), "deeper");
         assert_eq!(svc("example.com"), "any");
         assert_eq!(svc("[::1]:80"), "any");
+        assert_eq!(svc(""), "any");
+        assert_eq!(svc("é.example.com"), "wild");
     }
 
     #[test]

@@ -160,8 +160,7 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             }
             scanned = c.buf.len();
             // Incomplete: parse anyway so that garbage is refused before the head ends.
-            let mut hb = head::header_buf();
-            if let Err(e) = head::parse_request(&c.buf, &mut hb[..limit]) {
+            if let Err(e) = check_partial_head(&c.buf, limit) {
                 return reply_error(c, w, e, Instant::now()).await;
             }
             if c.buf.len() >= w.http.max_request_head_bytes {
@@ -211,22 +210,17 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
     // The table is read only now that the request is here, so a connection that sat idle
     // through a reload routes with the current one.
     let view = w.table.view();
-    let mut hb = head::header_buf();
-    let p = match head::parse_request(&c.buf, &mut hb[..limit]) {
-        Ok(Some(req)) => match prepare(
-            &req,
-            c.peer,
-            &view,
-            &mut c.out,
-            &mut c.record,
-            w.access.is_some(),
-        ) {
-            Ok(p) => p,
-            Err(e) => return reply_error(c, w, e, Instant::now()).await,
-        },
-        Ok(None) => {
-            return reply_error(c, w, HeadError::new(400, "malformed head"), Instant::now()).await
-        }
+    let logging = w.access.is_some();
+    let p = match parse_and_prepare(
+        &c.buf,
+        limit,
+        c.peer,
+        &view,
+        &mut c.out,
+        &mut c.record,
+        logging,
+    ) {
+        Ok(p) => p,
         Err(e) => return reply_error(c, w, e, Instant::now()).await,
     };
     let started = Instant::now();
@@ -283,6 +277,30 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             )
             .await
         }
+    }
+}
+
+/// Parses a head that is not complete yet, for its errors only.
+fn check_partial_head(buf: &[u8], limit: usize) -> Result<(), HeadError> {
+    let mut hb = head::header_buf();
+    head::parse_request(buf, &mut hb[..limit]).map(|_| ())
+}
+
+/// Parses the complete head at the start of `buf` and prepares the exchange. Synchronous,
+/// so the header array stays on this stack frame, out of the connection's future.
+fn parse_and_prepare<'v>(
+    buf: &[u8],
+    limit: usize,
+    peer: SocketAddr,
+    view: &'v View,
+    out: &mut Vec<u8>,
+    record: &mut Record,
+    logging: bool,
+) -> Result<Prepared<'v>, HeadError> {
+    let mut hb = head::header_buf();
+    match head::parse_request(buf, &mut hb[..limit])? {
+        Some(req) => prepare(&req, peer, view, out, record, logging),
+        None => Err(HeadError::new(400, "malformed head")),
     }
 }
 
@@ -491,7 +509,8 @@ async fn forward(
         let Some(ep) = view.pick(idx, &tried) else {
             break;
         };
-        let now = Instant::now();
+        // The request's start stands in for "now": microseconds off, one clock read less.
+        let now = started;
         let pooled = if fresh_retry {
             None
         } else {
@@ -602,7 +621,7 @@ async fn forward(
             c.buf.drain(..relayed.end);
             body.end = 0;
         }
-        let upstream_started = Instant::now();
+        let upstream_started = if w.access.is_some() { Instant::now() } else { started };
         match respond(
             c,
             w,
@@ -762,73 +781,36 @@ async fn respond(
     let mut bytes_sent = 0u64;
     loop {
         if !ub.is_empty() {
-            let mut hb = head::header_buf();
-            let parsed = head::parse_response(&ub, &mut hb);
-            match parsed {
-                Ok(Some(resp)) => {
-                    if (100..200).contains(&resp.status) {
-                        if resp.status == 101 {
-                            return Err(Failure::BeforeHead(bad_response()));
+            // Parsed synchronously: the header array never lives in this future's state.
+            match response_head(&ub, p, &mut c.cout) {
+                Err(e) => return Err(Failure::BeforeHead(e)),
+                Ok(None) => {}
+                Ok(Some(UpHead::Interim { len, forward })) => {
+                    if forward {
+                        let (res, out) = write_all(
+                            &mut c.stream,
+                            std::mem::take(&mut c.cout),
+                            w.http.client_body_timeout,
+                        )
+                        .await;
+                        c.cout = out;
+                        if res.is_err() {
+                            return Err(Failure::ClientGone);
                         }
-                        let len = resp.len;
-                        if p.minor == 1 {
-                            c.cout.clear();
-                            head::write_interim_head(&mut c.cout, &resp);
-                            let (res, out) = write_all(
-                                &mut c.stream,
-                                std::mem::take(&mut c.cout),
-                                w.http.client_body_timeout,
-                            )
-                            .await;
-                            c.cout = out;
-                            if res.is_err() {
-                                return Err(Failure::ClientGone);
-                            }
-                        }
-                        ub.drain(..len);
-                        continue;
                     }
-                    let framing = match head::analyze_response(&resp) {
-                        Ok(f) => f,
-                        Err(_) => return Err(Failure::BeforeHead(bad_response())),
-                    };
-                    let status = resp.status;
-                    let no_body = p.head_only || status == 204 || status == 304;
-                    let body = if no_body {
-                        BodyKind::None
-                    } else {
-                        framing.body
-                    };
-                    let (client_framing, mode) = match (body, p.minor) {
-                        (BodyKind::None, _) => (ClientFraming::None, Mode::Pass),
-                        (BodyKind::Length(n), _) => (ClientFraming::Length(n), Mode::Pass),
-                        (BodyKind::Chunked, 1) => (ClientFraming::Chunked, Mode::Pass),
-                        (BodyKind::Chunked, _) => (ClientFraming::Close, Mode::Dechunk),
-                        (BodyKind::Close, 1) => (ClientFraming::Chunked, Mode::Chunk),
-                        (BodyKind::Close, _) => (ClientFraming::Close, Mode::Pass),
-                    };
-                    let keep_client = !p.client_close && client_framing != ClientFraming::Close;
-                    // A bodiless 204/304 or HEAD response leaves the connection reusable.
-                    let upstream_reusable = !framing.conn_close && body != BodyKind::Close;
-                    c.cout.clear();
-                    head::write_client_head(
-                        &mut c.cout,
-                        &resp,
-                        &framing,
-                        client_framing,
-                        keep_client,
-                        p.minor,
-                    );
-                    let head_len = resp.len;
+                    ub.drain(..len);
+                    continue;
+                }
+                Ok(Some(UpHead::Final(h))) => {
                     let mut head_out = std::mem::take(&mut c.cout);
                     let head_bytes = head_out.len() as u64;
                     let relayed = relay(
                         &mut conn.stream,
                         &mut c.stream,
                         ub,
-                        head_len,
-                        body,
-                        mode,
+                        h.head_len,
+                        h.body,
+                        h.mode,
                         &mut head_out,
                         None,
                         Timeouts {
@@ -843,12 +825,13 @@ async fn respond(
                     bytes_sent += head_bytes + relayed.written;
                     let clean = relayed.result.is_ok() && relayed.end == relayed.buf.len();
                     w.give_buf(relayed.buf);
+                    let status = h.status;
                     return match relayed.result {
                         Ok(()) => Ok(Outcome {
                             status,
                             bytes_sent,
-                            keep_client,
-                            reuse_upstream: upstream_reusable && clean,
+                            keep_client: h.keep_client,
+                            reuse_upstream: h.upstream_reusable && clean,
                         }),
                         Err(e) => {
                             if e.side == Side::Upstream {
@@ -868,8 +851,6 @@ async fn respond(
                         }
                     };
                 }
-                Ok(None) => {}
-                Err(_) => return Err(Failure::BeforeHead(bad_response())),
             }
             if ub.len() >= MAX_RESPONSE_HEAD {
                 return Err(Failure::BeforeHead(bad_response()));
@@ -905,6 +886,83 @@ async fn respond(
             }
         }
     }
+}
+
+/// A parsed upstream response head, reduced to what streaming the response needs.
+enum UpHead {
+    /// A 1xx: `len` bytes to drop; `forward`: its head is in `cout` for the client.
+    Interim {
+        len: usize,
+        forward: bool,
+    },
+    Final(FinalHead),
+}
+
+struct FinalHead {
+    status: u16,
+    head_len: usize,
+    body: BodyKind,
+    mode: Mode,
+    keep_client: bool,
+    upstream_reusable: bool,
+}
+
+/// Parses the response head in `ub` and writes the client's head (or the interim
+/// head to forward) into `cout`. `Ok(None)`: incomplete.
+fn response_head(
+    ub: &[u8],
+    p: &Prepared<'_>,
+    cout: &mut Vec<u8>,
+) -> Result<Option<UpHead>, ProxyError> {
+    let mut hb = head::header_buf();
+    let resp = match head::parse_response(ub, &mut hb) {
+        Ok(Some(resp)) => resp,
+        Ok(None) if ub.len() >= MAX_RESPONSE_HEAD => return Err(bad_response()),
+        Ok(None) => return Ok(None),
+        Err(_) => return Err(bad_response()),
+    };
+    if (100..200).contains(&resp.status) {
+        if resp.status == 101 {
+            return Err(bad_response());
+        }
+        let forward = p.minor == 1;
+        if forward {
+            cout.clear();
+            head::write_interim_head(cout, &resp);
+        }
+        return Ok(Some(UpHead::Interim {
+            len: resp.len,
+            forward,
+        }));
+    }
+    let framing = head::analyze_response(&resp).map_err(|_| bad_response())?;
+    let status = resp.status;
+    let no_body = p.head_only || status == 204 || status == 304;
+    let body = if no_body {
+        BodyKind::None
+    } else {
+        framing.body
+    };
+    let (client_framing, mode) = match (body, p.minor) {
+        (BodyKind::None, _) => (ClientFraming::None, Mode::Pass),
+        (BodyKind::Length(n), _) => (ClientFraming::Length(n), Mode::Pass),
+        (BodyKind::Chunked, 1) => (ClientFraming::Chunked, Mode::Pass),
+        (BodyKind::Chunked, _) => (ClientFraming::Close, Mode::Dechunk),
+        (BodyKind::Close, 1) => (ClientFraming::Chunked, Mode::Chunk),
+        (BodyKind::Close, _) => (ClientFraming::Close, Mode::Pass),
+    };
+    let keep_client = !p.client_close && client_framing != ClientFraming::Close;
+    cout.clear();
+    head::write_client_head(cout, &resp, &framing, client_framing, keep_client, p.minor);
+    Ok(Some(UpHead::Final(FinalHead {
+        status,
+        head_len: resp.len,
+        body,
+        mode,
+        keep_client,
+        // A bodiless 204/304 or HEAD response leaves the connection reusable.
+        upstream_reusable: !framing.conn_close && body != BodyKind::Close,
+    })))
 }
 
 fn bad_response() -> ProxyError {

@@ -5,8 +5,8 @@
 //! A new snapshot becomes a new [`View`] once per publication; requests clone the `Rc`
 //! (no atomics) and advance a `Cell` cursor. No `RefCell` borrow is held across `.await`.
 
+use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::net::SocketAddr;
 use std::os::fd::AsRawFd;
 use std::rc::Rc;
@@ -140,7 +140,8 @@ struct IdleConn {
 /// A worker's keep-alive pool: idle connections per endpoint, most recent last.
 #[derive(Debug, Default)]
 pub struct Pool {
-    idle: RefCell<HashMap<SocketAddr, Vec<IdleConn>>>,
+    /// Keyed with FxHash: the keys are our own endpoint addresses, not attacker input.
+    idle: RefCell<FxHashMap<SocketAddr, Vec<IdleConn>>>,
 }
 
 impl Pool {

@@ -20,16 +20,28 @@ fn slice(third: bool) -> String {
     let mut y = String::from(
         "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: web-1\n  namespace: prod\n  labels:\n    kubernetes.io/service-name: web\naddressType: IPv4\nports:\n- {name: http, port: 8080, protocol: TCP}\nendpoints:\n",
     );
-    let ips: &[&str] = if third { &["10.0.0.1", "10.0.0.2", "10.0.0.3"] } else { &["10.0.0.1", "10.0.0.2"] };
+    let ips: &[&str] = if third {
+        &["10.0.0.1", "10.0.0.2", "10.0.0.3"]
+    } else {
+        &["10.0.0.1", "10.0.0.2"]
+    };
     for ip in ips {
-        y.push_str(&format!("- addresses: [{ip}]\n  conditions: {{ready: true}}\n"));
+        y.push_str(&format!(
+            "- addresses: [{ip}]\n  conditions: {{ready: true}}\n"
+        ));
     }
     y
 }
 
 fn main() {
-    let events: usize = std::env::var("EVENTS").ok().and_then(|v| v.parse().ok()).unwrap_or(500);
-    let workers: usize = std::env::var("WORKERS").ok().and_then(|v| v.parse().ok()).unwrap_or(2);
+    let events: usize = std::env::var("EVENTS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(500);
+    let workers: usize = std::env::var("WORKERS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(2);
     let api = FakeApiServer::start(Options::default());
     api.apply_yaml(
         "apiVersion: v1\nkind: Service\nmetadata: {name: web, namespace: prod}\nspec:\n  ports:\n  - {name: http, port: 80, targetPort: 8080}\n",
@@ -65,7 +77,10 @@ fn main() {
             assert!(Instant::now() < deadline, "event {i} was not published");
             std::thread::yield_now();
         };
-        assert!(status.wait_applied(version, Duration::from_secs(10)), "event {i} did not reach every worker");
+        assert!(
+            status.wait_applied(version, Duration::from_secs(10)),
+            "event {i} did not reach every worker"
+        );
     }
     let mut samples: Vec<Duration> = status.propagation_samples().split_off(skip);
     samples.sort();

@@ -549,9 +549,21 @@ pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
 }
 
 fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
-    use std::io::Write;
-    // Writing to a Vec cannot fail.
-    let _ = write!(out, "{ip}");
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
 }
 
 #[cfg(test)]
