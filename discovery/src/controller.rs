@@ -186,6 +186,11 @@ impl Controller {
                 UpstreamSource::Static(_) => None,
             })
             .collect();
+        for (name, d) in &self.discovered {
+            if !self.registries.contains_key(&d.registry) {
+                tracing::warn!(upstream = %name, registry = %d.registry, "registry not configured: the upstream answers 503");
+            }
+        }
         self.index.clear();
         for (name, d) in &self.discovered {
             self.index

@@ -126,6 +126,32 @@ impl Config {
         })
     }
 
+    /// What is accepted but probably not meant: upstreams naming a registry that is not
+    /// configured (they answer 503 until it is).
+    pub fn warnings(&self) -> Vec<String> {
+        let known: std::collections::HashSet<&str> = self
+            .spec
+            .registries
+            .iter()
+            .map(|r| r.name.as_str())
+            .collect();
+        self.spec
+            .upstreams
+            .iter()
+            .filter_map(|u| match &u.source {
+                strait_discovery::spec::UpstreamSource::Discovery(d)
+                    if !known.contains(d.registry.as_str()) =>
+                {
+                    Some(format!(
+                        "upstream {:?}: registry {:?} is not configured; the upstream answers 503 until it is",
+                        u.name, d.registry
+                    ))
+                }
+                _ => None,
+            })
+            .collect()
+    }
+
     /// Parses and checks YAML text.
     pub fn from_yaml(text: &str) -> Result<Config, ConfigError> {
         check::from_yaml(text)

@@ -56,7 +56,10 @@ fn main() -> anyhow::Result<()> {
         .init();
     match Cli::parse().command {
         Command::Check { file } => match Config::load(&file) {
-            Ok(_) => {
+            Ok(config) => {
+                for w in config.warnings() {
+                    eprintln!("{}: warning: {w}", file.display());
+                }
                 println!("{}: ok", file.display());
                 Ok(())
             }

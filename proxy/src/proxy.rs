@@ -464,7 +464,7 @@ async fn forward(
             Some("service unavailable: discovery has not synced yet")
         }
         UpstreamStatus::RegistryDisabled { .. } => {
-            Some("service unavailable: the upstream's registry is disabled")
+            Some("service unavailable: the upstream's registry is disabled or not configured")
         }
         UpstreamStatus::Ready if !upstream.has_endpoints() => {
             Some("service unavailable: the upstream has no endpoints")
@@ -621,7 +621,11 @@ async fn forward(
             c.buf.drain(..relayed.end);
             body.end = 0;
         }
-        let upstream_started = if w.access.is_some() { Instant::now() } else { started };
+        let upstream_started = if w.access.is_some() {
+            Instant::now()
+        } else {
+            started
+        };
         match respond(
             c,
             w,

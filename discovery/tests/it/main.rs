@@ -581,3 +581,52 @@ fn a_refused_token_is_reported_and_a_rotated_token_file_recovers() {
     rig.wait("synced with the new token", |s| ready(s, "u").len() == 3);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn tls_is_verified_against_the_configured_ca_and_refused_without_it() {
+    let api = FakeApiServer::start(Options::default().tls());
+    api.apply_yaml(HTTPBIN);
+    let dir = std::env::temp_dir().join(format!("strait-ca-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let ca = dir.join("ca.pem");
+    std::fs::write(&ca, api.ca_pem().unwrap()).unwrap();
+    let with_ca = |name: &str, ca_file: Option<std::path::PathBuf>| {
+        let mut r = registry(name, &api);
+        if let Connection::Explicit { ca_file: f, .. } = &mut r.connection {
+            *f = ca_file;
+        }
+        r
+    };
+    let rig = Rig::start(
+        spec(
+            vec![
+                with_ca("trusted", Some(ca.clone())),
+                with_ca("untrusted", None),
+            ],
+            vec![
+                discovered("t", "trusted", "apisix", "httpbin", ServicePort::Number(80)),
+                discovered(
+                    "u",
+                    "untrusted",
+                    "apisix",
+                    "httpbin",
+                    ServicePort::Number(80),
+                ),
+            ],
+        ),
+        1,
+    );
+    rig.wait("the trusted registry synced", |s| ready(s, "t").len() == 3);
+    assert!(rig.discovery().status().wait_registries(WAIT, |r| r
+        .get("untrusted")
+        .is_some_and(|r| r.last_error.is_some())));
+    let s = rig.all_seen().last().unwrap().clone();
+    assert!(
+        matches!(
+            s.upstream("u").unwrap().status,
+            UpstreamStatus::NotSynced { .. }
+        ),
+        "an API server whose certificate is not trusted is never used"
+    );
+    std::fs::remove_dir_all(&dir).ok();
+}

@@ -34,10 +34,7 @@ const MAX_WEIGHT: u32 = 10_000;
 pub(super) fn from_yaml(text: &str) -> Result<Config> {
     let lines = Lines::parse(text);
     let file = deserialize(text, &lines)?;
-    let checker = Checker {
-        lines: &lines,
-        registries: file.registries.iter().map(|r| r.name.clone()).collect(),
-    };
+    let checker = Checker { lines: &lines };
     checker.config(file)
 }
 
@@ -116,8 +113,6 @@ fn plain_types(message: &str) -> String {
 /// The semantic checks, with what they need to name a line.
 struct Checker<'a> {
     lines: &'a Lines,
-    /// Registry names an upstream's `discovery.registry` may use.
-    registries: Vec<String>,
 }
 
 impl Checker<'_> {
@@ -704,16 +699,11 @@ impl Checker<'_> {
 
     fn discovery(&self, at: &str, file: FileDiscovery) -> Result<DiscoveryRef> {
         let at = format!("{at}.discovery");
-        if !self.registries.contains(&file.registry) {
-            let hint = if self.registries.is_empty() {
-                " (no registries are configured)"
-            } else {
-                ""
-            };
-            return Err(self.error(
-                format!("{at}.registry"),
-                format!("registry {:?} is not defined{hint}", file.registry),
-            ));
+        // A registry that is not (or no longer) configured is allowed: its upstreams answer
+        // 503, as when a registry is removed in the seed product. `Config::warnings` and
+        // the discovery thread's log name it.
+        if file.registry.trim().is_empty() {
+            return Err(self.error(format!("{at}.registry"), "must not be empty"));
         }
         for (key, value) in [("namespace", &file.namespace), ("service", &file.service)] {
             if value.trim().is_empty() {

@@ -112,6 +112,10 @@ fn the_seed_example_reaches_the_three_httpbin_pods_in_turn() {
     assert_eq!(r.json()["url"], "http://sd.httpbin.org/anything");
 }
 
+fn config_warnings(template: &str) -> Vec<String> {
+    crate::support::harness::config(&crate::support::harness::render(template, &[])).warnings()
+}
+
 fn h_ready(h: &Harness) -> bool {
     // Readiness is a control-side flag; the gateway exposes it.
     h.gateway_ref().ready()
@@ -233,4 +237,14 @@ fn a_registry_disabled_by_reload_turns_its_upstreams_to_503() {
         h.gateway_ref().ready(),
         "a disabled registry does not hold readiness back"
     );
+    // Removed from the config altogether: still 503, as in the seed product.
+    let mut yaml = seed_config(&api, true);
+    let start = yaml.find("registries:").unwrap();
+    let end = yaml.find("upstreams:").unwrap();
+    yaml.replace_range(start..end, "");
+    assert!(!config_warnings(&yaml).is_empty());
+    h.reload(&yaml);
+    let r = kept.request(&get("sd.httpbin.org", "/v1/anything"));
+    assert_eq!(r.status, 503);
+    assert!(r.text().contains("not configured"), "{}", r.text());
 }

@@ -519,17 +519,23 @@ fn registry_settings_that_contradict_each_other_are_refused() {
 }
 
 #[test]
-fn discovery_is_refused_until_registries_exist() {
-    let e = refused(&with_upstreams(
-            "  - name: u\n    discovery:\n      registry: k8s\n      namespace: default\n      service: web\n      port: http\n",
-        ));
-    assert_eq!(e.field, "upstreams[0].discovery.registry");
-    assert_eq!(e.line, Some(10));
+fn a_discovery_upstream_of_an_unconfigured_registry_is_accepted_with_a_warning() {
+    let config = from_yaml(&with_upstreams(
+        "  - name: u\n    discovery:\n      registry: k8s\n      namespace: default\n      service: web\n      port: http\n",
+    ))
+    .unwrap();
     assert_eq!(
-        e.message,
-        "registry \"k8s\" is not defined (no registries are configured)"
+        config.warnings(),
+        ["upstream \"u\": registry \"k8s\" is not configured; the upstream answers 503 until it is"]
     );
+    let e = refused(&with_upstreams(
+        "  - name: u\n    discovery: {registry: '', namespace: n, service: s, port: 80}\n",
+    ));
+    assert_eq!(e.field, "upstreams[0].discovery.registry");
+}
 
+#[test]
+fn discovery_and_nodes_exclude_each_other() {
     let e = refused(&with_upstreams(
             "  - name: u\n    nodes: [{address: '127.0.0.2:1'}]\n    discovery: {registry: k, namespace: n, service: s, port: 80}\n",
         ));
