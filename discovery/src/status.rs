@@ -97,22 +97,7 @@ impl Status {
 
     /// Waits until every worker has swapped in `version` (or a later one).
     pub fn wait_applied(&self, version: SnapshotVersion, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        let mut inner = self.lock();
-        loop {
-            if inner.applied.iter().all(|v| *v >= version) {
-                return true;
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            inner = self
-                .changed
-                .wait_timeout(inner, left)
-                .map(|(g, _)| g)
-                .unwrap_or_else(|e| e.into_inner().0);
-        }
+        self.wait_until(timeout, |inner| inner.applied.iter().all(|v| *v >= version))
     }
 
     /// Waits until `cond` holds for the registry states.
@@ -121,10 +106,14 @@ impl Status {
         timeout: Duration,
         cond: impl Fn(&BTreeMap<String, RegistryStatus>) -> bool,
     ) -> bool {
+        self.wait_until(timeout, |inner| cond(&inner.registries))
+    }
+
+    fn wait_until(&self, timeout: Duration, cond: impl Fn(&Inner) -> bool) -> bool {
         let deadline = Instant::now() + timeout;
         let mut inner = self.lock();
         loop {
-            if cond(&inner.registries) {
+            if cond(&inner) {
                 return true;
             }
             let left = deadline.saturating_duration_since(Instant::now());

@@ -225,40 +225,10 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
     };
     let started = Instant::now();
     match p.action {
-        Action::Reply {
-            status,
-            body,
-            ref allow,
-        } => {
-            c.out.clear();
+        Action::Reply { status, body, .. } => {
             // A request body we will not read makes the connection unusable.
-            let close = p.client_close || !p.body.is_empty();
-            write_reply(
-                &mut c.out,
-                &Reply {
-                    status,
-                    body,
-                    allow: allow.as_deref(),
-                    close,
-                    head_only: p.head_only,
-                    http10: p.minor == 0,
-                },
-            );
-            let sent = c.out.len() as u64;
-            let (res, out) = write_all(
-                &mut c.stream,
-                std::mem::take(&mut c.out),
-                w.http.client_body_timeout,
-            )
-            .await;
-            c.out = out;
-            c.buf.drain(..p.head_len);
-            log(c, w, status, sent, started);
-            if res.is_err() || close {
-                Next::Close
-            } else {
-                Next::KeepAlive
-            }
+            let consumed = p.body.is_empty().then_some(p.head_len);
+            finish_with_status(c, w, &p, status, body, started, consumed).await
         }
         Action::Forward {
             route,
@@ -684,8 +654,9 @@ async fn forward(
     finish_with_status(c, w, p, last.status(), last.message(), started, consumed).await
 }
 
-/// Answers with the proxy's own status. `consumed`: how many bytes of the client buffer
-/// the request occupied, when it was read whole (then the connection can be kept).
+/// Answers with the proxy's own status (with the route's `Allow` for a 405). `consumed`:
+/// how many bytes of the client buffer the request occupied, when it was read whole (then
+/// the connection can be kept).
 async fn finish_with_status(
     c: &mut Client,
     w: &Worker,
@@ -696,13 +667,17 @@ async fn finish_with_status(
     consumed: Option<usize>,
 ) -> Next {
     let close = p.client_close || consumed.is_none();
+    let allow = match &p.action {
+        Action::Reply { allow, .. } => allow.as_deref(),
+        Action::Forward { .. } => None,
+    };
     c.out.clear();
     write_reply(
         &mut c.out,
         &Reply {
             status,
             body: reason,
-            allow: None,
+            allow,
             close,
             head_only: p.head_only,
             http10: p.minor == 0,
