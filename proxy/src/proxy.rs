@@ -378,32 +378,36 @@ fn prepare<'v>(
 
 /// Answers a malformed or timed-out request and closes.
 async fn reply_error(c: &mut Client, w: &Worker, e: HeadError, started: Instant) -> Next {
+    if w.access.is_some() {
+        c.record.clear();
+        c.record.client = Some(c.peer);
+    }
+    let reply = Reply {
+        status: e.status,
+        body: e.reason,
+        allow: None,
+        close: true,
+        head_only: false,
+        http10: false,
+    };
+    send_reply(c, w, &reply, started).await;
+    Next::Close
+}
+
+/// Writes one of the proxy's own responses and logs it; false when the write failed.
+async fn send_reply(c: &mut Client, w: &Worker, reply: &Reply<'_>, started: Instant) -> bool {
     c.out.clear();
-    write_reply(
-        &mut c.out,
-        &Reply {
-            status: e.status,
-            body: e.reason,
-            allow: None,
-            close: true,
-            head_only: false,
-            http10: false,
-        },
-    );
+    write_reply(&mut c.out, reply);
     let sent = c.out.len() as u64;
-    let (_, out) = write_all(
+    let (res, out) = write_all(
         &mut c.stream,
         std::mem::take(&mut c.out),
         w.http.client_body_timeout,
     )
     .await;
     c.out = out;
-    if w.access.is_some() {
-        c.record.clear();
-        c.record.client = Some(c.peer);
-    }
-    log(c, w, e.status, sent, started);
-    Next::Close
+    log(c, w, reply.status, sent, started);
+    res.is_ok()
 }
 
 /// Where the request body stands before the upstream exchange.
@@ -671,31 +675,19 @@ async fn finish_with_status(
         Action::Reply { allow, .. } => allow.as_deref(),
         Action::Forward { .. } => None,
     };
-    c.out.clear();
-    write_reply(
-        &mut c.out,
-        &Reply {
-            status,
-            body: reason,
-            allow,
-            close,
-            head_only: p.head_only,
-            http10: p.minor == 0,
-        },
-    );
-    let sent = c.out.len() as u64;
-    let (res, out) = write_all(
-        &mut c.stream,
-        std::mem::take(&mut c.out),
-        w.http.client_body_timeout,
-    )
-    .await;
-    c.out = out;
+    let reply = Reply {
+        status,
+        body: reason,
+        allow,
+        close,
+        head_only: p.head_only,
+        http10: p.minor == 0,
+    };
+    let written = send_reply(c, w, &reply, started).await;
     if let Some(n) = consumed {
         c.buf.drain(..n.min(c.buf.len()));
     }
-    log(c, w, status, sent, started);
-    if res.is_err() || close {
+    if !written || close {
         Next::Close
     } else {
         Next::KeepAlive
