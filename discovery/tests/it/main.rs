@@ -138,6 +138,18 @@ fn discovered(
     }
 }
 
+/// A rig with one upstream `u` = `apisix/httpbin:80` in `registry`.
+fn httpbin_rig(registry: RegistrySpec, workers: usize) -> Rig {
+    let upstream = discovered(
+        "u",
+        &registry.name.clone(),
+        "apisix",
+        "httpbin",
+        ServicePort::Number(80),
+    );
+    Rig::start(spec(vec![registry], vec![upstream]), workers)
+}
+
 fn spec(registries: Vec<RegistrySpec>, upstreams: Vec<UpstreamSpec>) -> Spec {
     Spec {
         services: Vec::new(),
@@ -231,19 +243,7 @@ fn the_seed_service_is_discovered_through_its_service_port() {
 fn scaling_and_readiness_changes_are_followed() {
     let api = FakeApiServer::start(Options::default());
     api.apply_yaml(HTTPBIN);
-    let rig = Rig::start(
-        spec(
-            vec![registry("k", &api)],
-            vec![discovered(
-                "u",
-                "k",
-                "apisix",
-                "httpbin",
-                ServicePort::Number(80),
-            )],
-        ),
-        2,
-    );
+    let rig = httpbin_rig(registry("k", &api), 2);
     rig.wait("synced", |s| ready(s, "u").len() == 3);
     // Scale up to four.
     api.apply_yaml(&slice_yaml(
@@ -335,19 +335,7 @@ fn namespaces_outside_the_pattern_are_ignored() {
 fn a_change_made_while_the_watch_is_down_applies_after_the_reconnect() {
     let api = FakeApiServer::start(Options::default());
     api.apply_yaml(HTTPBIN);
-    let rig = Rig::start(
-        spec(
-            vec![registry("k", &api)],
-            vec![discovered(
-                "u",
-                "k",
-                "apisix",
-                "httpbin",
-                ServicePort::Number(80),
-            )],
-        ),
-        1,
-    );
+    let rig = httpbin_rig(registry("k", &api), 1);
     rig.wait("synced", |s| ready(s, "u").len() == 3);
     assert!(api.wait_for(WAIT, |a| a.watch_count() >= 2));
     api.stop();
@@ -369,19 +357,7 @@ fn a_change_made_while_the_watch_is_down_applies_after_the_reconnect() {
 fn gone_410_relists_without_publishing_an_empty_table() {
     let api = FakeApiServer::start(Options::default());
     api.apply_yaml(HTTPBIN);
-    let rig = Rig::start(
-        spec(
-            vec![registry("k", &api)],
-            vec![discovered(
-                "u",
-                "k",
-                "apisix",
-                "httpbin",
-                ServicePort::Number(80),
-            )],
-        ),
-        1,
-    );
+    let rig = httpbin_rig(registry("k", &api), 1);
     let first = rig.wait("synced", |s| ready(s, "u").len() == 3);
     assert!(api.wait_for(WAIT, |a| a.watch_count() >= 2));
     let lists_before = api.count(Verb::List, Kind::EndpointSlice);
@@ -417,19 +393,7 @@ fn gone_410_relists_without_publishing_an_empty_table() {
 fn an_unreachable_api_server_keeps_the_last_endpoints() {
     let api = FakeApiServer::start(Options::default());
     api.apply_yaml(HTTPBIN);
-    let rig = Rig::start(
-        spec(
-            vec![registry("k", &api)],
-            vec![discovered(
-                "u",
-                "k",
-                "apisix",
-                "httpbin",
-                ServicePort::Number(80),
-            )],
-        ),
-        1,
-    );
+    let rig = httpbin_rig(registry("k", &api), 1);
     let s = rig.wait("synced", |s| ready(s, "u").len() == 3);
     api.stop();
     // The watchers notice and retry; the registry records the error.
@@ -514,19 +478,7 @@ fn endpoints_resource_uses_addresses_and_not_ready_addresses() {
     api.apply_yaml(HTTPBIN);
     let mut r = registry("k", &api);
     r.resource = Resource::Endpoints;
-    let rig = Rig::start(
-        spec(
-            vec![r],
-            vec![discovered(
-                "u",
-                "k",
-                "apisix",
-                "httpbin",
-                ServicePort::Number(80),
-            )],
-        ),
-        1,
-    );
+    let rig = httpbin_rig(r, 1);
     rig.wait("synced", |s| ready(s, "u").len() == 3);
     api.apply_yaml(
         "apiVersion: v1\nkind: Endpoints\nmetadata: {name: httpbin, namespace: apisix}\nsubsets:\n- addresses: [{ip: 127.0.0.2}]\n  notReadyAddresses: [{ip: 127.0.0.3}]\n  ports: [{name: http, port: 8080}]\n",
@@ -548,19 +500,7 @@ fn a_refused_token_is_reported_and_a_rotated_token_file_recovers() {
         credentials.token = None;
         credentials.token_file = Some(token_file.clone());
     }
-    let rig = Rig::start(
-        spec(
-            vec![r],
-            vec![discovered(
-                "u",
-                "k",
-                "apisix",
-                "httpbin",
-                ServicePort::Number(80),
-            )],
-        ),
-        1,
-    );
+    let rig = httpbin_rig(r, 1);
     let refused = |r: &RegistryStatus| {
         r.last_error
             .as_deref()
