@@ -142,7 +142,7 @@ fn discovered(
 fn httpbin_rig(registry: RegistrySpec, workers: usize) -> Rig {
     let upstream = discovered(
         "u",
-        &registry.name.clone(),
+        &registry.name,
         "apisix",
         "httpbin",
         ServicePort::Number(80),
