@@ -80,18 +80,23 @@ impl AccessLog {
         }
         let mut line = self.line.borrow_mut();
         line.clear();
-        let dash = |s: &str| {
+        // Written piece by piece into the reused line buffer: no per-field allocation.
+        fn dash(s: &str) -> &str {
             if s.is_empty() {
-                "-".to_owned()
+                "-"
             } else {
-                s.to_owned()
+                s
             }
-        };
-        let _ = writeln!(
+        }
+        match r.client {
+            Some(c) => {
+                let _ = write!(line, "{}", c.ip());
+            }
+            None => line.push(b'-'),
+        }
+        let _ = write!(
             line,
-            "{} - - {} {} \"{}\" {} {} {:.3} \"{}\" \"{}\" {} {} {}",
-            r.client
-                .map_or_else(|| "-".to_owned(), |c| c.ip().to_string()),
+            " - - {} {} \"{}\" {} {} {:.3} \"{}\" \"{}\" {} {} ",
             self.stamp.borrow(),
             dash(&r.host),
             r.request_line,
@@ -102,12 +107,12 @@ impl AccessLog {
             dash(&r.user_agent),
             dash(&r.upstream_addr),
             dash(&r.upstream_status),
-            if r.upstream_addr.is_empty() {
-                "-".to_owned()
-            } else {
-                format!("{:.3}", r.upstream_time)
-            },
         );
+        let _ = if r.upstream_addr.is_empty() {
+            writeln!(line, "-")
+        } else {
+            writeln!(line, "{:.3}", r.upstream_time)
+        };
         let _ = self.out.borrow_mut().write_all(&line);
     }
 }
