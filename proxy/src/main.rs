@@ -1,4 +1,5 @@
-//! The `strait` binary: `strait run --config FILE`, `strait check FILE`, `strait demo`.
+//! The `strait` binary: `strait run --config FILE`, `strait check FILE`, `strait demo`,
+//! `strait echo --listen ADDR`.
 //!
 //! Thin on purpose: parses arguments, sets up logging and signals, then calls into the
 //! library ([`strait::Gateway`]), which the tests drive the same way.
@@ -44,6 +45,13 @@ enum Command {
         #[arg(long)]
         workers: Option<usize>,
     },
+    /// Run one httpbin-like echo backend (the demo's) until SIGTERM or SIGINT: a stand-in
+    /// pod for tests, benches and trying a deployment out.
+    Echo {
+        /// The address to listen on (port 0 picks a free port).
+        #[arg(long)]
+        listen: std::net::SocketAddr,
+    },
 }
 
 fn main() -> anyhow::Result<()> {
@@ -88,6 +96,18 @@ fn main() -> anyhow::Result<()> {
             }
             println!("try: curl -H 'Host: sd.httpbin.org' http://127.0.0.1:9080/v1/anything");
             serve(config, backends)
+        }
+        Command::Echo { listen } => {
+            let mut signals = signal_hook::iterator::Signals::new([
+                signal_hook::consts::SIGINT,
+                signal_hook::consts::SIGTERM,
+            ])?;
+            let server = strait::demo::EchoServer::start(listen)
+                .with_context(|| format!("echo backend {listen}"))?;
+            println!("echo backend listening on {}", server.addr());
+            signals.forever().next();
+            drop(server);
+            Ok(())
         }
     }
 }
