@@ -5,7 +5,7 @@
 //! Inputs: one static upstream of 3 and of 100 endpoints (127.0.0.x addresses), with
 //! equal weights (all 1) and unequal weights (endpoint `i` weighs `1 + i % 5`, so 1..5).
 //! Snapshots are built with `TableBuilder::try_new(spec)?.snapshot(now)`; each iteration
-//! is `Table::new(snapshot, 0).view().pick(0, &[])`, with the view taken once (as a
+//! is `Table::new(snapshot, 0).view().pick(0, &[], &health, now)` (no endpoint ejected), with the view taken once (as a
 //! request holds it) and the cursor carried across iterations. A second case passes a
 //! one-address `tried` list, as a retry after a failed connect does.
 //! Precedent: pingora-load-balancing's `benches` (selection cost per algorithm and size).
@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
-use strait::upstream::Table;
+use strait::upstream::{Health, Table};
 use strait_discovery::spec::{NodeSpec, Spec, UpstreamSettings, UpstreamSource, UpstreamSpec};
 use strait_discovery::{Snapshot, TableBuilder};
 
@@ -54,14 +54,16 @@ fn bench(c: &mut Criterion) {
         ] {
             let table = Table::new(snap, 0);
             let view = table.view();
-            assert!(view.pick(0, &[]).is_some());
+            let health = Health::default();
+            let now = Instant::now();
+            assert!(view.pick(0, &[], &health, now).is_some());
             g.bench_function(BenchmarkId::new(format!("{weights}_weights"), n), |b| {
-                b.iter(|| view.pick(black_box(0), black_box(&[])))
+                b.iter(|| view.pick(black_box(0), black_box(&[]), &health, now))
             });
             let tried = [addr(0)];
             g.bench_function(
                 BenchmarkId::new(format!("{weights}_weights_retry"), n),
-                |b| b.iter(|| view.pick(black_box(0), black_box(&tried))),
+                |b| b.iter(|| view.pick(black_box(0), black_box(&tried), &health, now)),
             );
         }
     }

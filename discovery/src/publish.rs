@@ -32,7 +32,11 @@ pub struct Ack {
 pub enum Update {
     /// Route new requests with this table.
     Snapshot(Arc<Snapshot>),
-    /// Stop accepting; finish in-flight work; exit.
+    /// Graceful stop: close the listeners, close idle client connections, answer the
+    /// next request of every other one with `Connection: close`, and exit once none is
+    /// left or at the deadline, whichever comes first.
+    Drain(std::time::Instant),
+    /// Stop now: exit without waiting for connections.
     Shutdown,
 }
 

@@ -62,6 +62,17 @@ impl Upstream {
     pub fn has_endpoints(&self) -> bool {
         !self.schedule.is_empty() || !self.fallback.is_empty()
     }
+
+    /// True when `e` (one of `endpoints`) takes new requests: a ready endpoint, or a
+    /// terminating one while no endpoint is ready.
+    pub fn in_rotation(&self, e: &Endpoint) -> bool {
+        let wanted = if self.schedule.is_empty() {
+            EndpointState::Terminating
+        } else {
+            EndpointState::Ready
+        };
+        e.state == wanted && e.weight > 0
+    }
 }
 
 /// Whether an upstream's endpoint list can be trusted.

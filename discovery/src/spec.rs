@@ -170,10 +170,15 @@ pub struct UpstreamSettings {
     pub response_header_timeout: Duration,
     /// Between two reads of a response body (and two writes of a request body).
     pub read_timeout: Duration,
-    /// Extra endpoints tried after a failed connect; `None` = endpoints − 1, capped.
+    /// Extra endpoints tried after a failed attempt; `None` = endpoints − 1, capped.
     pub retries: Option<u32>,
+    /// Request bodies up to this size are held whole before forwarding, so that a
+    /// request whose attempt failed can be replayed on another endpoint; larger bodies
+    /// stream and are not retried once their first byte was sent. 0 holds none.
+    pub retry_body_bytes: usize,
     pub pass_host: PassHost,
     pub pool: PoolSettings,
+    pub health: PassiveHealth,
 }
 
 impl Default for UpstreamSettings {
@@ -183,8 +188,10 @@ impl Default for UpstreamSettings {
             response_header_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
             retries: None,
+            retry_body_bytes: 64 * 1024,
             pass_host: PassHost::Pass,
             pool: PoolSettings::default(),
+            health: PassiveHealth::default(),
         }
     }
 }
@@ -217,6 +224,32 @@ impl Default for PoolSettings {
             max_idle_per_endpoint: 64,
             idle_timeout: Duration::from_secs(30),
             max_requests_per_connection: 1000,
+        }
+    }
+}
+
+/// Passive health checking, per worker: endpoints that keep refusing connections leave
+/// that worker's rotation for a while.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PassiveHealth {
+    /// Consecutive connect failures that eject an endpoint; 0 turns ejection off.
+    pub consecutive_failures: u32,
+    /// The first ejection's length; each ejection in a row doubles it.
+    pub base_ejection: Duration,
+    /// The longest ejection.
+    pub max_ejection: Duration,
+    /// At most this share of an upstream's endpoints is ejected at once (at least one
+    /// may be, and never all of them: the panic threshold).
+    pub max_ejected_percent: u8,
+}
+
+impl Default for PassiveHealth {
+    fn default() -> Self {
+        Self {
+            consecutive_failures: 3,
+            base_ejection: Duration::from_secs(5),
+            max_ejection: Duration::from_secs(120),
+            max_ejected_percent: 50,
         }
     }
 }

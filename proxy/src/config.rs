@@ -24,6 +24,7 @@ pub struct Config {
     pub listeners: Vec<ListenerConfig>,
     pub access_log: AccessLogConfig,
     pub http: HttpConfig,
+    pub shutdown: ShutdownConfig,
     /// Services, routes and upstreams, for the table builder.
     pub spec: Spec,
 }
@@ -76,6 +77,24 @@ impl Default for HttpConfig {
             client_body_timeout: Duration::from_secs(60),
             max_request_head_bytes: 32 * 1024,
             max_headers: 100,
+        }
+    }
+}
+
+/// What a graceful stop does.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ShutdownConfig {
+    /// From the signal to closing the listeners; readiness is off meanwhile.
+    pub delay: Duration,
+    /// From closing the listeners to exiting, in-flight requests or not.
+    pub timeout: Duration,
+}
+
+impl Default for ShutdownConfig {
+    fn default() -> Self {
+        Self {
+            delay: Duration::from_secs(5),
+            timeout: Duration::from_secs(20),
         }
     }
 }

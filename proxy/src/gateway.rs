@@ -50,6 +50,12 @@ pub struct Gateway {
     threads: Vec<JoinHandle<()>>,
     drivers: Vec<DriverKind>,
     config: Config,
+    /// Disconnects once every worker thread has exited.
+    exited: crossbeam_channel::Receiver<()>,
+    /// Set when a graceful stop began; readiness is off from then on.
+    stopping: bool,
+    /// Dropping it cancels the pending start of a graceful stop's drain.
+    cancel_drain: Option<crossbeam_channel::Sender<()>>,
 }
 
 impl Gateway {
@@ -85,6 +91,7 @@ impl Gateway {
         publisher.publish(builder.snapshot(Instant::now()));
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel();
+        let (alive, exited) = crossbeam_channel::bounded(0);
         let mut threads = Vec::with_capacity(workers);
         for (id, (subscriber, listeners)) in subscribers.into_iter().zip(per_worker).enumerate() {
             let access_log = match &access_file {
@@ -103,10 +110,12 @@ impl Gateway {
                 subscriber,
                 http: config.http.clone(),
                 access_log,
+                alive: alive.clone(),
             };
             threads.push(worker::spawn(setup, ready_tx.clone())?);
         }
         drop(ready_tx);
+        drop(alive);
         let mut drivers = Vec::with_capacity(workers);
         for _ in 0..workers {
             match ready_rx.recv() {
@@ -127,6 +136,9 @@ impl Gateway {
             threads,
             drivers,
             config,
+            exited,
+            stopping: false,
+            cancel_drain: None,
         })
     }
 
@@ -181,9 +193,57 @@ impl Gateway {
         self.discovery().status()
     }
 
-    /// Every enabled registry has finished its first list.
+    /// Ready for traffic: every enabled registry has finished its first list, and no
+    /// graceful stop has begun.
     pub fn ready(&self) -> bool {
-        self.status().ready()
+        !self.stopping && self.status().ready()
+    }
+
+    /// Begins a graceful stop (what SIGTERM does): readiness turns false now; the
+    /// listeners keep accepting for `shutdown.delay`, then close; idle client
+    /// connections close and busy ones close after their current response (which says
+    /// `Connection: close`); workers exit when their last connection ends, or
+    /// `shutdown.timeout` after the delay. Returns at once; see [`Gateway::wait_stopped`].
+    pub fn begin_shutdown(&mut self) {
+        if self.stopping {
+            return;
+        }
+        self.stopping = true;
+        let (cancel, cancelled) = crossbeam_channel::bounded::<()>(0);
+        self.cancel_drain = Some(cancel);
+        let publisher = self.publisher.clone();
+        let shutdown = self.config.shutdown;
+        tracing::info!(delay = ?shutdown.delay, timeout = ?shutdown.timeout, "graceful stop: readiness off");
+        let spawned = std::thread::Builder::new()
+            .name("strait-shutdown".into())
+            .spawn(move || {
+                // Waits out the delay; an early message or disconnect means "stop now".
+                if let Err(crossbeam_channel::RecvTimeoutError::Timeout) =
+                    cancelled.recv_timeout(shutdown.delay)
+                {
+                    tracing::info!("graceful stop: closing listeners, draining connections");
+                    publisher.send(Update::Drain(Instant::now() + shutdown.timeout));
+                }
+            });
+        if let Err(e) = spawned {
+            tracing::error!(error = %e, "cannot start the shutdown timer; draining now");
+            self.publisher
+                .send(Update::Drain(Instant::now() + shutdown.timeout));
+        }
+    }
+
+    /// Waits up to `timeout` for every worker to exit (after [`Gateway::begin_shutdown`]);
+    /// true when they all did.
+    pub fn wait_stopped(&self, timeout: Duration) -> bool {
+        matches!(
+            self.exited.recv_timeout(timeout),
+            Err(crossbeam_channel::RecvTimeoutError::Disconnected)
+        )
+    }
+
+    /// Disconnects once every worker has exited (for `select!` with other events).
+    pub fn exited(&self) -> &crossbeam_channel::Receiver<()> {
+        &self.exited
     }
 
     fn discovery(&self) -> &DiscoveryHandle {
@@ -201,8 +261,9 @@ impl Gateway {
         }
     }
 
-    /// Stops every worker and waits for the threads.
+    /// Stops every worker now (connections are dropped) and waits for the threads.
     pub fn shutdown(mut self) {
+        self.cancel_drain.take();
         if let Some(d) = self.discovery.take() {
             d.stop();
         }
@@ -232,10 +293,14 @@ fn open_access_log(config: &Config) -> Result<std::fs::File, StartError> {
     }
 }
 
-/// Runs a gateway until `shutdown` receives (or is dropped), then stops it.
+/// Runs a gateway until `shutdown` receives (or is dropped), then stops it gracefully
+/// (see [`Gateway::begin_shutdown`]) within the configured delay and timeout.
 pub fn run(config: Config, shutdown: crossbeam_channel::Receiver<()>) -> Result<(), StartError> {
-    let gateway = Gateway::start(config)?;
+    let mut gateway = Gateway::start(config)?;
     let _ = shutdown.recv();
+    let limit = gateway.config.shutdown.delay + gateway.config.shutdown.timeout;
+    gateway.begin_shutdown();
+    gateway.wait_stopped(limit + Duration::from_secs(1));
     gateway.shutdown();
     Ok(())
 }

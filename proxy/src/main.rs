@@ -120,13 +120,23 @@ fn override_workers(config: &mut Config, workers: Option<usize>) -> anyhow::Resu
     Ok(())
 }
 
-/// Runs until SIGINT or SIGTERM.
+/// Runs until a signal. SIGTERM stops gracefully (readiness off, `shutdown.delay`,
+/// drain within `shutdown.timeout`, exit 0); SIGINT, or a second signal during the
+/// graceful stop, stops at once.
 fn serve<T>(config: Config, keep_alive: Vec<T>) -> anyhow::Result<()> {
-    let mut signals = signal_hook::iterator::Signals::new([
-        signal_hook::consts::SIGINT,
-        signal_hook::consts::SIGTERM,
-    ])?;
-    let gateway = Gateway::start(config)?;
+    use signal_hook::consts::{SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
+    std::thread::Builder::new()
+        .name("strait-signals".into())
+        .spawn(move || {
+            for sig in signals.forever() {
+                if sig_tx.send(sig).is_err() {
+                    break;
+                }
+            }
+        })?;
+    let mut gateway = Gateway::start(config)?;
     for (name, addr) in gateway.config().listeners.iter().map(|l| (&l.name, l.addr)) {
         let bound = gateway.listen_addr(name).unwrap_or(addr);
         println!(
@@ -135,8 +145,17 @@ fn serve<T>(config: Config, keep_alive: Vec<T>) -> anyhow::Result<()> {
             gateway.drivers()
         );
     }
-    if let Some(sig) = signals.forever().next() {
-        tracing::info!(signal = sig, "stopping");
+    match sig_rx.recv() {
+        Ok(SIGTERM) => {
+            gateway.begin_shutdown();
+            crossbeam_channel::select! {
+                recv(gateway.exited()) -> _ => tracing::info!("drained; exiting"),
+                recv(sig_rx) -> sig => {
+                    tracing::info!(signal = ?sig.ok(), "second signal: stopping now");
+                }
+            }
+        }
+        sig => tracing::info!(signal = ?sig.ok(), "stopping now"),
     }
     gateway.shutdown();
     drop(keep_alive);

@@ -13,7 +13,7 @@
 //! held whole.
 
 use std::borrow::Cow;
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
@@ -31,7 +31,8 @@ use crate::config::HttpConfig;
 use crate::http::head::{self, HostHeader};
 use crate::http::reply::{write_reply, Reply};
 use crate::http::{is_idempotent, BodyKind, HeadError};
-use crate::upstream::{Pool, Table, View};
+use crate::upstream::{Health, Pool, Table, View};
+use crate::worker::signal::Signal;
 use forward::forward;
 use relay::{read_more, write_all};
 
@@ -41,6 +42,8 @@ const READ_CHUNK: usize = 64 * 1024;
 const COALESCE: usize = 16 * 1024;
 /// Largest upstream response head accepted.
 const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// A client buffer above this capacity shrinks when its connection goes idle.
+const IDLE_BUF_MAX: usize = 16 * 1024;
 /// Buffers kept for reuse per worker.
 const MAX_POOLED_BUFFERS: usize = 64;
 
@@ -50,8 +53,17 @@ pub struct Worker {
     pub id: usize,
     pub table: Table,
     pub pool: Pool,
+    /// Endpoints this worker has seen refuse connections, and its ejections.
+    pub health: Health,
     pub http: HttpConfig,
     pub access: Option<AccessLog>,
+    /// Fired when a graceful stop begins: accept loops stop, idle connections close,
+    /// busy ones close after their current response.
+    pub draining: Signal,
+    /// Fired when the last client connection ends after `draining` fired.
+    pub drained: Signal,
+    /// Open client connections.
+    connections: Cell<usize>,
     /// Spare 64 KiB buffers for response streaming.
     bufs: RefCell<Vec<Vec<u8>>>,
 }
@@ -62,9 +74,26 @@ impl Worker {
             id,
             table,
             pool: Pool::default(),
+            health: Health::default(),
             http,
             access,
+            draining: Signal::default(),
+            drained: Signal::default(),
+            connections: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
+        }
+    }
+
+    /// Open client connections.
+    pub fn connections(&self) -> usize {
+        self.connections.get()
+    }
+
+    /// Starts a graceful stop (see [`Worker::draining`]).
+    pub fn drain(&self) {
+        self.draining.fire();
+        if self.connections.get() == 0 {
+            self.drained.fire();
         }
     }
 
@@ -106,8 +135,31 @@ enum Next {
     Close,
 }
 
-/// Serves one client connection until it closes, errs or times out.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>) {
+/// Counts a client connection open for as long as it lives.
+struct Open<'w>(&'w Worker);
+
+impl<'w> Open<'w> {
+    fn new(w: &'w Worker) -> Open<'w> {
+        w.connections.set(w.connections.get() + 1);
+        Open(w)
+    }
+}
+
+impl Drop for Open<'_> {
+    fn drop(&mut self) {
+        let w = self.0;
+        w.connections.set(w.connections.get() - 1);
+        if w.connections.get() == 0 && w.draining.is_fired() {
+            w.drained.fire();
+        }
+    }
+}
+
+/// Serves one client connection until it closes, errs or times out. `late`: accepted
+/// after a graceful stop began (from the listener's queue), so its first request is
+/// still read and answered.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>, late: bool) {
+    let _open = Open::new(&w);
     let _ = stream.set_nodelay(true);
     let mut c = Client {
         stream,
@@ -118,8 +170,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>) {
         record: Record::default(),
     };
     let mut first = true;
-    while exchange(&mut c, &w, first).await == Next::KeepAlive {
+    while exchange(&mut c, &w, first, late).await == Next::KeepAlive {
         first = false;
+        // A body held for replay may have grown the buffer; idle connections stay small.
+        if c.buf.capacity() > IDLE_BUF_MAX && c.buf.len() < IDLE_BUF_MAX / 4 {
+            c.buf.shrink_to(IDLE_BUF_MAX / 4);
+        }
     }
 }
 
@@ -148,7 +204,7 @@ enum Action<'v> {
     },
 }
 
-async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
+async fn exchange(c: &mut Client, w: &Worker, first: bool, late: bool) -> Next {
     let limit = w.http.max_headers.min(head::MAX_HEADERS);
     // Idle keep-alive wait for the first byte; from the first byte on, the header timeout.
     let mut deadline: Option<Instant> = None;
@@ -186,7 +242,18 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             let grow = c.buf.capacity().max(4096);
             c.buf.reserve(grow);
         }
-        let (res, buf) = read_more(&mut c.stream, std::mem::take(&mut c.buf), until).await;
+        let (res, buf) = if c.buf.is_empty() && !(first && late) {
+            // Idle: no byte of a request yet. A graceful stop closes the connection.
+            if w.draining.is_fired() {
+                return Next::Close;
+            }
+            monoio::select! {
+                r = read_more(&mut c.stream, std::mem::take(&mut c.buf), until) => r,
+                _ = w.draining.wait() => return Next::Close,
+            }
+        } else {
+            read_more(&mut c.stream, std::mem::take(&mut c.buf), until).await
+        };
         c.buf = buf;
         match res {
             Ok(0) => return Next::Close,
@@ -211,7 +278,7 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
     // through a reload routes with the current one.
     let view = w.table.view();
     let logging = w.access.is_some();
-    let p = match parse_and_prepare(
+    let mut p = match parse_and_prepare(
         &c.buf,
         limit,
         c.peer,
@@ -223,6 +290,8 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
         Ok(p) => p,
         Err(e) => return reply_error(c, w, e, Instant::now()).await,
     };
+    // During a graceful stop, this response is the connection's last.
+    p.client_close |= w.draining.is_fired();
     let started = Instant::now();
     match p.action {
         Action::Reply { status, body, .. } => {
@@ -422,7 +491,7 @@ async fn finish_with_status(
     started: Instant,
     consumed: Option<usize>,
 ) -> Next {
-    let close = p.client_close || consumed.is_none();
+    let close = p.client_close || consumed.is_none() || w.draining.is_fired();
     let allow = match &p.action {
         Action::Reply { allow, .. } => allow.as_deref(),
         Action::Forward { .. } => None,

@@ -1,5 +1,5 @@
-//! Per-worker upstream state: the routing view with its round-robin cursors, and the
-//! keep-alive connection pool.
+//! Per-worker upstream state: the routing view with its round-robin cursors, passive
+//! health (ejections), and the keep-alive connection pool.
 //!
 //! Runs on: one worker; everything here is `!Send` (`Rc`, `Cell`, `RefCell`) on purpose.
 //! A new snapshot becomes a new [`View`] once per publication; requests clone the `Rc`
@@ -14,8 +14,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::net::TcpStream;
-use strait_discovery::spec::PoolSettings;
-use strait_discovery::{Endpoint, EndpointState, Snapshot};
+use strait_discovery::spec::{PassiveHealth, PoolSettings};
+use strait_discovery::{Endpoint, Snapshot, Upstream};
 
 use crate::sys;
 
@@ -51,9 +51,16 @@ impl View {
     }
 
     /// The next endpoint of upstream `idx` in weighted round-robin order, skipping
-    /// addresses in `tried`. Ready endpoints first; terminating ones only when no
-    /// endpoint is ready.
-    pub fn pick(&self, idx: u32, tried: &[SocketAddr]) -> Option<Endpoint> {
+    /// addresses in `tried` and endpoints `health` has ejected. Ready endpoints first;
+    /// terminating ones only when no endpoint is ready. When every endpoint left is
+    /// ejected, ejections are ignored (panic mode) rather than failing the request.
+    pub fn pick(
+        &self,
+        idx: u32,
+        tried: &[SocketAddr],
+        health: &Health,
+        now: Instant,
+    ) -> Option<Endpoint> {
         let up = self.snapshot.upstreams.get(idx as usize)?;
         let cursor = &self.cursors[idx as usize];
         let order: &[u32] = if up.schedule.is_empty() {
@@ -61,15 +68,21 @@ impl View {
         } else {
             &up.schedule
         };
+        let mut panic_pick = None;
         for _ in 0..order.len() {
             let c = cursor.get();
             cursor.set(c.wrapping_add(1));
             let ep = up.endpoints[order[c as usize % order.len()] as usize];
-            if !tried.contains(&ep.addr) {
-                return Some(ep);
+            if tried.contains(&ep.addr) {
+                continue;
             }
+            if health.is_ejected(ep.addr, now) {
+                panic_pick.get_or_insert(ep);
+                continue;
+            }
+            return Some(ep);
         }
-        None
+        panic_pick
     }
 
     /// How many endpoints a request may try in all (1 + retries).
@@ -85,11 +98,11 @@ impl View {
         (1 + retries).min(distinct.max(1))
     }
 
-    /// Endpoints that took traffic in `old` and take none in this view: removed, or no
-    /// longer ready nor serving. Only upstreams that changed are compared (unchanged
-    /// ones are the same `Arc`), so a swap costs O(what changed).
+    /// Endpoints that took new requests in `old` and take none in this view: removed,
+    /// no longer ready (terminating while others are ready), or not serving. Only
+    /// upstreams that changed are compared (unchanged ones are the same `Arc`), so a
+    /// swap costs O(what changed).
     pub fn departed_since(&self, old: &View) -> Vec<SocketAddr> {
-        let usable = |e: &Endpoint| e.state != EndpointState::NotServing && e.weight > 0;
         let mut gone = Vec::new();
         for (i, before) in old.snapshot.upstreams.iter().enumerate() {
             let after = match self.snapshot.upstreams.get(i) {
@@ -97,25 +110,165 @@ impl View {
                 Some(u) if u.name == before.name => Some(u),
                 _ => self.snapshot.upstream(&before.name),
             };
-            for e in before.endpoints.iter().filter(|e| usable(e)) {
-                let kept = after
-                    .is_some_and(|u| u.endpoints.iter().any(|n| n.addr == e.addr && usable(n)));
+            for e in before.endpoints.iter().filter(|e| before.in_rotation(e)) {
+                let kept = after.is_some_and(|u| takes(u, e.addr));
                 if !kept && !gone.contains(&e.addr) {
                     gone.push(e.addr);
                 }
             }
         }
-        // An address another upstream still uses stays.
+        // An address another upstream still sends to stays.
         if !gone.is_empty() {
-            gone.retain(|a| {
-                !self
-                    .snapshot
-                    .upstreams
-                    .iter()
-                    .any(|u| u.endpoints.iter().any(|e| e.addr == *a && usable(e)))
-            });
+            gone.retain(|a| !self.snapshot.upstreams.iter().any(|u| takes(u, *a)));
         }
         gone
+    }
+
+    /// True when some upstream of this view takes new requests to `addr`.
+    pub fn sends_to(&self, addr: SocketAddr) -> bool {
+        self.snapshot.upstreams.iter().any(|u| takes(u, addr))
+    }
+}
+
+/// True when upstream `u` takes new requests to `addr`.
+fn takes(u: &Upstream, addr: SocketAddr) -> bool {
+    u.endpoints
+        .iter()
+        .any(|e| e.addr == addr && u.in_rotation(e))
+}
+
+// === impl Health ===
+
+/// Passive health of one worker's endpoints: consecutive connect failures and ejections.
+/// Keyed by address, so an endpoint shared by upstreams is judged once.
+#[derive(Debug, Default)]
+pub struct Health {
+    /// Endpoints with a failure streak or an ejection; empty while all is well.
+    entries: RefCell<FxHashMap<SocketAddr, EndpointHealth>>,
+    /// Entries currently ejected, so the pick path skips the map lookup when none is.
+    ejected: Cell<usize>,
+}
+
+#[derive(Debug, Default, Clone, Copy)]
+struct EndpointHealth {
+    /// Connect failures since the last success or ejection.
+    failures: u32,
+    /// Out of rotation until then.
+    ejected_until: Option<Instant>,
+    /// Ejections in a row (no success between): the next one lasts base × 2^n.
+    ejections: u32,
+}
+
+/// What a connect failure did to an endpoint.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Verdict {
+    /// Still in rotation.
+    Kept,
+    /// Out of this worker's rotation for this long.
+    Ejected(Duration),
+}
+
+impl Health {
+    /// True when `addr` is ejected at `now`. An ejection that has run out ends here: the
+    /// endpoint is back in rotation, one failure away from a longer ejection.
+    pub fn is_ejected(&self, addr: SocketAddr, now: Instant) -> bool {
+        if self.ejected.get() == 0 {
+            return false;
+        }
+        let mut entries = self.entries.borrow_mut();
+        let Some(h) = entries.get_mut(&addr) else {
+            return false;
+        };
+        match h.ejected_until {
+            Some(until) if now < until => true,
+            Some(_) => {
+                h.ejected_until = None;
+                h.failures = u32::MAX; // the next failure ejects again
+                self.ejected.set(self.ejected.get() - 1);
+                false
+            }
+            None => false,
+        }
+    }
+
+    /// Records a successful connect (or exchange) with `addr`: its streak ends.
+    pub fn success(&self, addr: SocketAddr) {
+        if self.entries.borrow().is_empty() {
+            return;
+        }
+        if let Some(h) = self.entries.borrow_mut().remove(&addr) {
+            if h.ejected_until.is_some() {
+                self.ejected.set(self.ejected.get() - 1);
+            }
+        }
+    }
+
+    /// Records a failed connect to `addr` of upstream `up`; ejects it when the streak
+    /// reaches the threshold and the upstream can spare it.
+    pub fn failure(&self, addr: SocketAddr, up: &Upstream, now: Instant) -> Verdict {
+        let s: &PassiveHealth = &up.settings.health;
+        if s.consecutive_failures == 0 {
+            return Verdict::Kept;
+        }
+        let streak = {
+            let mut entries = self.entries.borrow_mut();
+            let h = entries.entry(addr).or_default();
+            if h.ejected_until.is_some() {
+                return Verdict::Kept; // a request that was already under way
+            }
+            h.failures = h.failures.saturating_add(1);
+            h.failures
+        };
+        if streak < s.consecutive_failures || !self.can_eject(up, now) {
+            return Verdict::Kept;
+        }
+        let mut entries = self.entries.borrow_mut();
+        let h = entries.entry(addr).or_default();
+        let factor = 1u32.checked_shl(h.ejections.min(16)).unwrap_or(u32::MAX);
+        let length = s.base_ejection.saturating_mul(factor).min(s.max_ejection);
+        h.ejected_until = Some(now + length);
+        h.ejections = h.ejections.saturating_add(1);
+        h.failures = 0;
+        self.ejected.set(self.ejected.get() + 1);
+        Verdict::Ejected(length)
+    }
+
+    /// The panic threshold: one more ejection must leave at least one endpoint of `up`
+    /// in rotation and stay within `max_ejected_percent` (one is always allowed).
+    fn can_eject(&self, up: &Upstream, now: Instant) -> bool {
+        let in_rotation: Vec<SocketAddr> = up
+            .endpoints
+            .iter()
+            .filter(|e| up.in_rotation(e))
+            .map(|e| e.addr)
+            .collect();
+        let ejected = in_rotation
+            .iter()
+            .filter(|a| self.is_ejected(**a, now))
+            .count();
+        let allowed =
+            (in_rotation.len() * usize::from(up.settings.health.max_ejected_percent) / 100).max(1);
+        ejected + 1 < in_rotation.len() && ejected < allowed
+    }
+
+    /// Forgets endpoints that left the table.
+    pub fn forget(&self, addrs: &[SocketAddr]) {
+        if self.entries.borrow().is_empty() {
+            return;
+        }
+        let mut entries = self.entries.borrow_mut();
+        for a in addrs {
+            if let Some(h) = entries.remove(a) {
+                if h.ejected_until.is_some() {
+                    self.ejected.set(self.ejected.get() - 1);
+                }
+            }
+        }
+    }
+
+    /// Endpoints ejected right now (for tests and metrics).
+    pub fn ejected_count(&self) -> usize {
+        self.ejected.get()
     }
 }
 
@@ -240,6 +393,13 @@ impl Table {
         self.current.borrow().clone()
     }
 
+    /// True when `addr`, picked from `view`, still takes new requests: `view` is the
+    /// current one (the common case, one pointer compare), or the current one sends to it.
+    pub fn still_sends_to(&self, view: &View, addr: SocketAddr) -> bool {
+        let current = self.current.borrow();
+        std::ptr::eq(&**current, view) || current.sends_to(addr)
+    }
+
     /// Swaps in a new snapshot; returns the new view and the endpoints that left.
     pub fn swap(&self, snapshot: Arc<Snapshot>) -> (Rc<View>, Vec<SocketAddr>) {
         let old = self.current.borrow().clone();
@@ -254,7 +414,7 @@ impl Table {
 mod tests {
     use super::*;
     use strait_discovery::spec::*;
-    use strait_discovery::TableBuilder;
+    use strait_discovery::{EndpointState, TableBuilder};
 
     fn snapshot(weights: &[u32]) -> Arc<Snapshot> {
         let nodes = weights
@@ -284,15 +444,33 @@ mod tests {
         let table = Table::new(snapshot(&[1, 1, 1]), 0);
         let v = table.view();
         let picks: Vec<_> = (0..4)
-            .map(|_| v.pick(0, &[]).unwrap().addr.ip().to_string())
+            .map(|_| {
+                v.pick(0, &[], &Health::default(), Instant::now())
+                    .unwrap()
+                    .addr
+                    .ip()
+                    .to_string()
+            })
             .collect();
         assert_eq!(picks, ["127.0.0.2", "127.0.0.3", "127.0.0.4", "127.0.0.2"]);
         let tried = ["127.0.0.3:80".parse().unwrap()];
-        assert_eq!(v.pick(0, &tried).unwrap().addr.to_string(), "127.0.0.4:80");
+        assert_eq!(
+            v.pick(0, &tried, &Health::default(), Instant::now())
+                .unwrap()
+                .addr
+                .to_string(),
+            "127.0.0.4:80"
+        );
         assert_eq!(v.attempts(0), 3);
         let (v2, departed) = table.swap(snapshot(&[1, 1, 1]));
         assert!(departed.is_empty());
-        assert_eq!(v2.pick(0, &[]).unwrap().addr.to_string(), "127.0.0.2:80");
+        assert_eq!(
+            v2.pick(0, &[], &Health::default(), Instant::now())
+                .unwrap()
+                .addr
+                .to_string(),
+            "127.0.0.2:80"
+        );
     }
 
     #[test]
@@ -309,8 +487,119 @@ mod tests {
         let table = Table::new(snapshot(&[3, 1]), 0);
         let v = table.view();
         let n2 = (0..400)
-            .filter(|_| v.pick(0, &[]).unwrap().addr.ip().to_string() == "127.0.0.2")
+            .filter(|_| {
+                v.pick(0, &[], &Health::default(), Instant::now())
+                    .unwrap()
+                    .addr
+                    .ip()
+                    .to_string()
+                    == "127.0.0.2"
+            })
             .count();
         assert_eq!(n2, 300);
+    }
+
+    fn addr(i: u8) -> SocketAddr {
+        format!("127.0.0.{i}:80").parse().unwrap()
+    }
+
+    #[test]
+    fn consecutive_connect_failures_eject_for_a_doubling_backoff() {
+        let table = Table::new(snapshot(&[1, 1, 1, 1]), 0);
+        let v = table.view();
+        let up = &v.snapshot.upstreams[0];
+        let h = Health::default();
+        let t0 = Instant::now();
+        assert_eq!(h.failure(addr(2), up, t0), Verdict::Kept);
+        assert_eq!(h.failure(addr(2), up, t0), Verdict::Kept);
+        assert_eq!(
+            h.failure(addr(2), up, t0),
+            Verdict::Ejected(Duration::from_secs(5))
+        );
+        let picks: Vec<_> = (0..6)
+            .map(|_| v.pick(0, &[], &h, t0).unwrap().addr)
+            .collect();
+        assert!(
+            !picks.contains(&addr(2)),
+            "ejected endpoint picked: {picks:?}"
+        );
+        // Back after the ejection; one more failure ejects it for twice as long.
+        let t1 = t0 + Duration::from_secs(5);
+        assert!(!h.is_ejected(addr(2), t1));
+        assert_eq!(
+            h.failure(addr(2), up, t1),
+            Verdict::Ejected(Duration::from_secs(10))
+        );
+        // A success ends the streak and the backoff.
+        h.success(addr(2));
+        assert_eq!(h.ejected_count(), 0);
+        assert_eq!(h.failure(addr(2), up, t1), Verdict::Kept);
+    }
+
+    #[test]
+    fn ejection_never_takes_the_last_endpoints_and_a_fully_ejected_upstream_still_picks() {
+        let table = Table::new(snapshot(&[1, 1]), 0);
+        let v = table.view();
+        let up = &v.snapshot.upstreams[0];
+        let h = Health::default();
+        let now = Instant::now();
+        for _ in 0..3 {
+            h.failure(addr(2), up, now);
+        }
+        assert!(h.is_ejected(addr(2), now));
+        for _ in 0..10 {
+            assert_eq!(
+                h.failure(addr(3), up, now),
+                Verdict::Kept,
+                "the last one stays"
+            );
+        }
+        // Panic mode: with every candidate ejected or tried, the ejected one is used.
+        let tried = [addr(3)];
+        assert_eq!(v.pick(0, &tried, &h, now).unwrap().addr, addr(2));
+        // Endpoints that leave the table are forgotten.
+        h.forget(&[addr(2)]);
+        assert_eq!(h.ejected_count(), 0);
+    }
+
+    #[test]
+    fn an_endpoint_that_turns_terminating_leaves_rotation_while_others_are_ready() {
+        let spec = |states: [EndpointState; 2]| {
+            let mut builder = TableBuilder::try_new(Spec {
+                registries: Vec::new(),
+                services: vec![],
+                upstreams: vec![UpstreamSpec {
+                    name: "u".into(),
+                    source: UpstreamSource::Static(Vec::new()),
+                    settings: UpstreamSettings::default(),
+                }],
+            })
+            .unwrap();
+            let eps = (0..2)
+                .map(|i| Endpoint {
+                    addr: addr(2 + i as u8),
+                    weight: 1,
+                    state: states[i],
+                })
+                .collect();
+            builder.set_endpoints("u", eps, strait_discovery::UpstreamStatus::Ready);
+            builder.snapshot(Instant::now())
+        };
+        let table = Table::new(spec([EndpointState::Ready, EndpointState::Ready]), 0);
+        let (v, departed) = table.swap(spec([EndpointState::Ready, EndpointState::Terminating]));
+        assert_eq!(departed, [addr(3)]);
+        assert!(!v.sends_to(addr(3)));
+        // With no ready endpoint left, the terminating one takes traffic again.
+        let (v, departed) = table.swap(spec([
+            EndpointState::NotServing,
+            EndpointState::Terminating,
+        ]));
+        assert_eq!(departed, [addr(2)]);
+        assert_eq!(
+            v.pick(0, &[], &Health::default(), Instant::now())
+                .unwrap()
+                .addr,
+            addr(3)
+        );
     }
 }

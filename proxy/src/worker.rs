@@ -5,6 +5,11 @@
 //! Runs on: the worker thread it spawns. The only cross-thread input is the
 //! [`Subscriber`] (a channel drained when the wake socket becomes readable); nothing
 //! else is shared.
+//!
+//! Graceful stop ([`Update::Drain`]): the accept loops stop, accept what the kernel
+//! already queued (so closing the listener resets no connection that was let in),
+//! and close the listener; idle client connections close; busy ones close after their
+//! current response; the thread exits when none is left or at the deadline.
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -23,6 +28,8 @@ use crate::config::{Driver, HttpConfig};
 use crate::proxy::{self, Worker};
 use crate::upstream::Table;
 
+pub mod signal;
+
 /// How often idle pooled connections are checked for expiry and peer close.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
 
@@ -36,6 +43,9 @@ pub struct WorkerSetup {
     pub subscriber: Subscriber,
     pub http: HttpConfig,
     pub access_log: Option<std::fs::File>,
+    /// Dropped when the thread ends: the gateway learns that every worker exited when
+    /// the channel disconnects.
+    pub alive: crossbeam_channel::Sender<()>,
 }
 
 /// Which driver a worker ended up with.
@@ -104,7 +114,7 @@ async fn run(
     // The initial snapshot was queued before the thread started.
     let first = match setup.subscriber.recv() {
         Some(Update::Snapshot(s)) => s,
-        Some(Update::Shutdown) | None => return Ok(()),
+        Some(Update::Drain(_) | Update::Shutdown) | None => return Ok(()),
     };
     setup.subscriber.ack(&first);
     let access = setup.access_log.take().map(AccessLog::new);
@@ -120,17 +130,38 @@ async fn run(
         .ok_or_else(|| std::io::Error::other("wake socket already taken"))?;
     wake.set_nonblocking(true)?;
     let mut wake = UnixStream::from_std(wake)?;
-    let mut accepts = Vec::new();
     for l in setup.listeners.drain(..) {
+        // A second descriptor of the same socket, to accept what is queued at close.
+        let queued = l.try_clone()?;
         let listener = TcpListener::from_std(l)?;
-        accepts.push(monoio::spawn(accept_loop(listener, worker.clone())));
+        monoio::spawn(accept_loop(listener, queued, worker.clone()));
     }
     monoio::spawn(sweep_loop(worker.clone()));
     let _ = ready.send(Ok(kind));
 
     let mut buf = vec![0u8; 64];
+    // Set by a graceful stop: exit when the last connection ends, or then.
+    let mut deadline: Option<Instant> = None;
     loop {
-        let (res, b) = wake.read(buf).await;
+        let read = wake.read(buf);
+        let (res, b) = match deadline {
+            None => read.await,
+            Some(until) => monoio::select! {
+                r = read => r,
+                _ = worker.drained.wait() => {
+                    tracing::debug!(worker = worker.id, "drained");
+                    return Ok(());
+                }
+                _ = monoio::time::sleep_until(monoio::time::Instant::from_std(until)) => {
+                    tracing::warn!(
+                        worker = worker.id,
+                        connections = worker.connections(),
+                        "shutdown timeout: closing the connections still open"
+                    );
+                    return Ok(());
+                }
+            },
+        };
         buf = b;
         match res {
             Ok(0) | Err(_) => return Ok(()), // every publisher is gone
@@ -142,9 +173,19 @@ async fn run(
                     let version = snapshot.version;
                     let (view, departed) = worker.table.swap(snapshot);
                     setup.subscriber.ack(&view.snapshot);
-                    // Idle connections to endpoints that left the table close now.
+                    // Idle connections to endpoints that left the rotation close now.
                     worker.pool.close(&departed);
-                    tracing::debug!(worker = worker.id, %version, "snapshot swapped in");
+                    worker.health.forget(&departed);
+                    tracing::debug!(worker = worker.id, %version, departed = departed.len(), "snapshot swapped in");
+                }
+                Ok(Some(Update::Drain(until))) => {
+                    tracing::debug!(
+                        worker = worker.id,
+                        connections = worker.connections(),
+                        "draining"
+                    );
+                    worker.drain();
+                    deadline = Some(until);
                 }
                 Ok(Some(Update::Shutdown)) | Err(()) => return Ok(()),
                 Ok(None) => break,
@@ -153,11 +194,15 @@ async fn run(
     }
 }
 
-async fn accept_loop(listener: TcpListener, worker: Rc<Worker>) {
+async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worker: Rc<Worker>) {
     loop {
-        match listener.accept().await {
+        let accepted = monoio::select! {
+            r = listener.accept() => r,
+            _ = worker.draining.wait() => break,
+        };
+        match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(proxy::serve(stream, peer, worker.clone()));
+                monoio::spawn(proxy::serve(stream, peer, worker.clone(), false));
             }
             Err(e) => {
                 // Out of descriptors or similar: back off briefly instead of spinning.
@@ -166,6 +211,21 @@ async fn accept_loop(listener: TcpListener, worker: Rc<Worker>) {
             }
         }
     }
+    // Connections the kernel completed but nobody accepted yet would be reset when the
+    // socket closes: take them (non-blocking) and answer their first request.
+    drop(listener);
+    let mut taken = 0;
+    while let Ok((stream, peer)) = queued.accept() {
+        let stream = stream
+            .set_nonblocking(true)
+            .and_then(|()| monoio::net::TcpStream::from_std(stream));
+        if let Ok(stream) = stream {
+            monoio::spawn(proxy::serve(stream, peer, worker.clone(), true));
+            taken += 1;
+        }
+    }
+    drop(queued);
+    tracing::debug!(worker = worker.id, taken, "listener closed");
 }
 
 async fn sweep_loop(worker: Rc<Worker>) {

@@ -13,17 +13,21 @@ use std::time::Duration;
 
 use strait_discovery::route::{MethodSet, METHODS};
 use strait_discovery::spec::{
-    Connection, Credentials, DiscoveryRef, NodeSpec, PassHost, PoolSettings, RegistrySpec,
-    Resource, RouteSpec, ServicePort, ServiceSpec, UpstreamSettings, UpstreamSource, UpstreamSpec,
+    Connection, Credentials, DiscoveryRef, NodeSpec, PassHost, PassiveHealth, PoolSettings,
+    RegistrySpec, Resource, RouteSpec, ServicePort, ServiceSpec, UpstreamSettings, UpstreamSource,
+    UpstreamSpec,
 };
 use strait_discovery::Spec;
 
 use super::file::{
     FileAccessLog, FileConfig, FileDiscovery, FileDriver, FileHttp, FileListener, FileNode,
-    FilePassHost, FilePort, FileRegistry, FileResource, FileService, FileUpstream,
+    FilePassHost, FilePassiveHealth, FilePort, FileRegistry, FileResource, FileService,
+    FileShutdown, FileUpstream,
 };
 use super::lines::Lines;
-use super::{AccessLogConfig, Config, ConfigError, Driver, HttpConfig, ListenerConfig};
+use super::{
+    AccessLogConfig, Config, ConfigError, Driver, HttpConfig, ListenerConfig, ShutdownConfig,
+};
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
 
@@ -136,6 +140,7 @@ impl Checker<'_> {
             services,
             upstreams,
             registries,
+            shutdown,
         } = file;
         let workers = match workers {
             None => None,
@@ -151,6 +156,7 @@ impl Checker<'_> {
         let listeners = self.listeners(listeners)?;
         let access_log = self.access_log(access_log)?;
         let http = self.http(http)?;
+        let shutdown = self.shutdown(shutdown)?;
         let defined: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
         let services = self.services(services, &defined)?;
         let registries = self.registries(registries)?;
@@ -161,6 +167,7 @@ impl Checker<'_> {
             listeners,
             access_log,
             http,
+            shutdown,
             spec: Spec {
                 services,
                 upstreams,
@@ -222,6 +229,21 @@ impl Checker<'_> {
             Ok(d) if d.is_zero() => Err(self.error(field, "duration must be greater than 0")),
             Ok(d) => Ok(d),
             Err(e) => Err(self.error(field, format!("invalid duration {text:?}: {e}"))),
+        }
+    }
+
+    /// A humantime duration, zero allowed, or `default` when absent.
+    fn duration_or_zero(
+        &self,
+        field: &str,
+        text: Option<&str>,
+        default: Duration,
+    ) -> Result<Duration> {
+        match text.map(str::trim) {
+            None => Ok(default),
+            Some("0") => Ok(Duration::ZERO),
+            Some(text) => humantime::parse_duration(text)
+                .map_err(|e| self.error(field, format!("invalid duration {text:?}: {e}"))),
         }
     }
 
@@ -356,6 +378,14 @@ impl Checker<'_> {
                 d.max_request_head_bytes,
             )?,
             max_headers: self.positive("http.max_headers", file.max_headers, d.max_headers)?,
+        })
+    }
+
+    fn shutdown(&self, file: FileShutdown) -> Result<ShutdownConfig> {
+        let d = ShutdownConfig::default();
+        Ok(ShutdownConfig {
+            delay: self.duration_or_zero("shutdown.delay", file.delay.as_deref(), d.delay)?,
+            timeout: self.duration("shutdown.timeout", file.timeout.as_deref(), d.timeout)?,
         })
     }
 
@@ -516,6 +546,7 @@ impl Checker<'_> {
         let d = UpstreamSettings::default();
         let t = &upstream.timeouts;
         let k = &upstream.keepalive;
+        let h = &upstream.passive_health;
         let settings = UpstreamSettings {
             connect_timeout: self.duration(
                 &format!("{at}.timeouts.connect"),
@@ -533,6 +564,7 @@ impl Checker<'_> {
                 d.read_timeout,
             )?,
             retries: upstream.retries,
+            retry_body_bytes: upstream.retry_body_bytes.unwrap_or(d.retry_body_bytes),
             pass_host,
             pool: PoolSettings {
                 max_idle_per_endpoint: k.max_idle.unwrap_or(d.pool.max_idle_per_endpoint),
@@ -545,12 +577,48 @@ impl Checker<'_> {
                     .max_requests
                     .unwrap_or(d.pool.max_requests_per_connection),
             },
+            health: self.passive_health(&format!("{at}.passive_health"), h, &d.health)?,
         };
         Ok(UpstreamSpec {
             name: upstream.name,
             source,
             settings,
         })
+    }
+
+    fn passive_health(
+        &self,
+        at: &str,
+        file: &FilePassiveHealth,
+        d: &PassiveHealth,
+    ) -> Result<PassiveHealth> {
+        let health = PassiveHealth {
+            consecutive_failures: file.consecutive_failures.unwrap_or(d.consecutive_failures),
+            base_ejection: self.duration(
+                &format!("{at}.base_ejection"),
+                file.base_ejection.as_deref(),
+                d.base_ejection,
+            )?,
+            max_ejection: self.duration(
+                &format!("{at}.max_ejection"),
+                file.max_ejection.as_deref(),
+                d.max_ejection,
+            )?,
+            max_ejected_percent: file.max_ejected_percent.unwrap_or(d.max_ejected_percent),
+        };
+        if health.max_ejected_percent > 100 {
+            return Err(self.error(
+                format!("{at}.max_ejected_percent"),
+                format!("{} is not a percentage (0-100)", health.max_ejected_percent),
+            ));
+        }
+        if health.max_ejection < health.base_ejection {
+            return Err(self.error(
+                format!("{at}.max_ejection"),
+                "must not be shorter than `base_ejection`",
+            ));
+        }
+        Ok(health)
     }
 
     fn nodes(&self, at: &str, nodes: Vec<FileNode>) -> Result<Vec<NodeSpec>> {

@@ -38,6 +38,9 @@ pub struct FileConfig {
     /// Kubernetes clusters whose Services upstreams may name with `discovery:`.
     #[serde(default)]
     pub registries: Vec<FileRegistry>,
+    /// What SIGTERM does: readiness off, a delay, then a bounded drain.
+    #[serde(default)]
+    pub shutdown: FileShutdown,
 }
 
 impl FileConfig {
@@ -51,7 +54,27 @@ impl FileConfig {
         "services",
         "upstreams",
         "registries",
+        "shutdown",
     ];
+}
+
+/// `shutdown:`; what a graceful stop (SIGTERM) does.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileShutdown {
+    /// After SIGTERM, readiness is off at once but listeners keep accepting this long, so
+    /// load balancers notice before connections are refused. `0s` for none. Default `5s`.
+    #[serde(default)]
+    pub delay: Option<String>,
+    /// After the delay, in-flight requests get this long to finish; then the process
+    /// exits anyway. Default `20s`.
+    #[serde(default)]
+    pub timeout: Option<String>,
+}
+
+impl FileShutdown {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["delay", "timeout"];
 }
 
 /// `driver:` values.
@@ -203,9 +226,14 @@ pub struct FileUpstream {
     /// Per-attempt timeouts.
     #[serde(default)]
     pub timeouts: FileTimeouts,
-    /// Extra endpoints tried after a failed connect. Default: endpoints − 1, capped.
+    /// Extra endpoints tried after a failed attempt (see CONFIG.md for which failures are
+    /// retried). Default: endpoints − 1, at most 4.
     #[serde(default)]
     pub retries: Option<u32>,
+    /// Request bodies up to this many bytes are held so a failed attempt can be replayed;
+    /// larger ones stream and are not retried once sent. 0 holds none. Default 65536.
+    #[serde(default)]
+    pub retry_body_bytes: Option<usize>,
     /// What the `Host` header sent upstream says. Default `pass`.
     #[serde(default)]
     pub pass_host: FilePassHost,
@@ -215,6 +243,9 @@ pub struct FileUpstream {
     /// The per-worker pool of idle upstream connections.
     #[serde(default)]
     pub keepalive: FileKeepalive,
+    /// Ejecting endpoints that keep refusing connections, per worker.
+    #[serde(default)]
+    pub passive_health: FilePassiveHealth,
 }
 
 impl FileUpstream {
@@ -225,9 +256,11 @@ impl FileUpstream {
         "discovery",
         "timeouts",
         "retries",
+        "retry_body_bytes",
         "pass_host",
         "upstream_host",
         "keepalive",
+        "passive_health",
     ];
 }
 
@@ -460,6 +493,36 @@ impl FileKeepalive {
     pub const FIELDS: &'static [&'static str] = &["max_idle", "idle_timeout", "max_requests"];
 }
 
+/// `upstreams[].passive_health:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FilePassiveHealth {
+    /// Consecutive connect failures (refused, reset, timed out) that eject an endpoint
+    /// from a worker's rotation; 0 turns ejection off. Default 3.
+    #[serde(default)]
+    pub consecutive_failures: Option<u32>,
+    /// The first ejection's length; each further ejection in a row doubles it. Default `5s`.
+    #[serde(default)]
+    pub base_ejection: Option<String>,
+    /// The longest ejection. Default `2m`.
+    #[serde(default)]
+    pub max_ejection: Option<String>,
+    /// At most this share of the upstream's endpoints is ejected at once; one may always
+    /// be, the last never is. Default 50.
+    #[serde(default)]
+    pub max_ejected_percent: Option<u8>,
+}
+
+impl FilePassiveHealth {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "consecutive_failures",
+        "base_ejection",
+        "max_ejection",
+        "max_ejected_percent",
+    ];
+}
+
 #[cfg(test)]
 mod tests {
     //! Drift guards: each `FIELDS`/`VARIANTS` list matches what serde accepts, and CONFIG.md
@@ -551,6 +614,16 @@ mod tests {
                 "FileKeepalive",
                 accepted::<FileKeepalive>(KEY),
                 FileKeepalive::FIELDS,
+            ),
+            (
+                "FilePassiveHealth",
+                accepted::<FilePassiveHealth>(KEY),
+                FilePassiveHealth::FIELDS,
+            ),
+            (
+                "FileShutdown",
+                accepted::<FileShutdown>(KEY),
+                FileShutdown::FIELDS,
             ),
         ]
     }

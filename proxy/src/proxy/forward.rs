@@ -19,16 +19,101 @@ use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{self, ClientFraming};
 use crate::http::{BodyKind, HeadError};
-use crate::upstream::{UpstreamConn, View};
+use crate::upstream::{UpstreamConn, Verdict, View};
 
 /// Where the request body stands before the upstream exchange.
 struct BodyState {
-    /// End of the request bytes already in the client buffer.
+    /// End of the request bytes in the client buffer (head, then body bytes read so far).
     end: usize,
-    /// The whole body is in the buffer (and in `out`), so the request can be replayed.
+    /// The whole body is in the buffer, so the request can be sent again.
     complete: bool,
+    /// Content-Length bytes not in the buffer yet.
     remaining: u64,
     decoder: ChunkedDecoder,
+}
+
+impl BodyState {
+    /// The body of a request whose head is `buf[..head_len]`, as far as `buf` holds it.
+    fn new(buf: &[u8], head_len: usize, kind: BodyKind) -> Result<BodyState, HeadError> {
+        let mut body = BodyState {
+            end: head_len,
+            complete: matches!(kind, BodyKind::None | BodyKind::Close),
+            remaining: match kind {
+                BodyKind::Length(n) => n,
+                _ => 0,
+            },
+            decoder: ChunkedDecoder::new(),
+        };
+        body.advance(buf, kind)?;
+        Ok(body)
+    }
+
+    /// Takes in the body bytes that arrived in `buf` past `end`.
+    fn advance(&mut self, buf: &[u8], kind: BodyKind) -> Result<(), HeadError> {
+        match kind {
+            BodyKind::None | BodyKind::Close => {}
+            BodyKind::Length(_) => {
+                let take = ((buf.len() - self.end) as u64).min(self.remaining);
+                self.end += take as usize;
+                self.remaining -= take;
+                self.complete = self.remaining == 0;
+            }
+            BodyKind::Chunked if !self.complete => {
+                let progress = self
+                    .decoder
+                    .feed(&buf[self.end..], |_| {})
+                    .map_err(|e| HeadError::new(400, e.0))?;
+                self.end += progress.consumed;
+                self.complete = progress.done;
+            }
+            BodyKind::Chunked => {}
+        }
+        Ok(())
+    }
+}
+
+/// Why reading a held body stopped the exchange.
+enum HoldError {
+    /// Closed, reset or failed: nothing to answer.
+    Gone,
+    /// Answer this and close.
+    Reply(HeadError),
+}
+
+/// Reads the rest of a request body into the client buffer, so that a failed attempt
+/// can be replayed, as long as it stays within `limit` bytes (a chunked body that
+/// outgrows it stops being held and is streamed instead).
+async fn hold_body(
+    c: &mut Client,
+    w: &Worker,
+    p: &Prepared<'_>,
+    body: &mut BodyState,
+    limit: usize,
+) -> Result<(), HoldError> {
+    while !body.complete && body.end - p.head_len <= limit {
+        let want = match p.body {
+            BodyKind::Length(_) => body.remaining as usize,
+            _ => READ_CHUNK / 4,
+        };
+        if c.buf.capacity() - c.buf.len() < want.min(READ_CHUNK) {
+            c.buf.reserve(want.min(READ_CHUNK));
+        }
+        let until = Instant::now() + w.http.client_body_timeout;
+        let (res, buf) = read_more(&mut c.stream, std::mem::take(&mut c.buf), until).await;
+        c.buf = buf;
+        match res {
+            Ok(0) => return Err(HoldError::Gone),
+            Ok(_) => body.advance(&c.buf, p.body).map_err(HoldError::Reply)?,
+            Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                return Err(HoldError::Reply(HeadError::new(
+                    408,
+                    "request body timed out",
+                )))
+            }
+            Err(_) => return Err(HoldError::Gone),
+        }
+    }
+    Ok(())
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -59,78 +144,115 @@ pub(super) async fn forward(
     let settings = &upstream.settings;
 
     // Body bytes that arrived with the head.
-    let mut body = BodyState {
-        end: p.head_len,
-        complete: true,
-        remaining: 0,
-        decoder: ChunkedDecoder::new(),
+    let mut body = match BodyState::new(&c.buf, p.head_len, p.body) {
+        Ok(body) => body,
+        Err(e) => return reply_error(c, w, e, started).await,
     };
-    match p.body {
-        BodyKind::None | BodyKind::Close => {}
-        BodyKind::Length(n) => {
-            let avail = (c.buf.len() - p.head_len) as u64;
-            body.end = p.head_len + avail.min(n) as usize;
-            body.complete = avail >= n;
-            body.remaining = n - avail.min(n);
-        }
-        BodyKind::Chunked => match body.decoder.feed(&c.buf[p.head_len..], |_| {}) {
-            Ok(progress) => {
-                body.end = p.head_len + progress.consumed;
-                body.complete = progress.done;
-            }
-            Err(e) => return reply_error(c, w, HeadError::new(400, e.0), started).await,
-        },
-    }
     if let Some(reason) = unavailable {
         let consumed = body.complete.then_some(body.end);
         return finish_with_status(c, w, p, 503, reason, started, consumed).await;
     }
+    // A body small enough is held whole, so that a failed attempt can be replayed.
+    let limit = settings.retry_body_bytes;
+    let hold = match p.body {
+        BodyKind::Length(n) => n <= limit as u64,
+        BodyKind::Chunked => limit > 0,
+        BodyKind::None | BodyKind::Close => false,
+    };
+    let mut continued = false;
+    if hold && !body.complete {
+        if p.expect_continue {
+            // We take the body ourselves; the client waits for this before sending it.
+            let (res, _) = write_all(
+                &mut c.stream,
+                b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+                w.http.client_body_timeout,
+            )
+            .await;
+            if res.is_err() {
+                return Next::Close;
+            }
+            continued = true;
+        }
+        match hold_body(c, w, p, &mut body, limit).await {
+            Ok(()) => {}
+            Err(HoldError::Gone) => return Next::Close,
+            Err(HoldError::Reply(e)) => return reply_error(c, w, e, started).await,
+        }
+    }
+
     let attempts = view.attempts(idx);
+    // Endpoints that failed this request; the next attempt picks another.
     let mut tried: Vec<SocketAddr> = Vec::new();
-    let mut last = ProxyError::new(ErrorKind::ConnectRefused, Side::Upstream, Retry::Safe);
-    let mut fresh_retry = false;
+    // Attempts counted against `attempts`.
+    let mut used = 0;
+    // The first failure on a reused pooled connection (the upstream closed it as we
+    // reused it) is not counted, and may be retried on the same endpoint when no other
+    // is left: `stale` holds that endpoint until then.
+    let mut stale_pass = true;
+    let mut stale: Option<SocketAddr> = None;
+    // The next attempt opens a new connection.
+    let mut fresh = false;
+    // Part of the body was streamed from the client: the request cannot be sent again.
     let mut body_sent = false;
-    while tried.len() < attempts {
-        let Some(ep) = view.pick(idx, &tried) else {
-            break;
+    let mut last = ProxyError::new(ErrorKind::ConnectRefused, Side::Upstream, Retry::Safe);
+    // The request's start stands in for "now": microseconds off, one clock read less.
+    let now = started;
+    while used < attempts {
+        let ep = match view.pick(idx, &tried, &w.health, now) {
+            Some(ep) => ep,
+            None => match stale.take() {
+                Some(addr) => {
+                    tried.retain(|t| *t != addr);
+                    match view.pick(idx, &tried, &w.health, now) {
+                        Some(ep) => ep,
+                        None => break,
+                    }
+                }
+                None => break,
+            },
         };
-        // The request's start stands in for "now": microseconds off, one clock read less.
-        let now = started;
-        let pooled = if fresh_retry {
+        let pooled = if fresh {
             None
         } else {
             w.pool.take(ep.addr, &settings.pool, now)
         };
+        fresh = false;
         let mut conn = match pooled {
             Some(conn) => conn,
             None => match connect(ep.addr, settings.connect_timeout).await {
-                Ok(stream) => UpstreamConn {
-                    stream,
-                    addr: ep.addr,
-                    requests: 0,
-                    reused: false,
-                },
+                Ok(stream) => {
+                    w.health.success(ep.addr);
+                    UpstreamConn {
+                        stream,
+                        addr: ep.addr,
+                        requests: 0,
+                        reused: false,
+                    }
+                }
                 Err(kind) => {
-                    note_attempt(
-                        c,
-                        w,
-                        ep.addr,
-                        if kind == ErrorKind::ConnectTimeout {
-                            504
-                        } else {
-                            502
-                        },
-                    );
+                    let err = ProxyError::new(kind, Side::Upstream, Retry::Safe);
+                    note_attempt(c, w, ep.addr, err.status());
                     tracing::debug!(endpoint = %ep.addr, ?kind, "connect failed");
-                    last = ProxyError::new(kind, Side::Upstream, Retry::Safe);
+                    if let Verdict::Ejected(length) =
+                        w.health.failure(ep.addr, upstream, Instant::now())
+                    {
+                        tracing::warn!(
+                            worker = w.id,
+                            upstream = %upstream.name,
+                            endpoint = %ep.addr,
+                            ejection = ?length,
+                            "endpoint ejected after consecutive connect failures"
+                        );
+                    }
+                    last = err;
                     tried.push(ep.addr);
-                    fresh_retry = false;
+                    used += 1;
                     continue;
                 }
             },
         };
-        fresh_retry = false;
-        // The head, then any body bytes we already hold, in one write.
+        // The head, then the body bytes we hold, in one write.
         c.out.truncate(head_base);
         if host_per_endpoint {
             c.out.extend_from_slice(b"Host: ");
@@ -147,18 +269,17 @@ pub(super) async fn forward(
         .await;
         c.out = out;
         if res.is_err() {
-            // A pooled connection the upstream closed: try again on a fresh one.
-            if conn.reused {
-                fresh_retry = true;
-                continue;
-            }
-            note_attempt(c, w, ep.addr, 502);
+            // Not all of the request reached the upstream (it closed or reset): nothing
+            // was processed, and what we hold can go to another endpoint.
             last = ProxyError::new(ErrorKind::UpstreamClosed, Side::Upstream, Retry::Safe);
+            note_attempt(c, w, ep.addr, last.status());
+            count_failure(&mut used, &mut stale_pass, &mut stale, &conn);
             tried.push(ep.addr);
+            fresh = true;
             continue;
         }
         if !body.complete {
-            if p.expect_continue && !body_sent {
+            if p.expect_continue && !continued {
                 let (res, _) = write_all(
                     &mut c.stream,
                     b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
@@ -168,6 +289,7 @@ pub(super) async fn forward(
                 if res.is_err() {
                     return Next::Close;
                 }
+                continued = true;
             }
             body_sent = true;
             let rest = if p.body == BodyKind::Chunked {
@@ -227,7 +349,9 @@ pub(super) async fn forward(
                     push_list(&mut c.record.upstream_status, &outcome.status.to_string());
                     c.record.upstream_time = upstream_started.elapsed().as_secs_f64();
                 }
-                if outcome.reuse_upstream {
+                // An endpoint that left the table since the pick gets no pooled
+                // connection back.
+                if outcome.reuse_upstream && w.table.still_sends_to(view, conn.addr) {
                     w.pool.put(conn, &settings.pool, Instant::now());
                 }
                 c.buf.drain(..body.end);
@@ -244,20 +368,21 @@ pub(super) async fn forward(
                 return Next::Close;
             }
             Err(Failure::BeforeHead(e)) => {
-                let replayable = body.complete && !body_sent;
-                if conn.reused
-                    && replayable
-                    && e.kind == ErrorKind::UpstreamClosed
-                    && (p.idempotent || p.body.is_empty())
-                {
-                    // The upstream closed an idle pooled connection as we reused it.
-                    fresh_retry = true;
-                    continue;
-                }
                 note_attempt(c, w, ep.addr, e.status());
-                let consumed = if body_sent { Some(0) } else { Some(body.end) };
-                return finish_with_status(c, w, p, e.status(), e.message(), started, consumed)
-                    .await;
+                last = e;
+                let again = !body_sent
+                    && match e.retry {
+                        Retry::Safe => true,
+                        Retry::IfIdempotent => p.idempotent,
+                        Retry::No => false,
+                    };
+                if !again {
+                    break;
+                }
+                // Closed or reset before any response byte: another endpoint, fresh.
+                count_failure(&mut used, &mut stale_pass, &mut stale, &conn);
+                tried.push(ep.addr);
+                fresh = true;
             }
         }
     }
@@ -267,6 +392,22 @@ pub(super) async fn forward(
         body.complete.then_some(body.end)
     };
     finish_with_status(c, w, p, last.status(), last.message(), started, consumed).await
+}
+
+/// Counts a failed attempt on `conn`, except the first failure of a reused pooled
+/// connection, whose endpoint may then be tried once more on a fresh connection.
+fn count_failure(
+    used: &mut usize,
+    stale_pass: &mut bool,
+    stale: &mut Option<SocketAddr>,
+    conn: &UpstreamConn,
+) {
+    if conn.reused && *stale_pass {
+        *stale_pass = false;
+        *stale = Some(conn.addr);
+    } else {
+        *used += 1;
+    }
 }
 
 /// How a response exchange ended.
@@ -304,7 +445,8 @@ async fn respond(
     loop {
         if !ub.is_empty() {
             // Parsed synchronously: the header array never lives in this future's state.
-            match response_head(&ub, p, &mut c.cout) {
+            let closing = p.client_close || w.draining.is_fired();
+            match response_head(&ub, p, closing, &mut c.cout) {
                 Err(e) => return Err(Failure::BeforeHead(e)),
                 Ok(None) => {}
                 Ok(Some(UpHead::Interim { len, forward })) => {
@@ -384,26 +526,23 @@ async fn respond(
         let (res, buf) = read_more(&mut conn.stream, ub, until).await;
         ub = buf;
         match res {
-            Ok(0) => {
-                w.give_buf(ub);
-                return Err(Failure::BeforeHead(ProxyError::new(
-                    ErrorKind::UpstreamClosed,
-                    Side::Upstream,
-                    Retry::IfIdempotent,
-                )));
-            }
-            Ok(_) => {}
-            Err(e) => {
-                let kind = if e.kind() == io::ErrorKind::TimedOut {
-                    ErrorKind::ResponseTimeout
-                } else {
-                    ErrorKind::UpstreamClosed
+            Ok(n) if n > 0 => {}
+            res => {
+                // Closed or reset before any response byte: an idempotent request may go
+                // to another endpoint. A timeout or a torn head is not retried (the
+                // upstream may be working on it).
+                let (kind, retry) = match res {
+                    Err(e) if e.kind() == io::ErrorKind::TimedOut => {
+                        (ErrorKind::ResponseTimeout, Retry::No)
+                    }
+                    _ if ub.is_empty() => (ErrorKind::UpstreamClosed, Retry::IfIdempotent),
+                    _ => (ErrorKind::UpstreamClosed, Retry::No),
                 };
                 w.give_buf(ub);
                 return Err(Failure::BeforeHead(ProxyError::new(
                     kind,
                     Side::Upstream,
-                    Retry::IfIdempotent,
+                    retry,
                 )));
             }
         }
@@ -430,10 +569,12 @@ struct FinalHead {
 }
 
 /// Parses the response head in `ub` and writes the client's head (or the interim
-/// head to forward) into `cout`. `Ok(None)`: incomplete.
+/// head to forward) into `cout`; `closing`: the client connection ends after this
+/// response. `Ok(None)`: incomplete.
 fn response_head(
     ub: &[u8],
     p: &Prepared<'_>,
+    closing: bool,
     cout: &mut Vec<u8>,
 ) -> Result<Option<UpHead>, ProxyError> {
     let mut hb = head::header_buf();
@@ -473,7 +614,7 @@ fn response_head(
         (BodyKind::Close, 1) => (ClientFraming::Chunked, Mode::Chunk),
         (BodyKind::Close, _) => (ClientFraming::Close, Mode::Pass),
     };
-    let keep_client = !p.client_close && client_framing != ClientFraming::Close;
+    let keep_client = !closing && client_framing != ClientFraming::Close;
     cout.clear();
     head::write_client_head(cout, &resp, &framing, client_framing, keep_client, p.minor);
     Ok(Some(UpHead::Final(FinalHead {

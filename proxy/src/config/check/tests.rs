@@ -64,6 +64,7 @@ fn seed_config_parses_into_the_expected_config() {
         }],
         access_log: AccessLogConfig::default(),
         http: HttpConfig::default(),
+        shutdown: ShutdownConfig::default(),
         spec: Spec {
             registries: Vec::new(),
             services: vec![ServiceSpec {
@@ -111,6 +112,9 @@ http:
   keepalive_timeout: 1m
   max_request_head_bytes: 8192
   max_headers: 50
+shutdown:
+  delay: 0s
+  timeout: 45s
 services:
   - name: s
     hosts: [API.Example.com, '*.example.org']
@@ -137,6 +141,12 @@ upstreams:
       max_idle: 0
       idle_timeout: 5s
       max_requests: 0
+    retry_body_bytes: 0
+    passive_health:
+      consecutive_failures: 5
+      base_ejection: 1s
+      max_ejection: 8s
+      max_ejected_percent: 30
 ",
     )
     .expect("valid config");
@@ -160,6 +170,13 @@ upstreams:
             max_headers: 50,
         }
     );
+    assert_eq!(
+        config.shutdown,
+        ShutdownConfig {
+            delay: Duration::ZERO,
+            timeout: Duration::from_secs(45),
+        }
+    );
     let service = &config.spec.services[0];
     assert_eq!(service.hosts, ["api.example.com", "*.example.org"]);
     assert_eq!(service.path_prefix, "/");
@@ -181,11 +198,18 @@ upstreams:
             response_header_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(3),
             retries: Some(0),
+            retry_body_bytes: 0,
             pass_host: PassHost::Rewrite("example.com:8443".into()),
             pool: PoolSettings {
                 max_idle_per_endpoint: 0,
                 idle_timeout: Duration::from_secs(5),
                 max_requests_per_connection: 0,
+            },
+            health: PassiveHealth {
+                consecutive_failures: 5,
+                base_ejection: Duration::from_secs(1),
+                max_ejection: Duration::from_secs(8),
+                max_ejected_percent: 30,
             },
         }
     );
