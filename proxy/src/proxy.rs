@@ -176,6 +176,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>, late: boo
         if c.buf.capacity() > IDLE_BUF_MAX && c.buf.len() < IDLE_BUF_MAX / 4 {
             c.buf.shrink_to(IDLE_BUF_MAX / 4);
         }
+        if c.out.capacity() > IDLE_BUF_MAX {
+            c.out = Vec::with_capacity(1024);
+        }
     }
 }
 
