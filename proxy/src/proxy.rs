@@ -60,10 +60,12 @@ pub struct Worker {
     /// Fired when a graceful stop begins: accept loops stop, idle connections close,
     /// busy ones close after their current response.
     pub draining: Signal,
-    /// Fired when the last client connection ends after `draining` fired.
+    /// Fired when, after `draining` fired, the last listener and connection closed.
     pub drained: Signal,
     /// Open client connections.
     connections: Cell<usize>,
+    /// Accept loops whose listener is still open.
+    listeners: Cell<usize>,
     /// Spare 64 KiB buffers for response streaming.
     bufs: RefCell<Vec<Vec<u8>>>,
 }
@@ -80,6 +82,7 @@ impl Worker {
             draining: Signal::default(),
             drained: Signal::default(),
             connections: Cell::new(0),
+            listeners: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
         }
     }
@@ -92,7 +95,22 @@ impl Worker {
     /// Starts a graceful stop (see [`Worker::draining`]).
     pub fn drain(&self) {
         self.draining.fire();
-        if self.connections.get() == 0 {
+        self.check_drained();
+    }
+
+    /// An accept loop started; it calls [`Worker::listener_closed`] when it ends.
+    pub fn listener_opened(&self) {
+        self.listeners.set(self.listeners.get() + 1);
+    }
+
+    pub fn listener_closed(&self) {
+        self.listeners.set(self.listeners.get() - 1);
+        self.check_drained();
+    }
+
+    /// Fires `drained` once a graceful stop has closed every listener and connection.
+    fn check_drained(&self) {
+        if self.draining.is_fired() && self.connections.get() == 0 && self.listeners.get() == 0 {
             self.drained.fire();
         }
     }
@@ -149,9 +167,7 @@ impl Drop for Open<'_> {
     fn drop(&mut self) {
         let w = self.0;
         w.connections.set(w.connections.get() - 1);
-        if w.connections.get() == 0 && w.draining.is_fired() {
-            w.drained.fire();
-        }
+        w.check_drained();
     }
 }
 

@@ -134,6 +134,7 @@ async fn run(
         // A second descriptor of the same socket, to accept what is queued at close.
         let queued = l.try_clone()?;
         let listener = TcpListener::from_std(l)?;
+        worker.listener_opened();
         monoio::spawn(accept_loop(listener, queued, worker.clone()));
     }
     monoio::spawn(sweep_loop(worker.clone()));
@@ -226,6 +227,7 @@ async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worke
     }
     drop(queued);
     tracing::debug!(worker = worker.id, taken, "listener closed");
+    worker.listener_closed();
 }
 
 async fn sweep_loop(worker: Rc<Worker>) {
