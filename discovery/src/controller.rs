@@ -124,7 +124,7 @@ impl Controller {
                     while let Ok(msg) = events.try_recv() {
                         self.handle(msg, &mut changed);
                     }
-                    if !changed.is_empty() {
+                    if !changed.is_empty() || self.status.needs_ready_snapshot() {
                         let started = Instant::now();
                         for name in &changed {
                             self.rebuild(name);

@@ -36,11 +36,20 @@ pub struct RegistryStatus {
 struct Inner {
     registries: BTreeMap<String, RegistryStatus>,
     published: SnapshotVersion,
+    /// The first version published since every enabled registry was synced: ready once
+    /// every worker has swapped it in. `None` while a registry is not synced.
+    ready_from: Option<SnapshotVersion>,
     /// Per worker: the last version it swapped in.
     applied: Vec<SnapshotVersion>,
     /// Acks counted per version until every worker has sent one.
     pending: HashMap<SnapshotVersion, (usize, Instant)>,
     propagation: VecDeque<Duration>,
+}
+
+impl Inner {
+    fn all_synced(&self) -> bool {
+        self.registries.values().all(|r| !r.enabled || r.synced)
+    }
 }
 
 /// Shared control-side status.
@@ -62,12 +71,17 @@ impl Status {
         self.inner.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Every enabled registry has finished its first list.
+    /// Every enabled registry has finished its first list, and every worker routes with
+    /// a table built from it (so no worker still answers "not synced").
     pub fn ready(&self) -> bool {
-        self.lock()
-            .registries
-            .values()
-            .all(|r| !r.enabled || r.synced)
+        let inner = self.lock();
+        if !inner.registries.values().any(|r| r.enabled) {
+            return true;
+        }
+        inner.all_synced()
+            && inner
+                .ready_from
+                .is_some_and(|v| inner.applied.iter().all(|a| *a >= v))
     }
 
     pub fn registries(&self) -> BTreeMap<String, RegistryStatus> {
@@ -86,8 +100,21 @@ impl Status {
         self.changed.notify_all();
     }
 
+    /// Every registry is synced but no snapshot was published since: one must be, so
+    /// that readiness has a version to wait for.
+    pub(crate) fn needs_ready_snapshot(&self) -> bool {
+        let inner = self.lock();
+        inner.ready_from.is_none() && inner.all_synced()
+    }
+
     pub(crate) fn published(&self, version: SnapshotVersion) {
-        self.lock().published = version;
+        let mut inner = self.lock();
+        inner.published = version;
+        if !inner.all_synced() {
+            inner.ready_from = None;
+        } else if inner.ready_from.is_none() {
+            inner.ready_from = Some(version);
+        }
     }
 
     /// The last version published.
@@ -187,5 +214,34 @@ mod tests {
         s.record_ack(ack(1, 4));
         assert!(s.wait_applied(SnapshotVersion(3), Duration::ZERO));
         assert_eq!(s.propagation_samples(), [Duration::from_millis(4)]);
+    }
+
+    #[test]
+    fn ready_waits_for_every_worker_to_apply_the_first_synced_table() {
+        let s = Status::new(2);
+        let registry = |synced| RegistryStatus {
+            enabled: true,
+            synced,
+            ..RegistryStatus::default()
+        };
+        s.set_registries([("k".to_owned(), registry(false))].into());
+        s.published(SnapshotVersion(1));
+        assert!(!s.ready());
+        s.update_registry("k", |r| r.synced = true);
+        assert!(!s.ready(), "synced, but no worker has the table yet");
+        assert!(s.needs_ready_snapshot());
+        s.published(SnapshotVersion(2));
+        let origin = Instant::now();
+        for worker in 0..2 {
+            assert!(!s.ready());
+            s.record_ack(Ack {
+                worker,
+                version: SnapshotVersion(2),
+                origin,
+                swapped: origin,
+            });
+        }
+        assert!(s.ready());
+        assert!(!s.needs_ready_snapshot());
     }
 }

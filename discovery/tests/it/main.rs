@@ -216,9 +216,10 @@ fn the_seed_service_is_discovered_through_its_service_port() {
         synced(s, "httpbin") && ready(s, "httpbin").len() == 3
     });
     assert_eq!(ready(&s, "httpbin"), THREE);
-    assert!(rig.discovery().status().ready());
-    // Every worker swapped in the view, and the latency was measured.
+    // Every worker swapped in the view (only then is the gateway ready), and the latency
+    // was measured.
     assert!(rig.discovery().wait_applied(s.version, WAIT));
+    assert!(rig.discovery().status().ready());
     assert!(!rig.discovery().status().propagation_samples().is_empty());
     // By port name too.
     drop(rig);
@@ -440,6 +441,7 @@ fn two_registries_run_at_once_and_a_disabled_one_answers_unavailable() {
         s.upstream("uoff").unwrap().status,
         UpstreamStatus::RegistryDisabled { .. }
     ));
+    assert!(rig.discovery().wait_applied(s.version, WAIT));
     assert!(
         rig.discovery().status().ready(),
         "a disabled registry does not hold readiness back"
