@@ -1,4 +1,5 @@
-//! The real `strait` binary as a child process: spawn it, wait for a line it prints, signal it, wait for
+//! The real `strait` binary as a child process (a gateway for the process tests, echo
+//! pods for the rolling update): spawn it, wait for a line it prints, signal it, wait for
 //! its exit.
 //!
 //! Runs on: the test thread, plus one thread per child reading its stdout. A child is
@@ -81,6 +82,12 @@ impl ChildProcess {
     pub(crate) fn wait_exit(&mut self) -> ExitStatus {
         let child = &mut self.child;
         eventually("the child to exit", || child.try_wait().unwrap())
+    }
+
+    /// SIGKILLs the child and reaps it.
+    pub(crate) fn kill(&mut self) -> ExitStatus {
+        self.child.kill().unwrap();
+        self.child.wait().unwrap()
     }
 }
 
