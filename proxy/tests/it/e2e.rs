@@ -9,36 +9,10 @@ use std::net::SocketAddr;
 use strait::demo::EchoServer;
 use strait_fake_apiserver::{FakeApiServer, Kind, Options};
 
+use crate::support::kube::{seed_config, service, slice};
 use crate::support::{eventually, get, Client, Harness};
 
 const HTTPBIN: &str = include_str!("../../../discovery/fake-apiserver/tests/fixtures/httpbin.yaml");
-
-/// The seed's configuration, pointed at `api`.
-fn seed_config(api: &FakeApiServer, enabled: bool) -> String {
-    format!(
-        "registries:
-  - name: my-k8s-cluster
-    server: {url}
-    token: {token}
-    namespaces: ^apisix$
-    enabled: {enabled}
-upstreams:
-  - name: httpbin
-    discovery: {{registry: my-k8s-cluster, namespace: apisix, service: httpbin, port: 80}}
-services:
-  - name: sd-app
-    hosts: [sd.httpbin.org]
-    path_prefix: /v1
-    upstream: httpbin
-    routes:
-      - name: anything
-        path: /anything
-        strip_prefix: true
-",
-        url = api.url(),
-        token = api.token(),
-    )
-}
 
 /// Pods on `ips`, all on one port (an EndpointSlice has one port list): the first picks
 /// a free port, the others take the same one on their own address.
@@ -50,24 +24,6 @@ fn pods(ips: &[&str]) -> Vec<EchoServer> {
         pods.push(EchoServer::start(SocketAddr::new(ip.parse().unwrap(), port)).unwrap());
     }
     pods
-}
-
-/// An EndpointSlice of Service `httpbin` in `apisix` with `(ip, ready, serving,
-/// terminating)` endpoints on `port`.
-fn slice(port: u16, eps: &[(&str, bool, bool, bool)]) -> String {
-    let mut y = format!(
-        "apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: httpbin-abc12\n  namespace: apisix\n  labels:\n    kubernetes.io/service-name: httpbin\naddressType: IPv4\nports:\n- {{name: http, port: {port}, protocol: TCP}}\nendpoints:\n"
-    );
-    for (ip, r, s, t) in eps {
-        y.push_str(&format!(
-            "- addresses: [{ip}]\n  conditions: {{ready: {r}, serving: {s}, terminating: {t}}}\n"
-        ));
-    }
-    y
-}
-
-fn service(port: u16) -> String {
-    format!("apiVersion: v1\nkind: Service\nmetadata: {{name: httpbin, namespace: apisix}}\nspec:\n  ports:\n  - {{name: http, port: 80, targetPort: {port}}}\n")
 }
 
 /// The backend that answered `GET /v1/anything`, on a new connection.

@@ -9,6 +9,8 @@
 //!   workers.
 //! - [`e2e`]: Kubernetes discovery end to end: the fake API server, the real kube
 //!   watcher, the gateway and echo pods on 127.0.0.x.
+//! - [`rolling`]: a rolling update of echo pod processes under load, through the fake
+//!   API server and the gateway: no request fails.
 //! - [`process`]: `strait check` and `strait run` as a child process, 1 GiB both ways.
 
 // Test code: an unwrap is an assertion. clippy.toml's `allow-unwrap-in-tests` covers
@@ -20,6 +22,7 @@
 mod e2e;
 mod forwarding;
 mod process;
+mod rolling;
 mod routing;
 mod support;
 mod upstream;

@@ -4,20 +4,17 @@
 //!
 //! The child is killed by a drop guard, so a failing test leaves no process behind.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::process::{Child, Command, Output, Stdio};
+use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
 use strait::demo::pattern_matches;
 
+use crate::support::child::{signal, strait, ChildProcess};
 use crate::support::{driver_line, echo, get, Client, Framing, SETTLE};
-
-fn strait() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_strait"))
-}
 
 /// Writes `text` to a file of its own under cargo's temporary directory for tests.
 fn temp_file(name: &str, text: &str) -> PathBuf {
@@ -43,28 +40,8 @@ fn run_to_end(args: &[&str]) -> Output {
     match rx.recv_timeout(SETTLE) {
         Ok(out) => out.unwrap(),
         Err(_) => {
-            let _ = Command::new("kill")
-                .args(["-KILL", &pid.to_string()])
-                .status();
+            let _ = signal(pid, "KILL");
             panic!("strait {args:?} did not finish in {SETTLE:?}");
-        }
-    }
-}
-
-/// Kills and reaps the child on drop.
-struct ChildGuard(Option<Child>);
-
-impl ChildGuard {
-    fn pid(&self) -> u32 {
-        self.0.as_ref().unwrap().id()
-    }
-}
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        if let Some(mut child) = self.0.take() {
-            let _ = child.kill();
-            let _ = child.wait();
         }
     }
 }
@@ -142,42 +119,22 @@ fn check_of_a_missing_file_fails() {
 
 /// A running `strait run` child and the address it listens on.
 struct Running {
-    child: ChildGuard,
+    child: ChildProcess,
     addr: SocketAddr,
 }
 
 /// Starts `strait run --config FILE --workers 1` and waits for its "listening" line.
 fn start(name: &str, yaml: &str) -> Running {
     let path = temp_file(name, &format!("{}{yaml}", driver_line()));
-    let mut child = strait()
-        .args(["run", "--config", path.to_str().unwrap(), "--workers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let child = ChildGuard(Some(child));
-    let (tx, rx) = mpsc::channel();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
-            let Ok(line) = line else { break };
-            if tx.send(line).is_err() {
-                break;
-            }
-        }
-    });
-    let deadline = Instant::now() + SETTLE;
-    loop {
-        let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
-            .recv_timeout(left)
-            .expect("strait run prints its listening address");
-        // "strait listening on 127.0.0.1:PORT (http), …"
-        if let Some(rest) = line.strip_prefix("strait listening on ") {
-            let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return Running { child, addr };
-        }
-    }
+    let child = ChildProcess::spawn(
+        strait()
+            .args(["run", "--config", path.to_str().unwrap(), "--workers", "1"])
+            .stderr(Stdio::null()),
+    );
+    // "strait listening on 127.0.0.1:PORT (http), …"
+    let rest = child.line_after("strait listening on ");
+    let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    Running { child, addr }
 }
 
 #[test]
@@ -208,13 +165,8 @@ fn run_stops_cleanly_on_sigterm() {
             .status,
         200
     );
-    let status = Command::new("kill")
-        .args(["-TERM", &run.child.pid().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let child = run.child.0.as_mut().unwrap();
-    let exit = crate::support::eventually("strait to exit", || child.try_wait().unwrap());
+    run.child.signal("TERM");
+    let exit = run.child.wait_exit();
     assert!(exit.success(), "{exit:?}");
 }
 

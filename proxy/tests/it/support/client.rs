@@ -2,10 +2,13 @@
 //! raw bytes: the caller writes request bytes as they are, and reads responses framed by
 //! `Content-Length`, chunked encoding or the close, exactly as they arrive.
 //!
-//! Runs on: the test thread (and upload helper threads). Every read and write has a
+//! Runs on: the test thread (and upload and load threads). Every read and write has a
 //! socket timeout ([`IO_TIMEOUT`]), so a hang fails the test instead of blocking it.
+//!
+//! Each step has a `try_` form returning an `io::Result` (for the load generator, which
+//! records failures instead of failing the test) and a form that fails the test.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
 use std::time::Duration;
 
@@ -101,14 +104,17 @@ pub(crate) struct Client {
 impl Client {
     /// Connects to `addr`; timeouts on every read and write.
     pub(crate) fn connect(addr: SocketAddr) -> Client {
-        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)
-            .unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
-        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
-        stream.set_nodelay(true).unwrap();
-        Client {
+        Client::try_connect(addr).unwrap_or_else(|e| panic!("connect to {addr}: {e}"))
+    }
+
+    pub(crate) fn try_connect(addr: SocketAddr) -> io::Result<Client> {
+        let stream = TcpStream::connect_timeout(&addr, IO_TIMEOUT)?;
+        stream.set_read_timeout(Some(IO_TIMEOUT))?;
+        stream.set_write_timeout(Some(IO_TIMEOUT))?;
+        stream.set_nodelay(true)?;
+        Ok(Client {
             reader: BufReader::with_capacity(64 * 1024, stream),
-        }
+        })
     }
 
     /// The local (client) address: tells two connections apart.
@@ -124,10 +130,12 @@ impl Client {
 
     /// Writes raw bytes.
     pub(crate) fn send(&mut self, bytes: &[u8]) {
-        self.reader
-            .get_mut()
-            .write_all(bytes)
+        self.try_send(bytes)
             .unwrap_or_else(|e| panic!("write to the proxy: {e}"));
+    }
+
+    pub(crate) fn try_send(&mut self, bytes: &[u8]) -> io::Result<()> {
+        self.reader.get_mut().write_all(bytes)
     }
 
     /// Sends a raw request and reads its final response (the body is skipped when the
@@ -139,50 +147,61 @@ impl Client {
 
     /// Reads the next final response, collecting interim 1xx ones in `interim`.
     pub(crate) fn response(&mut self, head_request: bool) -> Response {
+        self.try_response(head_request)
+            .unwrap_or_else(|e| panic!("read a response: {e}"))
+    }
+
+    pub(crate) fn try_response(&mut self, head_request: bool) -> io::Result<Response> {
         let mut interim = Vec::new();
         loop {
-            let mut resp = self.read_head();
+            let mut resp = self.try_read_head()?;
             if (100..200).contains(&resp.status) && resp.status != 101 {
                 interim.push(resp.status);
                 continue;
             }
             let mut body = Vec::new();
-            self.read_body(&mut resp, head_request, |piece| {
+            self.try_read_body(&mut resp, head_request, |piece| {
                 body.extend_from_slice(piece)
-            });
+            })?;
             resp.body = body;
             resp.interim = interim;
-            return resp;
+            return Ok(resp);
         }
     }
 
     /// Reads a response head (status line and header fields); the body is left unread.
     pub(crate) fn read_head(&mut self) -> Response {
-        let status_line = self.line();
+        self.try_read_head()
+            .unwrap_or_else(|e| panic!("read a response head: {e}"))
+    }
+
+    pub(crate) fn try_read_head(&mut self) -> io::Result<Response> {
+        let status_line = self.line()?;
+        let bad_status = || malformed(format!("bad status line {status_line:?}"));
         let mut parts = status_line.splitn(3, ' ');
         let version = parts.next().unwrap_or_default();
         let minor = match version {
             "HTTP/1.1" => 1,
             "HTTP/1.0" => 0,
-            _ => panic!("bad status line {status_line:?}"),
+            _ => return Err(bad_status()),
         };
         let status = parts
             .next()
             .and_then(|s| s.parse().ok())
-            .unwrap_or_else(|| panic!("bad status line {status_line:?}"));
+            .ok_or_else(bad_status)?;
         let reason = parts.next().unwrap_or_default().to_owned();
         let mut headers = Vec::new();
         loop {
-            let line = self.line();
+            let line = self.line()?;
             if line.is_empty() {
                 break;
             }
             let (name, value) = line
                 .split_once(':')
-                .unwrap_or_else(|| panic!("bad header line {line:?}"));
+                .ok_or_else(|| malformed(format!("bad header line {line:?}")))?;
             headers.push((name.to_owned(), value.trim().to_owned()));
         }
-        Response {
+        Ok(Response {
             minor,
             status,
             reason,
@@ -190,7 +209,7 @@ impl Client {
             body: Vec::new(),
             framing: Framing::None,
             interim: Vec::new(),
-        }
+        })
     }
 
     /// Reads the body of `resp` (whose head was just read), handing it to `sink` piece by
@@ -199,8 +218,18 @@ impl Client {
         &mut self,
         resp: &mut Response,
         head_request: bool,
-        mut sink: impl FnMut(&[u8]),
+        sink: impl FnMut(&[u8]),
     ) {
+        self.try_read_body(resp, head_request, sink)
+            .unwrap_or_else(|e| panic!("read a response body: {e}"));
+    }
+
+    pub(crate) fn try_read_body(
+        &mut self,
+        resp: &mut Response,
+        head_request: bool,
+        mut sink: impl FnMut(&[u8]),
+    ) -> io::Result<()> {
         let chunked = resp
             .header_all("transfer-encoding")
             .iter()
@@ -213,31 +242,30 @@ impl Client {
         } else if chunked {
             let mut sizes = Vec::new();
             loop {
-                let line = self.line();
+                let line = self.line()?;
                 let size = line.split(';').next().unwrap_or_default().trim();
                 let size = usize::from_str_radix(size, 16)
-                    .unwrap_or_else(|_| panic!("bad chunk-size line {line:?}"));
+                    .map_err(|_| malformed(format!("bad chunk-size line {line:?}")))?;
                 if size == 0 {
-                    while !self.line().is_empty() {} // trailers
+                    while !self.line()?.is_empty() {} // trailers
                     break;
                 }
-                self.read_exact_into(size as u64, &mut sink);
-                assert_eq!(self.line(), "", "a chunk must end with CRLF");
+                self.read_exact_into(size as u64, &mut sink)?;
+                if !self.line()?.is_empty() {
+                    return Err(malformed("a chunk must end with CRLF".into()));
+                }
                 sizes.push(size);
             }
             Framing::Chunked(sizes)
         } else if let Some(len) = resp.header("content-length") {
             let len: u64 = len
                 .parse()
-                .unwrap_or_else(|_| panic!("bad Content-Length {len:?}"));
-            self.read_exact_into(len, &mut sink);
+                .map_err(|_| malformed(format!("bad Content-Length {len:?}")))?;
+            self.read_exact_into(len, &mut sink)?;
             Framing::Length(len)
         } else {
             loop {
-                let buf = self
-                    .reader
-                    .fill_buf()
-                    .unwrap_or_else(|e| panic!("read a close-delimited body: {e}"));
+                let buf = self.reader.fill_buf()?;
                 if buf.is_empty() {
                     break;
                 }
@@ -247,36 +275,40 @@ impl Client {
             }
             Framing::Close
         };
+        Ok(())
     }
 
-    fn read_exact_into(&mut self, mut n: u64, sink: &mut impl FnMut(&[u8])) {
+    fn read_exact_into(&mut self, mut n: u64, sink: &mut impl FnMut(&[u8])) -> io::Result<()> {
         while n > 0 {
-            let buf = self
-                .reader
-                .fill_buf()
-                .unwrap_or_else(|e| panic!("read a body ({n} bytes to go): {e}"));
-            assert!(
-                !buf.is_empty(),
-                "connection closed with {n} body bytes to go"
-            );
+            let buf = self.reader.fill_buf()?;
+            if buf.is_empty() {
+                return Err(io::Error::new(
+                    io::ErrorKind::UnexpectedEof,
+                    format!("connection closed with {n} body bytes to go"),
+                ));
+            }
             let take = buf.len().min(usize::try_from(n).unwrap_or(usize::MAX));
             sink(&buf[..take]);
             self.reader.consume(take);
             n -= take as u64;
         }
+        Ok(())
     }
 
     /// Reads one CRLF-terminated line, without the CRLF.
-    pub(crate) fn line(&mut self) -> String {
+    fn line(&mut self) -> io::Result<String> {
         let mut line = Vec::new();
-        let n = self
-            .reader
-            .read_until(b'\n', &mut line)
-            .unwrap_or_else(|e| panic!("read a line: {e}"));
-        assert!(n > 0, "connection closed while a line was expected");
-        assert!(line.ends_with(b"\r\n"), "line without CRLF: {line:?}");
+        if self.reader.read_until(b'\n', &mut line)? == 0 {
+            return Err(io::Error::new(
+                io::ErrorKind::UnexpectedEof,
+                "connection closed while a line was expected",
+            ));
+        }
+        if !line.ends_with(b"\r\n") {
+            return Err(malformed(format!("line without CRLF: {line:?}")));
+        }
         line.truncate(line.len() - 2);
-        String::from_utf8(line).expect("a head line is UTF-8")
+        String::from_utf8(line).map_err(|_| malformed("a head line is not UTF-8".into()))
     }
 
     /// True when the server closes (or resets) the connection without sending another
@@ -304,6 +336,11 @@ impl Client {
         }
         rest
     }
+}
+
+/// A response that breaks HTTP/1.1 framing.
+fn malformed(what: String) -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidData, what)
 }
 
 /// A GET request for `path` on `host`, HTTP/1.1.

@@ -1,12 +1,19 @@
 //! The harness shared by every test module: an in-process gateway in front of echo
 //! backends ([`harness`]), a raw HTTP/1.1 client ([`client`]), hand-written misbehaving
 //! backends ([`raw`]) and [`eventually`] for conditions that settle asynchronously.
+//! For the end-to-end tests: `strait` child processes ([`child`]), echo pod processes
+//! ([`pod`]), the seed's discovery config and Kubernetes objects ([`kube`]) and a load
+//! generator ([`load`]).
 //!
 //! Runs on: the test threads. Real sockets on 127.0.0.x, timeouts on every socket,
 //! deadlines instead of sleeps.
 
+pub(crate) mod child;
 pub(crate) mod client;
 pub(crate) mod harness;
+pub(crate) mod kube;
+pub(crate) mod load;
+pub(crate) mod pod;
 pub(crate) mod raw;
 
 use std::time::{Duration, Instant};
