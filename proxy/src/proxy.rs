@@ -266,8 +266,11 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool, late: bool) -> Next {
             if w.draining.is_fired() {
                 return Next::Close;
             }
+            // Pinned here so that select! moves a pointer, not the read's state.
+            let read = std::pin::pin!(read_more(&mut c.stream, std::mem::take(&mut c.buf), until));
             monoio::select! {
-                r = read_more(&mut c.stream, std::mem::take(&mut c.buf), until) => r,
+                biased;
+                r = read => r,
                 _ = w.draining.wait() => return Next::Close,
             }
         } else {
