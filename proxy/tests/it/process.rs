@@ -15,12 +15,12 @@ use strait::demo::pattern_matches;
 
 use crate::support::{driver_line, echo, get, Client, Framing, SETTLE};
 
-fn strait() -> Command {
+pub(crate) fn strait() -> Command {
     Command::new(env!("CARGO_BIN_EXE_strait"))
 }
 
 /// Writes `text` to a file of its own under cargo's temporary directory for tests.
-fn temp_file(name: &str, text: &str) -> PathBuf {
+pub(crate) fn temp_file(name: &str, text: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("it-{}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
@@ -52,10 +52,10 @@ fn run_to_end(args: &[&str]) -> Output {
 }
 
 /// Kills and reaps the child on drop.
-struct ChildGuard(Option<Child>);
+pub(crate) struct ChildGuard(pub(crate) Option<Child>);
 
 impl ChildGuard {
-    fn pid(&self) -> u32 {
+    pub(crate) fn pid(&self) -> u32 {
         self.0.as_ref().unwrap().id()
     }
 }
@@ -141,41 +141,56 @@ fn check_of_a_missing_file_fails() {
 }
 
 /// A running `strait run` child and the address it listens on.
-struct Running {
-    child: ChildGuard,
-    addr: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) child: ChildGuard,
+    pub(crate) addr: SocketAddr,
+    /// The child's stderr (its log), line by line.
+    pub(crate) log: mpsc::Receiver<String>,
 }
 
 /// Starts `strait run --config FILE --workers 1` and waits for its "listening" line.
 fn start(name: &str, yaml: &str) -> Running {
-    let path = temp_file(name, &format!("{}{yaml}", driver_line()));
-    let mut child = strait()
-        .args(["run", "--config", path.to_str().unwrap(), "--workers", "1"])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let stdout = child.stdout.take().unwrap();
-    let child = ChildGuard(Some(child));
+    start_with_workers(name, yaml, 1)
+}
+
+/// Sends each line of `from` to the returned channel, on a thread of its own, until the
+/// pipe closes or the receiver is dropped.
+fn lines(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
     let (tx, rx) = mpsc::channel();
     std::thread::spawn(move || {
-        for line in BufReader::new(stdout).lines() {
+        for line in BufReader::new(from).lines() {
             let Ok(line) = line else { break };
             if tx.send(line).is_err() {
                 break;
             }
         }
     });
+    rx
+}
+
+/// Starts `strait run --config FILE --workers N` and waits for its "listening" line.
+pub(crate) fn start_with_workers(name: &str, yaml: &str, workers: usize) -> Running {
+    let path = temp_file(name, &format!("{}{yaml}", driver_line()));
+    let mut child = strait()
+        .args(["run", "--config", path.to_str().unwrap()])
+        .args(["--workers", &workers.to_string()])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = lines(child.stdout.take().unwrap());
+    let log = lines(child.stderr.take().unwrap());
+    let child = ChildGuard(Some(child));
     let deadline = Instant::now() + SETTLE;
     loop {
         let left = deadline.saturating_duration_since(Instant::now());
-        let line = rx
+        let line = stdout
             .recv_timeout(left)
             .expect("strait run prints its listening address");
         // "strait listening on 127.0.0.1:PORT (http), …"
         if let Some(rest) = line.strip_prefix("strait listening on ") {
             let addr = rest.split_whitespace().next().unwrap().parse().unwrap();
-            return Running { child, addr };
+            return Running { child, addr, log };
         }
     }
 }
