@@ -60,10 +60,15 @@ pub struct Worker {
     /// Fired when a graceful stop begins: accept loops stop, idle connections close,
     /// busy ones close after their current response.
     pub draining: Signal,
-    /// Fired when the last client connection ends after `draining` fired.
+    /// Fired once `draining` fired, every listener is closed and the last client
+    /// connection (those taken from the listeners' queues included) has ended.
     pub drained: Signal,
-    /// Open client connections.
+    /// Open client connections, counted from their accept (see [`Open`]).
     connections: Cell<usize>,
+    /// Listeners still open. The worker must not exit before its accept loops closed
+    /// them: a listening socket left open stays in the SO_REUSEPORT group, and the
+    /// kernel keeps queueing connections on it that nobody will accept.
+    listeners: Cell<usize>,
     /// Spare 64 KiB buffers for response streaming.
     bufs: RefCell<Vec<Vec<u8>>>,
 }
@@ -80,6 +85,7 @@ impl Worker {
             draining: Signal::default(),
             drained: Signal::default(),
             connections: Cell::new(0),
+            listeners: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
         }
     }
@@ -92,7 +98,24 @@ impl Worker {
     /// Starts a graceful stop (see [`Worker::draining`]).
     pub fn drain(&self) {
         self.draining.fire();
-        if self.connections.get() == 0 {
+        self.check_drained();
+    }
+
+    /// Counts a listener its accept loop now owns (before the loop is spawned).
+    pub fn listener_opened(&self) {
+        self.listeners.set(self.listeners.get() + 1);
+    }
+
+    /// Counts a listener closed by its accept loop, after the connections it took from
+    /// the queue were counted (their [`Open`] guards exist).
+    pub fn listener_closed(&self) {
+        self.listeners.set(self.listeners.get() - 1);
+        self.check_drained();
+    }
+
+    /// Fires `drained` when a graceful stop has nothing left to wait for.
+    fn check_drained(&self) {
+        if self.draining.is_fired() && self.listeners.get() == 0 && self.connections.get() == 0 {
             self.drained.fire();
         }
     }
@@ -135,31 +158,32 @@ enum Next {
     Close,
 }
 
-/// Counts a client connection open for as long as it lives.
-struct Open<'w>(&'w Worker);
+/// Counts a client connection open from its accept for as long as it lives. Made by the
+/// accept loop before it spawns the connection's task, so that a connection whose task
+/// has not run yet still keeps a draining worker alive.
+#[derive(Debug)]
+pub struct Open(Rc<Worker>);
 
-impl<'w> Open<'w> {
-    fn new(w: &'w Worker) -> Open<'w> {
+impl Open {
+    pub fn new(w: Rc<Worker>) -> Open {
         w.connections.set(w.connections.get() + 1);
         Open(w)
     }
 }
 
-impl Drop for Open<'_> {
+impl Drop for Open {
     fn drop(&mut self) {
-        let w = self.0;
+        let w = &self.0;
         w.connections.set(w.connections.get() - 1);
-        if w.connections.get() == 0 && w.draining.is_fired() {
-            w.drained.fire();
-        }
+        w.check_drained();
     }
 }
 
 /// Serves one client connection until it closes, errs or times out. `late`: accepted
 /// after a graceful stop began (from the listener's queue), so its first request is
 /// still read and answered.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>, late: bool) {
-    let _open = Open::new(&w);
+pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open, late: bool) {
+    let w = open.0.clone();
     let _ = stream.set_nodelay(true);
     let mut c = Client {
         stream,

@@ -9,7 +9,8 @@
 //! Graceful stop ([`Update::Drain`]): the accept loops stop, accept what the kernel
 //! already queued (so closing the listener resets no connection that was let in),
 //! and close the listener; idle client connections close; busy ones close after their
-//! current response; the thread exits when none is left or at the deadline.
+//! current response; the thread exits when every listener is closed and no connection
+//! is left, or at the deadline.
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -25,7 +26,7 @@ use strait_discovery::{Subscriber, Update};
 
 use crate::access_log::AccessLog;
 use crate::config::{Driver, HttpConfig};
-use crate::proxy::{self, Worker};
+use crate::proxy::{self, Open, Worker};
 use crate::upstream::Table;
 
 pub mod signal;
@@ -134,6 +135,7 @@ async fn run(
         // A second descriptor of the same socket, to accept what is queued at close.
         let queued = l.try_clone()?;
         let listener = TcpListener::from_std(l)?;
+        worker.listener_opened();
         monoio::spawn(accept_loop(listener, queued, worker.clone()));
     }
     monoio::spawn(sweep_loop(worker.clone()));
@@ -202,7 +204,8 @@ async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worke
         };
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(proxy::serve(stream, peer, worker.clone(), false));
+                let open = Open::new(worker.clone());
+                monoio::spawn(proxy::serve(stream, peer, open, false));
             }
             Err(e) => {
                 // Out of descriptors or similar: back off briefly instead of spinning.
@@ -220,12 +223,14 @@ async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worke
             .set_nonblocking(true)
             .and_then(|()| monoio::net::TcpStream::from_std(stream));
         if let Ok(stream) = stream {
-            monoio::spawn(proxy::serve(stream, peer, worker.clone(), true));
+            let open = Open::new(worker.clone());
+            monoio::spawn(proxy::serve(stream, peer, open, true));
             taken += 1;
         }
     }
     drop(queued);
     tracing::debug!(worker = worker.id, taken, "listener closed");
+    worker.listener_closed();
 }
 
 async fn sweep_loop(worker: Rc<Worker>) {
