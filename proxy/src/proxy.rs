@@ -179,10 +179,10 @@ impl Drop for Open {
     }
 }
 
-/// Serves one client connection until it closes, errs or times out. `late`: accepted
-/// after a graceful stop began (from the listener's queue), so its first request is
-/// still read and answered.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open, late: bool) {
+/// Serves one client connection until it closes, errs or times out. Its first request
+/// is read and answered even during a graceful stop (it was let in: accepted before the
+/// stop, or taken from the listener's queue); later ones are not waited for.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
     let w = open.0.clone();
     let _ = stream.set_nodelay(true);
     let mut c = Client {
@@ -194,7 +194,7 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open, late: bool) 
         record: Record::default(),
     };
     let mut first = true;
-    while exchange(&mut c, &w, first, late).await == Next::KeepAlive {
+    while exchange(&mut c, &w, first).await == Next::KeepAlive {
         first = false;
         // A body held for replay may have grown the buffer; idle connections stay small.
         if c.buf.capacity() > IDLE_BUF_MAX && c.buf.len() < IDLE_BUF_MAX / 4 {
@@ -228,7 +228,7 @@ enum Action<'v> {
     },
 }
 
-async fn exchange(c: &mut Client, w: &Worker, first: bool, late: bool) -> Next {
+async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
     let limit = w.http.max_headers.min(head::MAX_HEADERS);
     // Idle keep-alive wait for the first byte; from the first byte on, the header timeout.
     let mut deadline: Option<Instant> = None;
@@ -266,8 +266,10 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool, late: bool) -> Next {
             let grow = c.buf.capacity().max(4096);
             c.buf.reserve(grow);
         }
-        let (res, buf) = if c.buf.is_empty() && !(first && late) {
-            // Idle: no byte of a request yet. A graceful stop closes the connection.
+        let (res, buf) = if c.buf.is_empty() && !first {
+            // Idle between requests. A graceful stop closes the connection. (A new
+            // connection waits for its first request instead: closing it unanswered
+            // would fail a request its client may have sent already.)
             if w.draining.is_fired() {
                 return Next::Close;
             }

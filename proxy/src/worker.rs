@@ -205,7 +205,7 @@ async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worke
         match accepted {
             Ok((stream, peer)) => {
                 let open = Open::new(worker.clone());
-                monoio::spawn(proxy::serve(stream, peer, open, false));
+                monoio::spawn(proxy::serve(stream, peer, open));
             }
             Err(e) => {
                 // Out of descriptors or similar: back off briefly instead of spinning.
@@ -224,7 +224,7 @@ async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worke
             .and_then(|()| monoio::net::TcpStream::from_std(stream));
         if let Ok(stream) = stream {
             let open = Open::new(worker.clone());
-            monoio::spawn(proxy::serve(stream, peer, open, true));
+            monoio::spawn(proxy::serve(stream, peer, open));
             taken += 1;
         }
     }

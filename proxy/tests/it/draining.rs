@@ -571,6 +571,33 @@ upstreams:
 }
 
 #[test]
+fn a_connection_accepted_before_the_stop_gets_its_first_request_answered() {
+    let backend = echo("127.0.6.29");
+    let mut h = Harness::with_addrs(
+        "
+listeners:
+  - {name: http, address: '127.0.6.30:0'}
+shutdown: {delay: 0s, timeout: 20s}
+services:
+  - {name: s, upstream: a}
+upstreams:
+  - {name: a, nodes: [{address: '{b0}'}]}
+",
+        &[backend.addr()],
+    );
+    // Connected (and accepted) before the stop; the request comes after the listener
+    // closed.
+    let mut early = h.client();
+    h.gateway().begin_shutdown();
+    wait_refused(h.addr);
+    let resp = early.request(&get("fr.test", "/anything"));
+    assert_eq!(resp.status, 200);
+    assert!(resp.connection_has("close"), "{:?}", resp.headers);
+    assert!(early.closed());
+    assert!(h.gateway_ref().wait_stopped(SETTLE));
+}
+
+#[test]
 fn a_request_outliving_the_shutdown_timeout_is_cut_when_the_timeout_passes() {
     let backend = echo("127.0.6.27");
     let mut h = Harness::with_addrs(
