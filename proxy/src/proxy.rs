@@ -63,6 +63,10 @@ pub struct Worker {
     /// Fired once `draining` fired, every listener is closed and the last client
     /// connection (those taken from the listeners' queues included) has ended.
     pub drained: Signal,
+    /// Fired when a graceful stop's timeout passes: every connection still open drops
+    /// its sockets at once. (A worker that returned with tasks still parked would leave
+    /// them, and their sockets, open: the runtime does not drop them.)
+    pub stop: Signal,
     /// Open client connections, counted from their accept (see [`Open`]).
     connections: Cell<usize>,
     /// Listeners still open. The worker must not exit before its accept loops closed
@@ -84,6 +88,7 @@ impl Worker {
             access,
             draining: Signal::default(),
             drained: Signal::default(),
+            stop: Signal::default(),
             connections: Cell::new(0),
             listeners: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
@@ -179,9 +184,10 @@ impl Drop for Open {
     }
 }
 
-/// Serves one client connection until it closes, errs or times out. Its first request
-/// is read and answered even during a graceful stop (it was let in: accepted before the
-/// stop, or taken from the listener's queue); later ones are not waited for.
+/// Serves one client connection until it closes, errs or times out, or the worker stops
+/// (then it is dropped where it stands, closing its sockets). Its first request is read
+/// and answered even during a graceful stop (it was let in: accepted before the stop,
+/// or taken from the listener's queue); later ones are not waited for.
 pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
     let w = open.0.clone();
     let _ = stream.set_nodelay(true);
@@ -193,8 +199,16 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
         cout: Vec::with_capacity(1024),
         record: Record::default(),
     };
+    monoio::select! {
+        () = exchanges(&mut c, &w) => {}
+        () = w.stop.wait() => {}
+    }
+}
+
+/// The exchanges of one client connection, one after another while it is kept alive.
+async fn exchanges(c: &mut Client, w: &Worker) {
     let mut first = true;
-    while exchange(&mut c, &w, first).await == Next::KeepAlive {
+    while exchange(c, w, first).await == Next::KeepAlive {
         first = false;
         // A body held for replay may have grown the buffer; idle connections stay small.
         if c.buf.capacity() > IDLE_BUF_MAX && c.buf.len() < IDLE_BUF_MAX / 4 {

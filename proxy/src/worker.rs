@@ -10,7 +10,7 @@
 //! already queued (so closing the listener resets no connection that was let in),
 //! and close the listener; idle client connections close; busy ones close after their
 //! current response; the thread exits when every listener is closed and no connection
-//! is left, or at the deadline.
+//! is left, or at the deadline, after dropping the connections still open.
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -33,6 +33,8 @@ pub mod signal;
 
 /// How often idle pooled connections are checked for expiry and peer close.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
+/// How long the connections still open at a graceful stop's timeout get to close.
+const STOP_GRACE: Duration = Duration::from_secs(1);
 
 /// Everything one worker thread starts from.
 #[derive(Debug)]
@@ -160,6 +162,10 @@ async fn run(
                         connections = worker.connections(),
                         "shutdown timeout: closing the connections still open"
                     );
+                    // Each connection task wakes, drops its sockets and ends; give them
+                    // the turn they need (bounded, in case one is stuck).
+                    worker.stop.fire();
+                    let _ = monoio::time::timeout(STOP_GRACE, worker.drained.wait()).await;
                     return Ok(());
                 }
             },
