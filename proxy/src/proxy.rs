@@ -60,11 +60,18 @@ pub struct Worker {
     /// Fired when a graceful stop begins: accept loops stop, idle connections close,
     /// busy ones close after their current response.
     pub draining: Signal,
-    /// Fired when, after `draining` fired, the last listener and connection closed.
+    /// Fired once `draining` fired, every listener is closed and the last client
+    /// connection (those taken from the listeners' queues included) has ended.
     pub drained: Signal,
-    /// Open client connections.
+    /// Fired when a graceful stop's timeout passes: every connection still open drops
+    /// its sockets at once. (A worker that returned with tasks still parked would leave
+    /// them, and their sockets, open: the runtime does not drop them.)
+    pub stop: Signal,
+    /// Open client connections, counted from their accept (see [`Open`]).
     connections: Cell<usize>,
-    /// Accept loops whose listener is still open.
+    /// Listeners still open. The worker must not exit before its accept loops closed
+    /// them: a listening socket left open stays in the SO_REUSEPORT group, and the
+    /// kernel keeps queueing connections on it that nobody will accept.
     listeners: Cell<usize>,
     /// Spare 64 KiB buffers for response streaming.
     bufs: RefCell<Vec<Vec<u8>>>,
@@ -81,6 +88,7 @@ impl Worker {
             access,
             draining: Signal::default(),
             drained: Signal::default(),
+            stop: Signal::default(),
             connections: Cell::new(0),
             listeners: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
@@ -98,19 +106,21 @@ impl Worker {
         self.check_drained();
     }
 
-    /// An accept loop started; it calls [`Worker::listener_closed`] when it ends.
+    /// Counts a listener its accept loop now owns (before the loop is spawned).
     pub fn listener_opened(&self) {
         self.listeners.set(self.listeners.get() + 1);
     }
 
+    /// Counts a listener closed by its accept loop, after the connections it took from
+    /// the queue were counted (their [`Open`] guards exist).
     pub fn listener_closed(&self) {
         self.listeners.set(self.listeners.get() - 1);
         self.check_drained();
     }
 
-    /// Fires `drained` once a graceful stop has closed every listener and connection.
+    /// Fires `drained` when a graceful stop has nothing left to wait for.
     fn check_drained(&self) {
-        if self.draining.is_fired() && self.connections.get() == 0 && self.listeners.get() == 0 {
+        if self.draining.is_fired() && self.listeners.get() == 0 && self.connections.get() == 0 {
             self.drained.fire();
         }
     }
@@ -153,29 +163,33 @@ enum Next {
     Close,
 }
 
-/// Counts a client connection open for as long as it lives.
-struct Open<'w>(&'w Worker);
+/// Counts a client connection open from its accept for as long as it lives. Made by the
+/// accept loop before it spawns the connection's task, so that a connection whose task
+/// has not run yet still keeps a draining worker alive.
+#[derive(Debug)]
+pub struct Open(Rc<Worker>);
 
-impl<'w> Open<'w> {
-    fn new(w: &'w Worker) -> Open<'w> {
+impl Open {
+    pub fn new(w: Rc<Worker>) -> Open {
         w.connections.set(w.connections.get() + 1);
         Open(w)
     }
 }
 
-impl Drop for Open<'_> {
+impl Drop for Open {
     fn drop(&mut self) {
-        let w = self.0;
+        let w = &self.0;
         w.connections.set(w.connections.get() - 1);
         w.check_drained();
     }
 }
 
-/// Serves one client connection until it closes, errs or times out. `late`: accepted
-/// after a graceful stop began (from the listener's queue), so its first request is
-/// still read and answered.
-pub async fn serve(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>, late: bool) {
-    let _open = Open::new(&w);
+/// Serves one client connection until it closes, errs or times out, or the worker stops
+/// (then it is dropped where it stands, closing its sockets). Its first request is read
+/// and answered even during a graceful stop (it was let in: accepted before the stop,
+/// or taken from the listener's queue); later ones are not waited for.
+pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
+    let w = open.0.clone();
     let _ = stream.set_nodelay(true);
     let mut c = Client {
         stream,
@@ -185,8 +199,18 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, w: Rc<Worker>, late: boo
         cout: Vec::with_capacity(1024),
         record: Record::default(),
     };
+    let exchanges = std::pin::pin!(exchanges(&mut c, &w));
+    monoio::select! {
+        biased;
+        () = exchanges => {}
+        () = w.stop.wait() => {}
+    }
+}
+
+/// The exchanges of one client connection, one after another while it is kept alive.
+async fn exchanges(c: &mut Client, w: &Worker) {
     let mut first = true;
-    while exchange(&mut c, &w, first, late).await == Next::KeepAlive {
+    while exchange(c, w, first).await == Next::KeepAlive {
         first = false;
         // A body held for replay may have grown the buffer; idle connections stay small.
         if c.buf.capacity() > IDLE_BUF_MAX && c.buf.len() < IDLE_BUF_MAX / 4 {
@@ -223,7 +247,7 @@ enum Action<'v> {
     },
 }
 
-async fn exchange(c: &mut Client, w: &Worker, first: bool, late: bool) -> Next {
+async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
     let limit = w.http.max_headers.min(head::MAX_HEADERS);
     // Idle keep-alive wait for the first byte; from the first byte on, the header timeout.
     let mut deadline: Option<Instant> = None;
@@ -261,8 +285,10 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool, late: bool) -> Next {
             let grow = c.buf.capacity().max(4096);
             c.buf.reserve(grow);
         }
-        let (res, buf) = if c.buf.is_empty() && !(first && late) {
-            // Idle: no byte of a request yet. A graceful stop closes the connection.
+        let (res, buf) = if c.buf.is_empty() && !first {
+            // Idle between requests. A graceful stop closes the connection. (A new
+            // connection waits for its first request instead: closing it unanswered
+            // would fail a request its client may have sent already.)
             if w.draining.is_fired() {
                 return Next::Close;
             }

@@ -9,7 +9,8 @@
 //! Graceful stop ([`Update::Drain`]): the accept loops stop, accept what the kernel
 //! already queued (so closing the listener resets no connection that was let in),
 //! and close the listener; idle client connections close; busy ones close after their
-//! current response; the thread exits when none is left or at the deadline.
+//! current response; the thread exits when every listener is closed and no connection
+//! is left, or at the deadline, after dropping the connections still open.
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -25,13 +26,18 @@ use strait_discovery::{Subscriber, Update};
 
 use crate::access_log::AccessLog;
 use crate::config::{Driver, HttpConfig};
-use crate::proxy::{self, Worker};
+use crate::proxy::{self, Open, Worker};
 use crate::upstream::Table;
 
 pub mod signal;
 
 /// How often idle pooled connections are checked for expiry and peer close.
 const POOL_SWEEP: Duration = Duration::from_secs(1);
+/// How long the connections still open at a graceful stop's timeout get to close.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+/// How long an accept in flight gets to end after its listener was shut down (it ends
+/// at once; the bound is a safety net).
+const ACCEPT_SETTLE: Duration = Duration::from_secs(1);
 
 /// Everything one worker thread starts from.
 #[derive(Debug)]
@@ -159,6 +165,10 @@ async fn run(
                         connections = worker.connections(),
                         "shutdown timeout: closing the connections still open"
                     );
+                    // Each connection task wakes, drops its sockets and ends; give them
+                    // the turn they need (bounded, in case one is stuck).
+                    worker.stop.fire();
+                    let _ = monoio::time::timeout(STOP_GRACE, worker.drained.wait()).await;
                     return Ok(());
                 }
             },
@@ -196,14 +206,34 @@ async fn run(
 }
 
 async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worker: Rc<Worker>) {
+    let mut taken = 0;
     loop {
+        // The accept stays in flight across the drain signal. Dropping it would cancel an
+        // io_uring accept that may already hold a new connection (monoio discards the
+        // result of a dropped op, so that connection would be neither served nor
+        // closed), and the op would keep the listening socket open until its
+        // cancellation lands.
+        let mut accept = std::pin::pin!(listener.accept());
         let accepted = monoio::select! {
-            r = listener.accept() => r,
-            _ = worker.draining.wait() => break,
+            r = &mut accept => r,
+            _ = worker.draining.wait() => {
+                taken += stop_listening(&queued, &worker);
+                // The accept in flight ends now, with a connection it took before the
+                // listener stopped, or an error.
+                if let Ok(Ok((stream, peer))) =
+                    monoio::time::timeout(ACCEPT_SETTLE, accept).await
+                {
+                    let open = Open::new(worker.clone());
+                    monoio::spawn(proxy::serve(stream, peer, open));
+                    taken += 1;
+                }
+                break;
+            }
         };
         match accepted {
             Ok((stream, peer)) => {
-                monoio::spawn(proxy::serve(stream, peer, worker.clone(), false));
+                let open = Open::new(worker.clone());
+                monoio::spawn(proxy::serve(stream, peer, open));
             }
             Err(e) => {
                 // Out of descriptors or similar: back off briefly instead of spinning.
@@ -212,22 +242,33 @@ async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worke
             }
         }
     }
-    // Connections the kernel completed but nobody accepted yet would be reset when the
-    // socket closes: take them (non-blocking) and answer their first request.
     drop(listener);
+    drop(queued);
+    tracing::debug!(worker = worker.id, taken, "listener closed");
+    worker.listener_closed();
+}
+
+/// Stops a listener at a graceful stop: takes the connections the kernel completed but
+/// nobody accepted yet (closing the socket would reset them) and serves them, then shuts
+/// the socket down, which takes it out of the SO_REUSEPORT group (new connections go to
+/// the other listeners on the port, or are refused) and wakes an accept in flight.
+/// Returns how many connections it took.
+fn stop_listening(queued: &std::net::TcpListener, worker: &Rc<Worker>) -> usize {
     let mut taken = 0;
     while let Ok((stream, peer)) = queued.accept() {
         let stream = stream
             .set_nonblocking(true)
             .and_then(|()| monoio::net::TcpStream::from_std(stream));
         if let Ok(stream) = stream {
-            monoio::spawn(proxy::serve(stream, peer, worker.clone(), true));
+            let open = Open::new(worker.clone());
+            monoio::spawn(proxy::serve(stream, peer, open));
             taken += 1;
         }
     }
-    drop(queued);
-    tracing::debug!(worker = worker.id, taken, "listener closed");
-    worker.listener_closed();
+    if let Err(e) = socket2::SockRef::from(queued).shutdown(std::net::Shutdown::Read) {
+        tracing::warn!(worker = worker.id, error = %e, "cannot shut the listener down");
+    }
+    taken
 }
 
 async fn sweep_loop(worker: Rc<Worker>) {

@@ -7,11 +7,15 @@
 //! - [`forwarding`]: headers, HTTP/1.0, bodies both ways, framing, 1xx, pipelining.
 //! - [`upstream`]: balancing, keep-alive pool, failures (502/503/504), endpoint changes,
 //!   workers.
+//! - [`draining`]: removed and terminating endpoints, safe retries with held bodies,
+//!   passive health, the in-process graceful stop.
 //! - [`e2e`]: Kubernetes discovery end to end: the fake API server, the real kube
 //!   watcher, the gateway and echo pods on 127.0.0.x.
 //! - [`rolling`]: a rolling update of echo pod processes under load, through the fake
 //!   API server and the gateway: no request fails.
 //! - [`process`]: `strait check` and `strait run` as a child process, 1 GiB both ways.
+//! - [`restart`]: SIGTERM draining, a second signal, a new process taking over the port
+//!   under load.
 
 // Test code: an unwrap is an assertion. clippy.toml's `allow-unwrap-in-tests` covers
 // `#[test]` functions only, not the helpers and handlers of this test crate.
@@ -19,9 +23,11 @@
 // Test threads may share state with locks; the data plane may not (proxy/clippy.toml).
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod draining;
 mod e2e;
 mod forwarding;
 mod process;
+mod restart;
 mod rolling;
 mod routing;
 mod support;

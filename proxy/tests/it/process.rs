@@ -17,7 +17,7 @@ use crate::support::child::{signal, strait, ChildProcess};
 use crate::support::{driver_line, echo, get, Client, Framing, SETTLE};
 
 /// Writes `text` to a file of its own under cargo's temporary directory for tests.
-fn temp_file(name: &str, text: &str) -> PathBuf {
+pub(crate) fn temp_file(name: &str, text: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("it-{}-{name}", std::process::id()));
     std::fs::write(&path, text).unwrap();
@@ -118,18 +118,31 @@ fn check_of_a_missing_file_fails() {
 }
 
 /// A running `strait run` child and the address it listens on.
-struct Running {
-    child: ChildProcess,
-    addr: SocketAddr,
+pub(crate) struct Running {
+    pub(crate) child: ChildProcess,
+    pub(crate) addr: SocketAddr,
+}
+
+impl Running {
+    /// The child's stderr (its log), line by line.
+    pub(crate) fn log(&self) -> &mpsc::Receiver<String> {
+        self.child.log.as_ref().expect("stderr is piped")
+    }
 }
 
 /// Starts `strait run --config FILE --workers 1` and waits for its "listening" line.
 fn start(name: &str, yaml: &str) -> Running {
+    start_with_workers(name, yaml, 1)
+}
+
+/// Starts `strait run --config FILE --workers N` and waits for its "listening" line.
+pub(crate) fn start_with_workers(name: &str, yaml: &str, workers: usize) -> Running {
     let path = temp_file(name, &format!("{}{yaml}", driver_line()));
     let child = ChildProcess::spawn(
         strait()
-            .args(["run", "--config", path.to_str().unwrap(), "--workers", "1"])
-            .stderr(Stdio::null()),
+            .args(["run", "--config", path.to_str().unwrap()])
+            .args(["--workers", &workers.to_string()])
+            .stderr(Stdio::piped()),
     );
     // "strait listening on 127.0.0.1:PORT (http), …"
     let rest = child.line_after("strait listening on ");

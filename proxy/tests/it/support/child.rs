@@ -31,26 +31,45 @@ pub(crate) struct ChildProcess {
     child: Child,
     /// The child's stdout lines, sent by the reader thread.
     lines: mpsc::Receiver<String>,
+    /// The child's stderr lines (its log), when the command piped stderr.
+    pub(crate) log: Option<mpsc::Receiver<String>>,
+}
+
+/// Sends each line of `from` to the returned channel, on a thread of its own, until the
+/// pipe closes or the receiver is dropped.
+fn lines(from: impl std::io::Read + Send + 'static) -> mpsc::Receiver<String> {
+    let (tx, rx) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(from).lines() {
+            let Ok(line) = line else { break };
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    rx
 }
 
 impl ChildProcess {
-    /// Spawns `command` with its stdout piped to a reader thread.
+    /// Spawns `command` with its stdout piped to a reader thread (and its stderr, when
+    /// the command pipes it, to another: [`ChildProcess::log`]).
     pub(crate) fn spawn(command: &mut Command) -> ChildProcess {
         let mut child = command
             .stdout(Stdio::piped())
             .spawn()
             .unwrap_or_else(|e| panic!("spawn {command:?}: {e}"));
         let stdout = child.stdout.take().expect("stdout is piped");
-        let (tx, lines) = mpsc::channel();
-        std::thread::spawn(move || {
-            for line in BufReader::new(stdout).lines() {
-                let Ok(line) = line else { break };
-                if tx.send(line).is_err() {
-                    break;
-                }
-            }
-        });
-        ChildProcess { child, lines }
+        let log = child.stderr.take().map(lines);
+        ChildProcess {
+            child,
+            lines: lines(stdout),
+            log,
+        }
+    }
+
+    /// Whether the child has exited (reaping it if so).
+    pub(crate) fn exited(&mut self) -> Option<ExitStatus> {
+        self.child.try_wait().unwrap()
     }
 
     pub(crate) fn pid(&self) -> u32 {

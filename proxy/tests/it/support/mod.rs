@@ -16,11 +16,12 @@ pub(crate) mod load;
 pub(crate) mod pod;
 pub(crate) mod raw;
 
+use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 pub(crate) use client::{get, Client, Framing, IO_TIMEOUT};
 pub(crate) use harness::{driver_line, echo, Harness};
-pub(crate) use raw::{dead_addr, read_head, FullBacklog, RawBackend};
+pub(crate) use raw::{dead_addr, read_head, FullBacklog, GatedBackend, RawBackend};
 
 /// How long an "eventually" condition may take to become true.
 pub(crate) const SETTLE: Duration = Duration::from_secs(10);
@@ -37,4 +38,18 @@ pub(crate) fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) ->
         // A short pause between probes, not a synchronisation: the deadline decides.
         std::thread::park_timeout(Duration::from_millis(2));
     }
+}
+
+/// Waits until connecting to `addr` is refused: every listener on it has closed. A
+/// connection that still succeeds meanwhile is closed at once.
+pub(crate) fn wait_refused(addr: SocketAddr) {
+    eventually(
+        &format!("connections to {addr} to be refused"),
+        || match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
+            Ok(_) => None,
+            Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
+            Err(e) => panic!("connect to {addr}: {e}"),
+        },
+    );
 }

@@ -1,17 +1,21 @@
 //! Hand-written backends on `std::net::TcpListener` for behaviours the echo server does not
 //! have: closing a keep-alive connection right after answering, never answering, sending
-//! a malformed response, a full accept queue.
+//! a malformed response, holding one answer until the test releases it, a full accept
+//! queue.
 //!
 //! Runs on: one acceptor thread per backend plus one thread per accepted connection
 //! running the test's handler. The handler's reads have timeouts, so its thread ends
 //! even if the proxy keeps the connection open.
 
-use std::io::{BufRead, BufReader};
+use std::io::{BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::mpsc::{self, Receiver, Sender};
+use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
+
+use super::SETTLE;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
@@ -82,6 +86,63 @@ impl Drop for RawBackend {
         if let Some(acceptor) = self.acceptor.take() {
             let _ = acceptor.join();
         }
+    }
+}
+
+/// A backend answering each request at once with a keep-alive `200` saying `ok`, except
+/// `GET /hold`: that one is reported on `held` and answered (`held`) only when `release`
+/// receives. The number of each connection the proxy closes is sent on `closed`.
+pub(crate) struct GatedBackend {
+    pub(crate) backend: RawBackend,
+    held: Receiver<()>,
+    /// Answers the `/hold` request waiting (or the next one).
+    pub(crate) release: Sender<()>,
+    pub(crate) closed: Receiver<usize>,
+}
+
+impl GatedBackend {
+    pub(crate) fn start(ip: &str) -> GatedBackend {
+        let (held_tx, held) = mpsc::channel();
+        let (release, release_rx) = mpsc::channel::<()>();
+        let (closed_tx, closed) = mpsc::channel();
+        let held_tx = Mutex::new(held_tx);
+        let release_rx = Mutex::new(release_rx);
+        let closed_tx = Mutex::new(closed_tx);
+        let backend = RawBackend::start(ip, move |stream, n| {
+            let mut reader = BufReader::new(stream.try_clone().unwrap());
+            let mut stream = stream;
+            while let Some(head) = read_head(&mut reader) {
+                let body = if head.starts_with("GET /hold ") {
+                    let _ = held_tx.lock().unwrap().send(());
+                    // Answered when released, or when the test is over.
+                    let _ = release_rx.lock().unwrap().recv_timeout(SETTLE);
+                    "held"
+                } else {
+                    "ok"
+                };
+                let _ = stream.write_all(
+                    format!(
+                        "HTTP/1.1 200 OK\r\nContent-Length: {}\r\n\r\n{body}",
+                        body.len()
+                    )
+                    .as_bytes(),
+                );
+            }
+            let _ = closed_tx.lock().unwrap().send(n);
+        });
+        GatedBackend {
+            backend,
+            held,
+            release,
+            closed,
+        }
+    }
+
+    /// Waits until a `/hold` request arrived.
+    pub(crate) fn wait_held(&self) {
+        self.held
+            .recv_timeout(SETTLE)
+            .expect("the /hold request reaches the backend");
     }
 }
 
