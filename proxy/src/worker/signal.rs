@@ -109,6 +109,131 @@ impl Drop for Wait<'_> {
     }
 }
 
+/// The future of [`Signal::or_fired`].
+#[derive(Debug)]
+pub struct OrFired<'a, F> {
+    signal: &'a Signal,
+    fut: F,
+    slot: Option<usize>,
+    /// The waker registered in `slot`, to re-register only when the task's waker changes.
+    waker: Option<Waker>,
+}
+
+impl Signal {
+    /// Polls `fut` until it completes (`Some(output)`) or the signal fires (`None`, and
+    /// `fut` is dropped with this future). Cheaper than a `select!` with [`Signal::wait`]
+    /// on the request path: one flag read per poll, the waker registered once.
+    pub fn or_fired<F: Future + Unpin>(&self, fut: F) -> OrFired<'_, F> {
+        OrFired {
+            signal: self,
+            fut,
+            slot: None,
+            waker: None,
+        }
+    }
+}
+
+/// The future of [`Signal::wakes`].
+#[derive(Debug)]
+pub struct Wakes<'a, F> {
+    signal: &'a Signal,
+    fut: F,
+    slot: Option<usize>,
+    waker: Option<Waker>,
+}
+
+/// The future of [`Signal::unless_fired`].
+#[derive(Debug)]
+pub struct UnlessFired<'a, F> {
+    signal: &'a Signal,
+    fut: F,
+}
+
+impl Signal {
+    /// Polls `fut` to completion, and has the signal wake this task when it fires (so that
+    /// [`Signal::unless_fired`] futures inside it see the flag). One registration for the
+    /// whole of `fut`, instead of one per inner wait.
+    pub fn wakes<F: Future + Unpin>(&self, fut: F) -> Wakes<'_, F> {
+        Wakes {
+            signal: self,
+            fut,
+            slot: None,
+            waker: None,
+        }
+    }
+
+    /// Polls `fut` until it completes (`Some`) or, at a poll, the signal has fired
+    /// (`None`). Registers nothing: the task must be woken on the signal by an enclosing
+    /// [`Signal::wakes`]. One flag read per poll.
+    pub fn unless_fired<F: Future + Unpin>(&self, fut: F) -> UnlessFired<'_, F> {
+        UnlessFired { signal: self, fut }
+    }
+}
+
+impl<F: Future + Unpin> Future for Wakes<'_, F> {
+    type Output = F::Output;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<F::Output> {
+        let this = self.get_mut();
+        let out = Pin::new(&mut this.fut).poll(cx);
+        if out.is_pending()
+            && !this.signal.is_fired()
+            && !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker()))
+        {
+            this.signal.register(&mut this.slot, cx.waker());
+            this.waker = Some(cx.waker().clone());
+        }
+        out
+    }
+}
+
+impl<F> Drop for Wakes<'_, F> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.signal.release(slot);
+        }
+    }
+}
+
+impl<F: Future + Unpin> Future for UnlessFired<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.signal.is_fired() {
+            return Poll::Ready(None);
+        }
+        Pin::new(&mut this.fut).poll(cx).map(Some)
+    }
+}
+
+impl<F: Future + Unpin> Future for OrFired<'_, F> {
+    type Output = Option<F::Output>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        let this = self.get_mut();
+        if this.signal.is_fired() {
+            return Poll::Ready(None);
+        }
+        if let Poll::Ready(out) = Pin::new(&mut this.fut).poll(cx) {
+            return Poll::Ready(Some(out));
+        }
+        if !this.waker.as_ref().is_some_and(|w| w.will_wake(cx.waker())) {
+            this.signal.register(&mut this.slot, cx.waker());
+            this.waker = Some(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+impl<F> Drop for OrFired<'_, F> {
+    fn drop(&mut self) {
+        if let Some(slot) = self.slot.take() {
+            self.signal.release(slot);
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,5 +280,44 @@ mod tests {
         assert!(poll(&mut s.wait(), &waker).is_ready());
         s.fire();
         assert_eq!(count.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn or_fired_ends_its_future_when_the_signal_fires() {
+        let s = Signal::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut done = s.or_fired(std::future::ready(7));
+        assert_eq!(Pin::new(&mut done).poll(&mut cx), Poll::Ready(Some(7)));
+        let mut pending = s.or_fired(std::future::pending::<()>());
+        for _ in 0..3 {
+            assert!(Pin::new(&mut pending).poll(&mut cx).is_pending());
+        }
+        assert_eq!(s.waiters.borrow().len(), 1, "registered once");
+        s.fire();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1);
+        assert_eq!(Pin::new(&mut pending).poll(&mut cx), Poll::Ready(None));
+    }
+
+    #[test]
+    fn an_enclosing_wakes_lets_unless_fired_end_without_a_registration_of_its_own() {
+        let s = Signal::default();
+        let count = Arc::new(Count(AtomicUsize::new(0)));
+        let waker = Waker::from(count.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut inner = s.unless_fired(std::future::pending::<()>());
+        let body = std::pin::pin!(async {
+            assert_eq!((&mut inner).await, None);
+            5
+        });
+        let mut outer = s.wakes(body);
+        for _ in 0..3 {
+            assert!(Pin::new(&mut outer).poll(&mut cx).is_pending());
+        }
+        assert_eq!(s.waiters.borrow().len(), 1, "one registration");
+        s.fire();
+        assert_eq!(count.0.load(Ordering::SeqCst), 1, "the task was woken");
+        assert_eq!(Pin::new(&mut outer).poll(&mut cx), Poll::Ready(5));
     }
 }
