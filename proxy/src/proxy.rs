@@ -199,10 +199,12 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
         cout: Vec::with_capacity(1024),
         record: Record::default(),
     };
-    // A graceful stop wakes the connection (its idle read then ends it); the shutdown
-    // timeout drops it wherever it is.
     let exchanges = std::pin::pin!(exchanges(&mut c, &w));
-    let _ = w.stop.or_fired(w.draining.wakes(exchanges)).await;
+    monoio::select! {
+        biased;
+        () = exchanges => {}
+        () = w.stop.wait() => {}
+    }
 }
 
 /// The exchanges of one client connection, one after another while it is kept alive.
@@ -290,10 +292,12 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             if w.draining.is_fired() {
                 return Next::Close;
             }
+            // Pinned here so that select! moves a pointer, not the read's state.
             let read = std::pin::pin!(read_more(&mut c.stream, std::mem::take(&mut c.buf), until));
-            match w.draining.unless_fired(read).await {
-                Some(r) => r,
-                None => return Next::Close,
+            monoio::select! {
+                biased;
+                r = read => r,
+                _ = w.draining.wait() => return Next::Close,
             }
         } else {
             read_more(&mut c.stream, std::mem::take(&mut c.buf), until).await
