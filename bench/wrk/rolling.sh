@@ -44,5 +44,6 @@ ensure_packages wrk:wrk nginx:nginx taskset:util-linux
 
 (cd "$ROOT" && cargo build --release -p strait -p strait-bench --bin strait --bin rolling)
 
-# The binary pins itself, the pods and wrk to --load-core and the proxy to --proxy-core.
-exec "$TARGET_DIR/release/rolling" --strait-bin "$TARGET_DIR/release/strait" "$@"
+# The binary finds `strait` beside itself, pins itself, the pods and wrk to --load-core and
+# the proxy to --proxy-core.
+exec "$TARGET_DIR/release/rolling" "$@"
