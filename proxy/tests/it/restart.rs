@@ -348,7 +348,14 @@ fn a_new_process_on_the_same_port_takes_over_without_refusing_or_failing_a_reque
     );
     let errors = tally.errors.lock().unwrap().clone();
     assert_eq!(n(&tally.refused), 0, "refused connections: {errors:#?}");
-    assert_eq!(n(&tally.reset), 0, "new connections reset: {errors:#?}");
+    // Without tcp_migrate_req the kernel resets a connection that lands on the old
+    // process's socket between its last accept and its close (CONFIG.md "shutdown"); with
+    // it (./dev test sets it), the connection moves to the new process's socket.
+    let window = if migrate == "1" { 0 } else { 2 };
+    assert!(
+        n(&tally.reset) <= window,
+        "new connections reset (tcp_migrate_req={migrate}, at most {window} allowed): {errors:#?}"
+    );
     assert_eq!(n(&tally.failed), 0, "failed requests: {errors:#?}");
     assert!(n(&tally.ok_after_exit) > 0);
 }
