@@ -49,6 +49,10 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const IDLE_BUF_MAX: usize = 16 * 1024;
 /// Buffers kept for reuse per worker.
 const MAX_POOLED_BUFFERS: usize = 64;
+/// Capacity of a head buffer (a connection's `out` and `cout`).
+const HEAD_BUF: usize = 1024;
+/// Spare head buffers kept per worker.
+const MAX_SPARE_HEADS: usize = 256;
 
 /// Everything a worker's connections share. One per worker, behind an `Rc`.
 #[derive(Debug)]
@@ -81,6 +85,9 @@ pub struct Worker {
     listeners: Cell<usize>,
     /// Spare 64 KiB buffers for response streaming.
     bufs: RefCell<Vec<Vec<u8>>>,
+    /// Spare head buffers: an idle keep-alive connection lends its `out` and `cout`
+    /// here, so that thousands of idle connections do not hold 2 KiB each.
+    heads: RefCell<Vec<Vec<u8>>>,
 }
 
 impl Worker {
@@ -99,6 +106,7 @@ impl Worker {
             paused: RefCell::new(Vec::new()),
             listeners: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
+            heads: RefCell::new(Vec::new()),
         }
     }
 
@@ -143,6 +151,28 @@ impl Worker {
             .borrow_mut()
             .pop()
             .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
+    }
+
+    /// Gives `c` its head buffers back, when it lent them while idle.
+    fn lend_heads(&self, c: &mut Client) {
+        let mut heads = self.heads.borrow_mut();
+        for buf in [&mut c.out, &mut c.cout] {
+            if buf.capacity() == 0 {
+                *buf = heads.pop().unwrap_or_else(|| Vec::with_capacity(HEAD_BUF));
+            }
+        }
+    }
+
+    /// Takes an idle connection's head buffers (a grown one is dropped).
+    fn reclaim_heads(&self, c: &mut Client) {
+        let mut heads = self.heads.borrow_mut();
+        for buf in [&mut c.out, &mut c.cout] {
+            let mut buf = std::mem::take(buf);
+            if buf.capacity() <= IDLE_BUF_MAX && heads.len() < MAX_SPARE_HEADS {
+                buf.clear();
+                heads.push(buf);
+            }
+        }
     }
 
     fn give_buf(&self, mut buf: Vec<u8>) {
@@ -237,8 +267,9 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
         stream,
         peer,
         buf: Vec::with_capacity(4096),
-        out: Vec::with_capacity(1024),
-        cout: Vec::with_capacity(1024),
+        // Lent by the worker for each exchange (`Worker::lend_heads`).
+        out: Vec::new(),
+        cout: Vec::new(),
         record: Record::default(),
     };
     // A graceful stop wakes the connection (its idle read then ends it); the shutdown
@@ -271,9 +302,7 @@ async fn exchanges(c: &mut Client, w: &Worker) -> Option<tunnel::Upgraded> {
         if c.buf.capacity() > IDLE_BUF_MAX && c.buf.len() < IDLE_BUF_MAX / 4 {
             c.buf.shrink_to(IDLE_BUF_MAX / 4);
         }
-        if c.out.capacity() > IDLE_BUF_MAX {
-            c.out = Vec::with_capacity(1024);
-        }
+        w.reclaim_heads(c);
     }
 }
 
@@ -378,6 +407,7 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             Err(_) => return Next::Close,
         }
     }
+    w.lend_heads(c);
     // The table is read only now that the request is here, so a connection that sat idle
     // through a reload routes with the current one.
     let view = w.table.view();
