@@ -168,8 +168,11 @@ pub struct UpstreamSettings {
     pub connect_timeout: Duration,
     /// From the last request byte written to the complete response head.
     pub response_header_timeout: Duration,
-    /// Between two reads of a response body (and two writes of a request body).
+    /// Between two reads of a response body.
     pub read_timeout: Duration,
+    /// For each write to an endpoint (the request head, each piece of a request body,
+    /// tunnelled bytes): how long it may stay blocked on a full send buffer.
+    pub write_timeout: Duration,
     /// Extra endpoints tried after a failed attempt; `None` = endpoints − 1, capped.
     pub retries: Option<u32>,
     /// Request bodies up to this size are held whole before forwarding, so that a
@@ -187,6 +190,7 @@ impl Default for UpstreamSettings {
             connect_timeout: Duration::from_secs(5),
             response_header_timeout: Duration::from_secs(60),
             read_timeout: Duration::from_secs(60),
+            write_timeout: Duration::from_secs(60),
             retries: None,
             retry_body_bytes: 64 * 1024,
             pass_host: PassHost::Pass,

@@ -67,6 +67,10 @@ pub struct HttpConfig {
     pub max_request_head_bytes: usize,
     /// Most header fields in a request or response head.
     pub max_headers: usize,
+    /// An upgraded connection with no byte moving either way for this long is closed.
+    pub tunnel_idle_timeout: Duration,
+    /// Open client connections per worker; at the limit the worker stops accepting.
+    pub max_connections_per_worker: usize,
 }
 
 impl Default for HttpConfig {
@@ -77,6 +81,8 @@ impl Default for HttpConfig {
             client_body_timeout: Duration::from_secs(60),
             max_request_head_bytes: 32 * 1024,
             max_headers: 100,
+            tunnel_idle_timeout: Duration::from_secs(300),
+            max_connections_per_worker: 16384,
         }
     }
 }

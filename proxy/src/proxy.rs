@@ -6,6 +6,8 @@
 //! connect → write the rewritten head (plus any body bytes already read, in one write) →
 //! stream the rest of the request body → read the response head (forwarding 1xx) → write
 //! the client head and stream the body → return the upstream connection to the pool.
+//! An upgrade request answered with 101 ends the exchanges: the connection becomes a
+//! tunnel ([`tunnel`]) to that upstream connection. CONNECT is refused (405).
 //!
 //! Runs on: a worker, one task per client connection. Touches only worker-local state
 //! (`Rc`, `Cell`, `RefCell`); no lock, no shared atomic, no cross-thread channel. Every
@@ -25,6 +27,7 @@ use strait_discovery::spec::PassHost;
 
 mod forward;
 mod relay;
+mod tunnel;
 
 use crate::access_log::{AccessLog, Record};
 use crate::config::HttpConfig;
@@ -46,6 +49,10 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 const IDLE_BUF_MAX: usize = 16 * 1024;
 /// Buffers kept for reuse per worker.
 const MAX_POOLED_BUFFERS: usize = 64;
+/// Capacity of a head buffer (a connection's `out` and `cout`).
+const HEAD_BUF: usize = 1024;
+/// Spare head buffers kept per worker.
+const MAX_SPARE_HEADS: usize = 256;
 
 /// Everything a worker's connections share. One per worker, behind an `Rc`.
 #[derive(Debug)]
@@ -69,12 +76,18 @@ pub struct Worker {
     pub stop: Signal,
     /// Open client connections, counted from their accept (see [`Open`]).
     connections: Cell<usize>,
+    /// Accept loops paused at `http.max_connections_per_worker`, woken when a
+    /// connection closes.
+    paused: RefCell<Vec<std::task::Waker>>,
     /// Listeners still open. The worker must not exit before its accept loops closed
     /// them: a listening socket left open stays in the SO_REUSEPORT group, and the
     /// kernel keeps queueing connections on it that nobody will accept.
     listeners: Cell<usize>,
     /// Spare 64 KiB buffers for response streaming.
     bufs: RefCell<Vec<Vec<u8>>>,
+    /// Spare head buffers: an idle keep-alive connection lends its `out` and `cout`
+    /// here, so that thousands of idle connections do not hold 2 KiB each.
+    heads: RefCell<Vec<Vec<u8>>>,
 }
 
 impl Worker {
@@ -90,14 +103,22 @@ impl Worker {
             drained: Signal::default(),
             stop: Signal::default(),
             connections: Cell::new(0),
+            paused: RefCell::new(Vec::new()),
             listeners: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
+            heads: RefCell::new(Vec::new()),
         }
     }
 
     /// Open client connections.
     pub fn connections(&self) -> usize {
         self.connections.get()
+    }
+
+    /// Resolves once the worker has fewer open client connections than
+    /// `http.max_connections_per_worker`: an accept loop waits on it before accepting.
+    pub fn slot_free(&self) -> SlotFree<'_> {
+        SlotFree(self)
     }
 
     /// Starts a graceful stop (see [`Worker::draining`]).
@@ -132,6 +153,28 @@ impl Worker {
             .unwrap_or_else(|| Vec::with_capacity(READ_CHUNK))
     }
 
+    /// Gives `c` its head buffers back, when it lent them while idle.
+    fn lend_heads(&self, c: &mut Client) {
+        let mut heads = self.heads.borrow_mut();
+        for buf in [&mut c.out, &mut c.cout] {
+            if buf.capacity() == 0 {
+                *buf = heads.pop().unwrap_or_else(|| Vec::with_capacity(HEAD_BUF));
+            }
+        }
+    }
+
+    /// Takes an idle connection's head buffers (a grown one is dropped).
+    fn reclaim_heads(&self, c: &mut Client) {
+        let mut heads = self.heads.borrow_mut();
+        for buf in [&mut c.out, &mut c.cout] {
+            let mut buf = std::mem::take(buf);
+            if buf.capacity() <= IDLE_BUF_MAX && heads.len() < MAX_SPARE_HEADS {
+                buf.clear();
+                heads.push(buf);
+            }
+        }
+    }
+
     fn give_buf(&self, mut buf: Vec<u8>) {
         if buf.capacity() >= READ_CHUNK {
             buf.clear();
@@ -157,10 +200,12 @@ struct Client {
 }
 
 /// What to do with the client connection after an exchange.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug)]
 enum Next {
     KeepAlive,
     Close,
+    /// The upstream switched protocols (101 sent to the client): tunnel from now on.
+    Upgrade(tunnel::Upgraded),
 }
 
 /// Counts a client connection open from its accept for as long as it lives. Made by the
@@ -180,7 +225,34 @@ impl Drop for Open {
     fn drop(&mut self) {
         let w = &self.0;
         w.connections.set(w.connections.get() - 1);
+        let paused = std::mem::take(&mut *w.paused.borrow_mut());
+        for waker in paused {
+            waker.wake();
+        }
         w.check_drained();
+    }
+}
+
+/// The future of [`Worker::slot_free`].
+#[derive(Debug)]
+pub struct SlotFree<'a>(&'a Worker);
+
+impl std::future::Future for SlotFree<'_> {
+    type Output = ();
+
+    fn poll(
+        self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<()> {
+        let w = self.0;
+        if w.connections.get() < w.http.max_connections_per_worker {
+            return std::task::Poll::Ready(());
+        }
+        let mut paused = w.paused.borrow_mut();
+        if !paused.iter().any(|p| p.will_wake(cx.waker())) {
+            paused.push(cx.waker().clone());
+        }
+        std::task::Poll::Pending
     }
 }
 
@@ -195,36 +267,58 @@ pub async fn serve(stream: TcpStream, peer: SocketAddr, open: Open) {
         stream,
         peer,
         buf: Vec::with_capacity(4096),
-        out: Vec::with_capacity(1024),
-        cout: Vec::with_capacity(1024),
+        // Lent by the worker for each exchange (`Worker::lend_heads`).
+        out: Vec::new(),
+        cout: Vec::new(),
         record: Record::default(),
     };
-    let exchanges = std::pin::pin!(exchanges(&mut c, &w));
-    monoio::select! {
-        biased;
-        () = exchanges => {}
-        () = w.stop.wait() => {}
+    // The shutdown timeout drops the connection wherever it is.
+    let upgraded = {
+        let exchanges = std::pin::pin!(exchanges(&mut c, &w));
+        monoio::select! {
+            biased;
+            up = exchanges => up,
+            () = w.stop.wait() => None,
+        }
+    };
+    if let Some(up) = upgraded {
+        // Boxed: only upgraded connections pay for the tunnel's state. A graceful stop
+        // lets a tunnel run until the shutdown timeout, which ends it.
+        let Client { stream, buf, .. } = c;
+        let tunnel = Box::pin(tunnel::run(stream, buf, up, &w));
+        monoio::select! {
+            biased;
+            () = tunnel => {}
+            () = w.stop.wait() => {}
+        }
     }
 }
 
-/// The exchanges of one client connection, one after another while it is kept alive.
-async fn exchanges(c: &mut Client, w: &Worker) {
+/// The exchanges of one client connection, one after another while it is kept alive;
+/// an upgraded connection's tunnel, when an exchange ends in one.
+async fn exchanges(c: &mut Client, w: &Worker) -> Option<tunnel::Upgraded> {
     let mut first = true;
-    while exchange(c, w, first).await == Next::KeepAlive {
+    loop {
+        match exchange(c, w, first).await {
+            Next::KeepAlive => {}
+            Next::Close => return None,
+            Next::Upgrade(up) => return Some(up),
+        }
         first = false;
         // A body held for replay may have grown the buffer; idle connections stay small.
         if c.buf.capacity() > IDLE_BUF_MAX && c.buf.len() < IDLE_BUF_MAX / 4 {
             c.buf.shrink_to(IDLE_BUF_MAX / 4);
         }
-        if c.out.capacity() > IDLE_BUF_MAX {
-            c.out = Vec::with_capacity(1024);
-        }
+        w.reclaim_heads(c);
     }
 }
 
 /// What a parsed request asks for, owned (the head's borrow of the buffer has ended).
 struct Prepared<'v> {
     head_len: usize,
+    /// The request asks to switch protocols (`Connection: upgrade`, see
+    /// [`head::upgrade`]): a 101 answer starts a tunnel.
+    upgrade: bool,
     minor: u8,
     head_only: bool,
     idempotent: bool,
@@ -322,6 +416,7 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             Err(_) => return Next::Close,
         }
     }
+    w.lend_heads(c);
     // The table is read only now that the request is here, so a connection that sat idle
     // through a reload routes with the current one.
     let view = w.table.view();
@@ -419,6 +514,13 @@ fn prepare<'v>(
     record: &mut Record,
     logging: bool,
 ) -> Result<Prepared<'v>, HeadError> {
+    if req.method == "CONNECT" {
+        // Not a forward proxy (CONFIG.md, "Upgrade and CONNECT").
+        return Err(HeadError::new(
+            405,
+            "method not allowed: CONNECT is not supported",
+        ));
+    }
     let info = head::analyze_request(req)?;
     if logging {
         record.clear();
@@ -444,6 +546,7 @@ fn prepare<'v>(
     }
     let mut p = Prepared {
         head_len: req.len,
+        upgrade: head::upgrade(req, &info).is_some(),
         minor: req.minor,
         head_only: req.method == "HEAD",
         idempotent: is_idempotent(req.method),
@@ -589,7 +692,39 @@ fn log(c: &mut Client, w: &Worker, status: u16, bytes_sent: u64, started: Instan
 
 #[cfg(test)]
 mod tests {
-    use super::head_complete;
+    use super::*;
+
+    /// What an idle keep-alive connection costs beyond its buffers: its task's future.
+    #[test]
+    fn a_connections_future_stays_small() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = TcpStream::connect_addr(addr).await.unwrap();
+            let spec = strait_discovery::Spec {
+                registries: Vec::new(),
+                services: Vec::new(),
+                upstreams: Vec::new(),
+            };
+            let snapshot = strait_discovery::TableBuilder::try_new(spec)
+                .unwrap()
+                .snapshot(Instant::now());
+            let w = Rc::new(Worker::new(
+                0,
+                Table::new(snapshot, 0),
+                HttpConfig::default(),
+                None,
+            ));
+            let fut = serve(stream, addr, Open::new(w.clone()));
+            let size = std::mem::size_of_val(&fut);
+            eprintln!("serve future: {size} bytes");
+            assert!(size <= 4096, "serve future: {size} bytes");
+        });
+    }
 
     #[test]
     fn a_head_is_complete_at_its_blank_line_however_it_was_read() {

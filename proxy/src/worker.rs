@@ -6,6 +6,9 @@
 //! [`Subscriber`] (a channel drained when the wake socket becomes readable); nothing
 //! else is shared.
 //!
+//! Connection limit: at `http.max_connections_per_worker` open client connections, the
+//! accept loops pause until one closes (new connections wait in the kernel's queue).
+//!
 //! Graceful stop ([`Update::Drain`]): the accept loops stop, accept what the kernel
 //! already queued (so closing the listener resets no connection that was let in),
 //! and close the listener; idle client connections close; busy ones close after their
@@ -208,6 +211,18 @@ async fn run(
 async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worker: Rc<Worker>) {
     let mut taken = 0;
     loop {
+        // At `http.max_connections_per_worker`, accepting pauses (new connections wait
+        // in the listener's queue) until a connection closes or a graceful stop begins.
+        if worker.connections() >= worker.http.max_connections_per_worker {
+            tracing::debug!(
+                worker = worker.id,
+                "connection limit reached: accepting paused"
+            );
+            monoio::select! {
+                _ = worker.slot_free() => {}
+                _ = worker.draining.wait() => {}
+            }
+        }
         // The accept stays in flight across the drain signal. Dropping it would cancel an
         // io_uring accept that may already hold a new connection (monoio discards the
         // result of a dropped op, so that connection would be neither served nor

@@ -378,6 +378,16 @@ impl Checker<'_> {
                 d.max_request_head_bytes,
             )?,
             max_headers: self.positive("http.max_headers", file.max_headers, d.max_headers)?,
+            tunnel_idle_timeout: self.duration(
+                "http.tunnel_idle_timeout",
+                file.tunnel_idle_timeout.as_deref(),
+                d.tunnel_idle_timeout,
+            )?,
+            max_connections_per_worker: self.positive(
+                "http.max_connections_per_worker",
+                file.max_connections_per_worker,
+                d.max_connections_per_worker,
+            )?,
         })
     }
 
@@ -562,6 +572,11 @@ impl Checker<'_> {
                 &format!("{at}.timeouts.read"),
                 t.read.as_deref(),
                 d.read_timeout,
+            )?,
+            write_timeout: self.duration(
+                &format!("{at}.timeouts.write"),
+                t.write.as_deref(),
+                d.write_timeout,
             )?,
             retries: upstream.retries,
             retry_body_bytes: upstream.retry_body_bytes.unwrap_or(d.retry_body_bytes),

@@ -146,6 +146,14 @@ pub struct FileHttp {
     /// Most header fields in a request or response head. Default 100.
     #[serde(default)]
     pub max_headers: Option<usize>,
+    /// An upgraded connection (WebSocket) with no byte moving either way for this long
+    /// is closed. Default `300s`.
+    #[serde(default)]
+    pub tunnel_idle_timeout: Option<String>,
+    /// Open client connections per worker; at the limit the worker stops accepting
+    /// until one closes. Default 16384.
+    #[serde(default)]
+    pub max_connections_per_worker: Option<usize>,
 }
 
 impl FileHttp {
@@ -156,6 +164,8 @@ impl FileHttp {
         "keepalive_timeout",
         "max_request_head_bytes",
         "max_headers",
+        "tunnel_idle_timeout",
+        "max_connections_per_worker",
     ];
 }
 
@@ -445,14 +455,17 @@ pub struct FileTimeouts {
     /// From the last request byte written to the complete response head. Default `60s`.
     #[serde(default)]
     pub response_header: Option<String>,
-    /// Between two reads of a response body (and two writes of a request body). Default `60s`.
+    /// Between two reads of a response body. Default `60s`.
     #[serde(default)]
     pub read: Option<String>,
+    /// For each write to the endpoint (request head and body, tunnelled bytes). Default `60s`.
+    #[serde(default)]
+    pub write: Option<String>,
 }
 
 impl FileTimeouts {
     /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &["connect", "response_header", "read"];
+    pub const FIELDS: &'static [&'static str] = &["connect", "response_header", "read", "write"];
 }
 
 /// `pass_host:` values.

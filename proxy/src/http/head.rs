@@ -390,8 +390,14 @@ pub fn write_upstream_head(
         HostHeader::Set(h) => push_header(out, "Host", h.as_bytes()),
         HostHeader::Omit => {}
     }
+    // An upgrade is the one hop-by-hop request the proxy passes on (see [`upgrade`]).
+    let upgrading = upgrade(req, info).is_some();
     for h in req.headers {
         let name = h.name;
+        if upgrading && name.eq_ignore_ascii_case("upgrade") {
+            push_header(out, name, h.value);
+            continue;
+        }
         if is_hop_by_hop(name) || info.framing.listed_in_connection(name) {
             continue;
         }
@@ -430,6 +436,40 @@ pub fn write_upstream_head(
         BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
         BodyKind::None | BodyKind::Close => {}
     }
+    if upgrading {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+}
+
+/// The protocols a request asks to switch to (RFC 9110 §7.8): its `Upgrade` value, when
+/// it is HTTP/1.1 without a body and its `Connection` lists `upgrade`. Such a request is
+/// forwarded with both headers, and a `101` answer to it starts a tunnel.
+pub fn upgrade<'b>(req: &Request<'_, 'b>, info: &RequestInfo<'_>) -> Option<&'b [u8]> {
+    if req.minor != 1 || !info.framing.body.is_empty() {
+        return None;
+    }
+    if !info.framing.listed_in_connection("upgrade") {
+        return None;
+    }
+    req.headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("upgrade"))
+        .map(|h| trim(h.value))
+        .filter(|v| !v.is_empty())
+}
+
+/// Writes a `101 Switching Protocols` for the client: the upstream's head minus
+/// hop-by-hop fields, with its `Upgrade` and `Connection: upgrade` kept.
+pub fn write_switching_head(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
+    out.extend_from_slice(b"HTTP/1.1 101 ");
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        if h.name.eq_ignore_ascii_case("upgrade") || !is_hop_by_hop(h.name) {
+            push_header(out, h.name, h.value);
+        }
+    }
+    out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
 }
 
 /// Ends a head written by [`write_upstream_head`].
@@ -648,6 +688,41 @@ mod tests {
             s,
             "GET /a HTTP/1.1\r\nHost: sd.httpbin.org\r\nAccept: */*\r\nX-Forwarded-For: 10.0.0.1, 127.0.0.9\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: sd.httpbin.org\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn an_upgrade_request_keeps_upgrade_and_connection_upgrade_only() {
+        let head = |raw: &str| {
+            let mut h = header_buf();
+            let req = parse_request(raw.as_bytes(), &mut h).unwrap().unwrap();
+            let info = analyze_request(&req).unwrap();
+            let asked = upgrade(&req, &info).map(<[u8]>::to_vec);
+            let mut out = Vec::new();
+            let ip = "127.0.0.9".parse().unwrap();
+            write_upstream_head(&mut out, &req, &info, "/", ip, HostHeader::Pass);
+            finish_upstream_head(&mut out, false);
+            (asked, String::from_utf8(out).unwrap())
+        };
+        let (asked, out) = head(
+            "GET / HTTP/1.1\r\nHost: a\r\nConnection: keep-alive, Upgrade, X-Hop\r\nX-Hop: 1\r\nUpgrade: websocket\r\nSec-WebSocket-Key: k\r\n\r\n",
+        );
+        assert_eq!(asked.as_deref(), Some(&b"websocket"[..]));
+        assert!(out.contains("\r\nUpgrade: websocket\r\n"), "{out}");
+        assert!(out.ends_with("\r\nConnection: upgrade\r\n\r\n"), "{out}");
+        assert!(
+            out.contains("Sec-WebSocket-Key: k\r\n") && !out.contains("X-Hop"),
+            "{out}"
+        );
+        // Not an upgrade: no `upgrade` token, HTTP/1.0, or a body.
+        for raw in [
+            "GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n",
+            "GET / HTTP/1.0\r\nConnection: upgrade\r\nUpgrade: websocket\r\n\r\n",
+            "POST / HTTP/1.1\r\nHost: a\r\nConnection: upgrade\r\nUpgrade: h2c\r\nContent-Length: 1\r\n\r\nx",
+        ] {
+            let (asked, out) = head(raw);
+            assert_eq!(asked, None, "{raw}");
+            assert!(!out.to_ascii_lowercase().contains("upgrade"), "{out}");
+        }
     }
 
     #[test]

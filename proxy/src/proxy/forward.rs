@@ -11,6 +11,7 @@ use strait_discovery::route::RouteEntry;
 use strait_discovery::UpstreamStatus;
 
 use super::relay::{connect, read_more, relay, write_all, Mode, Timeouts};
+use super::tunnel::Upgraded;
 use super::{
     finish_with_status, log, note_attempt, push_list, reply_error, Client, Next, Prepared, Worker,
     MAX_RESPONSE_HEAD, READ_CHUNK,
@@ -264,14 +265,19 @@ pub(super) async fn forward(
         let (res, out) = write_all(
             &mut conn.stream,
             std::mem::take(&mut c.out),
-            settings.read_timeout,
+            settings.write_timeout,
         )
         .await;
         c.out = out;
-        if res.is_err() {
-            // Not all of the request reached the upstream (it closed or reset): nothing
-            // was processed, and what we hold can go to another endpoint.
-            last = ProxyError::new(ErrorKind::UpstreamClosed, Side::Upstream, Retry::Safe);
+        if let Err(e) = res {
+            // Not all of the request reached the upstream (it closed, reset or stalled):
+            // nothing was processed, and what we hold can go to another endpoint.
+            let kind = if e.kind() == io::ErrorKind::TimedOut {
+                ErrorKind::UpstreamIoTimeout
+            } else {
+                ErrorKind::UpstreamClosed
+            };
+            last = ProxyError::new(kind, Side::Upstream, Retry::Safe);
             note_attempt(c, w, ep.addr, last.status());
             count_failure(&mut used, &mut stale_pass, &mut stale, &conn);
             tried.push(ep.addr);
@@ -309,7 +315,7 @@ pub(super) async fn forward(
                 Some(body.decoder.clone()),
                 Timeouts {
                     read: w.http.client_body_timeout,
-                    write: settings.read_timeout,
+                    write: settings.write_timeout,
                 },
                 Side::Downstream,
             )
@@ -319,8 +325,8 @@ pub(super) async fn forward(
                 if e.side == Side::Downstream {
                     return Next::Close;
                 }
-                note_attempt(c, w, ep.addr, 502);
                 let err = ProxyError::new(e.kind, Side::Upstream, Retry::No);
+                note_attempt(c, w, ep.addr, err.status());
                 return finish_with_status(c, w, p, err.status(), err.message(), started, None)
                     .await;
             }
@@ -351,11 +357,19 @@ pub(super) async fn forward(
                 }
                 // An endpoint that left the table since the pick gets no pooled
                 // connection back.
+                c.buf.drain(..body.end);
+                log(c, w, outcome.status, outcome.bytes_sent, started);
+                if let Some(to_client) = outcome.tunnel {
+                    // Never pooled: it speaks another protocol now.
+                    return Next::Upgrade(Upgraded {
+                        upstream: conn.stream,
+                        to_client,
+                        write_timeout: settings.write_timeout,
+                    });
+                }
                 if outcome.reuse_upstream && w.table.still_sends_to(view, conn.addr) {
                     w.pool.put(conn, &settings.pool, Instant::now());
                 }
-                c.buf.drain(..body.end);
-                log(c, w, outcome.status, outcome.bytes_sent, started);
                 return if outcome.keep_client {
                     Next::KeepAlive
                 } else {
@@ -416,6 +430,8 @@ struct Outcome {
     bytes_sent: u64,
     keep_client: bool,
     reuse_upstream: bool,
+    /// A 101 went to the client: the upstream bytes read past its head, to tunnel.
+    tunnel: Option<Vec<u8>>,
 }
 
 enum Failure {
@@ -465,6 +481,29 @@ async fn respond(
                     ub.drain(..len);
                     continue;
                 }
+                Ok(Some(UpHead::Switch { len })) => {
+                    let head_bytes = c.cout.len() as u64;
+                    let (res, out) = write_all(
+                        &mut c.stream,
+                        std::mem::take(&mut c.cout),
+                        w.http.client_body_timeout,
+                    )
+                    .await;
+                    c.cout = out;
+                    c.cout.clear();
+                    if res.is_err() {
+                        w.give_buf(ub);
+                        return Err(Failure::ClientGone);
+                    }
+                    ub.drain(..len);
+                    return Ok(Outcome {
+                        status: 101,
+                        bytes_sent: head_bytes,
+                        keep_client: false,
+                        reuse_upstream: false,
+                        tunnel: Some(ub),
+                    });
+                }
                 Ok(Some(UpHead::Final(h))) => {
                     let mut head_out = std::mem::take(&mut c.cout);
                     let head_bytes = head_out.len() as u64;
@@ -496,6 +535,7 @@ async fn respond(
                             bytes_sent,
                             keep_client: h.keep_client,
                             reuse_upstream: h.upstream_reusable && clean,
+                            tunnel: None,
                         }),
                         Err(e) => {
                             if e.side == Side::Upstream {
@@ -556,6 +596,10 @@ enum UpHead {
         len: usize,
         forward: bool,
     },
+    /// A 101 to an upgrade request: `len` bytes of head; the client's head is in `cout`.
+    Switch {
+        len: usize,
+    },
     Final(FinalHead),
 }
 
@@ -586,7 +630,13 @@ fn response_head(
     };
     if (100..200).contains(&resp.status) {
         if resp.status == 101 {
-            return Err(bad_response());
+            // Switching protocols is only an answer to a request that asked for it.
+            if !p.upgrade {
+                return Err(bad_response());
+            }
+            cout.clear();
+            head::write_switching_head(cout, &resp);
+            return Ok(Some(UpHead::Switch { len: resp.len }));
         }
         let forward = p.minor == 1;
         if forward {

@@ -81,12 +81,13 @@ pub(super) async fn relay(
             (_, false) => ErrorKind::ClientIo,
         },
     };
-    let dst_err = RelayError {
+    let dst_err = |e: io::Error| RelayError {
         side: dst_side,
-        kind: if dst_side == Side::Upstream {
-            ErrorKind::UpstreamClosed
-        } else {
-            ErrorKind::ClientIo
+        kind: match (dst_side, e.kind() == io::ErrorKind::TimedOut) {
+            (Side::Upstream, true) => ErrorKind::UpstreamIoTimeout,
+            (Side::Upstream, false) => ErrorKind::UpstreamClosed,
+            (_, true) => ErrorKind::ClientTimeout,
+            (_, false) => ErrorKind::ClientIo,
         },
     };
     let mut remaining = match body {
@@ -167,13 +168,13 @@ pub(super) async fn relay(
             let (res, h) = write_all(dst, std::mem::take(head), t.write).await;
             *head = h;
             head.clear();
-            if res.is_err() {
+            if let Err(e) = res {
                 return Relayed {
                     buf,
                     end: start,
                     written,
                     head_sent,
-                    result: Err(dst_err),
+                    result: Err(dst_err(e)),
                 };
             }
             written += if head_sent { n } else { n - head_initial };
@@ -182,13 +183,13 @@ pub(super) async fn relay(
         if direct {
             let (res, b) = write_range(dst, buf, start..seg_end, t.write).await;
             buf = b;
-            if res.is_err() {
+            if let Err(e) = res {
                 return Relayed {
                     buf,
                     end: start,
                     written,
                     head_sent,
-                    result: Err(dst_err),
+                    result: Err(dst_err(e)),
                 };
             }
             written += seg as u64;

@@ -7,6 +7,10 @@
 //! - [`forwarding`]: headers, HTTP/1.0, bodies both ways, framing, 1xx, pipelining.
 //! - [`upstream`]: balancing, keep-alive pool, failures (502/503/504), endpoint changes,
 //!   workers.
+//! - [`bounds`]: header, body and upstream write timeouts, the connection limit, a
+//!   client that never reads beside one that does.
+//! - [`tunnel`]: Upgrade (WebSocket) tunnels, half-close, idle timeout, graceful stop,
+//!   CONNECT.
 //! - [`draining`]: removed and terminating endpoints, safe retries with held bodies,
 //!   passive health, the in-process graceful stop.
 //! - [`e2e`]: Kubernetes discovery end to end: the fake API server, the real kube
@@ -23,6 +27,7 @@
 // Test threads may share state with locks; the data plane may not (proxy/clippy.toml).
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod bounds;
 mod draining;
 mod e2e;
 mod forwarding;
@@ -31,4 +36,5 @@ mod restart;
 mod rolling;
 mod routing;
 mod support;
+mod tunnel;
 mod upstream;

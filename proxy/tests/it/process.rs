@@ -298,3 +298,105 @@ fn run_streams_a_1_gib_upload_and_a_1_gib_download_without_growing_rss() {
         200
     );
 }
+
+/// A connection to `addr` from `source` (any port), with [`Client`]'s timeouts.
+fn connect_from(source: std::net::IpAddr, addr: SocketAddr) -> std::net::TcpStream {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let socket = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).unwrap();
+    socket
+        .bind(&SocketAddr::new(source, 0).into())
+        .unwrap_or_else(|e| panic!("bind {source}: {e}"));
+    socket
+        .connect_timeout(&addr.into(), crate::support::IO_TIMEOUT)
+        .unwrap_or_else(|e| panic!("connect from {source}: {e}"));
+    let stream: std::net::TcpStream = socket.into();
+    stream
+        .set_read_timeout(Some(crate::support::IO_TIMEOUT))
+        .unwrap();
+    stream
+}
+
+/// Raises this process's soft limit on open files to `want` (the children it spawns
+/// inherit it); false when the hard limit is lower.
+#[allow(unsafe_code)]
+fn raise_nofile(want: u64) -> bool {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 || lim.rlim_max < want {
+        return false;
+    }
+    if lim.rlim_cur >= want {
+        return true;
+    }
+    lim.rlim_cur = want;
+    // SAFETY: `lim` is a valid rlimit, its soft limit within its hard one.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) == 0 }
+}
+
+/// The figure recorded in bench/README.md ("Idle connections").
+#[test]
+fn ten_thousand_idle_keep_alive_connections_cost_under_100_mib() {
+    use std::io::{BufRead, BufReader, Read};
+    const CONNECTIONS: usize = 10_000;
+    const LIMIT_KIB: u64 = 100 * 1024;
+    // The test's client ends, the suite's other tests and the child's connections.
+    if !raise_nofile(CONNECTIONS as u64 + 4096) {
+        eprintln!("skipped: the open-files hard limit is below {CONNECTIONS} + 4096");
+        return;
+    }
+    let backend = echo("127.0.12.40");
+    let run = start(
+        "idle.yaml",
+        &GOOD.replace("{b0}", &backend.addr().to_string()),
+    );
+    let pid = run.child.pid();
+    let request = get("sd.httpbin.org", "/v1/anything");
+    // Warm-up: the upstream connection, buffers and allocator in their steady state.
+    let mut c = Client::connect(run.addr);
+    assert_eq!(c.request(&request).status, 200);
+    let before = status_kib(pid, "VmRSS");
+    // Spread over 127.0.13.x: no source address runs out of ephemeral ports.
+    let mut open = Vec::with_capacity(CONNECTIONS);
+    let started = Instant::now();
+    for i in 0..CONNECTIONS {
+        let source = std::net::IpAddr::from([127, 0, 13, 1 + (i / 1000) as u8]);
+        let stream = connect_from(source, run.addr);
+        (&stream).write_all(request.as_bytes()).unwrap();
+        // One response: its head, then Content-Length bytes.
+        let mut reader = BufReader::new(stream);
+        let mut length = 0;
+        let mut line = String::new();
+        loop {
+            line.clear();
+            reader.read_line(&mut line).unwrap();
+            if line == "\r\n" {
+                break;
+            }
+            if let Some(v) = line.to_ascii_lowercase().strip_prefix("content-length:") {
+                length = v.trim().parse().unwrap();
+            }
+        }
+        assert!(line.len() == 2 && length > 0, "response {i}");
+        let mut body = vec![0u8; length];
+        reader.read_exact(&mut body).unwrap();
+        open.push(reader.into_inner());
+    }
+    let opened = started.elapsed();
+    let after = status_kib(pid, "VmRSS");
+    let grew = after.saturating_sub(before);
+    eprintln!(
+        "{CONNECTIONS} idle keep-alive connections (opened in {opened:?}): VmRSS {before} KiB → \
+         {after} KiB, +{grew} KiB, {} bytes each",
+        grew * 1024 / CONNECTIONS as u64
+    );
+    assert!(
+        grew < LIMIT_KIB,
+        "{CONNECTIONS} idle connections cost {grew} KiB"
+    );
+    // Still serving.
+    assert_eq!(c.request(&request).status, 200);
+    drop(open);
+}

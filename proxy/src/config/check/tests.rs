@@ -112,6 +112,8 @@ http:
   keepalive_timeout: 1m
   max_request_head_bytes: 8192
   max_headers: 50
+  tunnel_idle_timeout: 30s
+  max_connections_per_worker: 1000
 shutdown:
   delay: 0s
   timeout: 45s
@@ -134,6 +136,7 @@ upstreams:
       connect: 250ms
       response_header: 2s
       read: 3s
+      write: 4s
     retries: 0
     pass_host: rewrite
     upstream_host: example.com:8443
@@ -168,6 +171,8 @@ upstreams:
             keepalive_timeout: Duration::from_secs(60),
             max_request_head_bytes: 8192,
             max_headers: 50,
+            tunnel_idle_timeout: Duration::from_secs(30),
+            max_connections_per_worker: 1000,
         }
     );
     assert_eq!(
@@ -197,6 +202,7 @@ upstreams:
             connect_timeout: Duration::from_millis(250),
             response_header_timeout: Duration::from_secs(2),
             read_timeout: Duration::from_secs(3),
+            write_timeout: Duration::from_secs(4),
             retries: Some(0),
             retry_body_bytes: 0,
             pass_host: PassHost::Rewrite("example.com:8443".into()),

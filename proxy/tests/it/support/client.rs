@@ -326,6 +326,15 @@ impl Client {
         }
     }
 
+    /// Reads exactly `n` raw bytes (after a head: tunnelled bytes, say).
+    pub(crate) fn read_exact(&mut self, n: usize) -> Vec<u8> {
+        let mut bytes = vec![0u8; n];
+        self.reader
+            .read_exact(&mut bytes)
+            .unwrap_or_else(|e| panic!("read {n} bytes: {e}"));
+        bytes
+    }
+
     /// Reads everything up to the server's close (or a reset), buffered bytes included.
     pub(crate) fn read_to_close(&mut self) -> Vec<u8> {
         let mut rest = Vec::new();
