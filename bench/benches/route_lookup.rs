@@ -24,6 +24,7 @@ fn route(name: &str, path: &str, strip: bool, methods: &[&str]) -> RouteSpec {
         strip_prefix: strip,
         methods: MethodSet::try_from_names(methods.iter().copied()).expect("known methods"),
         upstream: None,
+        max_body_bytes: None,
     }
 }
 

@@ -76,6 +76,8 @@ pub struct RouteEntry {
     pub upstream: u32,
     pub service: Arc<str>,
     pub route: Arc<str>,
+    /// Largest request body on this route, when it overrides the gateway's (0: no limit).
+    pub max_body_bytes: Option<u64>,
 }
 
 impl RouteEntry {
@@ -148,6 +150,7 @@ impl Router {
                     upstream: resolve(service.upstream.as_ref(), None)?,
                     service: service_name.clone(),
                     route: Arc::from(""),
+                    max_body_bytes: None,
                 });
             }
             for route in &service.routes {
@@ -163,6 +166,7 @@ impl Router {
                     upstream,
                     service: service_name.clone(),
                     route: Arc::from(route.name.as_str()),
+                    max_body_bytes: route.max_body_bytes,
                 });
             }
             let hosts: Vec<Option<&str>> = if service.hosts.is_empty() {
@@ -180,6 +184,7 @@ impl Router {
                         upstream: e.upstream,
                         service: e.service.clone(),
                         route: e.route.clone(),
+                        max_body_bytes: e.max_body_bytes,
                     });
                 }
             }
@@ -314,6 +319,7 @@ mod tests {
             strip_prefix: strip,
             methods: MethodSet::try_from_names(methods.iter().copied()).unwrap(),
             upstream: None,
+            max_body_bytes: None,
         }
     }
 

@@ -117,6 +117,8 @@ pub struct RouteSpec {
     pub methods: MethodSet,
     /// Overrides the service's upstream.
     pub upstream: Option<String>,
+    /// Overrides `http.max_request_body_bytes` for this route (0: no limit).
+    pub max_body_bytes: Option<u64>,
 }
 
 /// A named set of endpoints plus how to talk to them.

@@ -63,14 +63,18 @@ pub struct HttpConfig {
     pub keepalive_timeout: Duration,
     /// Between two reads of a request body from the client.
     pub client_body_timeout: Duration,
+    /// Largest request line accepted; longer → 414.
+    pub max_request_line_bytes: usize,
     /// Largest request head (request line + headers) accepted; larger → 431.
     pub max_request_head_bytes: usize,
-    /// Most header fields in a request or response head.
+    /// Most header fields in a request head (≤ `http::head::MAX_HEADERS`); more → 431.
     pub max_headers: usize,
     /// An upgraded connection with no byte moving either way for this long is closed.
     pub tunnel_idle_timeout: Duration,
     /// Open client connections per worker; at the limit the worker stops accepting.
     pub max_connections_per_worker: usize,
+    /// Largest request body accepted; larger → 413. 0: no limit.
+    pub max_request_body_bytes: u64,
 }
 
 impl Default for HttpConfig {
@@ -79,10 +83,12 @@ impl Default for HttpConfig {
             client_header_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             client_body_timeout: Duration::from_secs(60),
+            max_request_line_bytes: 8 * 1024,
             max_request_head_bytes: 32 * 1024,
             max_headers: 100,
             tunnel_idle_timeout: Duration::from_secs(300),
             max_connections_per_worker: 16384,
+            max_request_body_bytes: 1024 * 1024,
         }
     }
 }

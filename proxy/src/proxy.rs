@@ -325,6 +325,8 @@ struct Prepared<'v> {
     body: BodyKind,
     client_close: bool,
     expect_continue: bool,
+    /// Most request body bytes accepted (0: no limit).
+    max_body: u64,
     action: Action<'v>,
 }
 
@@ -353,7 +355,7 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             }
             scanned = c.buf.len();
             // Incomplete: parse anyway so that garbage is refused before the head ends.
-            if let Err(e) = check_partial_head(&c.buf, limit) {
+            if let Err(e) = check_partial_head(&c.buf, limit, &w.http) {
                 return reply_error(c, w, e, Instant::now()).await;
             }
             if c.buf.len() >= w.http.max_request_head_bytes {
@@ -423,7 +425,7 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
     let logging = w.access.is_some();
     let mut p = match parse_and_prepare(
         &c.buf,
-        limit,
+        &w.http,
         c.peer,
         &view,
         &mut c.out,
@@ -463,7 +465,8 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
 }
 
 /// Parses a head that is not complete yet, for its errors only.
-fn check_partial_head(buf: &[u8], limit: usize) -> Result<(), HeadError> {
+fn check_partial_head(buf: &[u8], limit: usize, http: &HttpConfig) -> Result<(), HeadError> {
+    head::check_request_line(buf, http.max_request_line_bytes)?;
     let mut hb = head::header_buf();
     head::parse_request(buf, &mut hb[..limit]).map(|_| ())
 }
@@ -472,16 +475,22 @@ fn check_partial_head(buf: &[u8], limit: usize) -> Result<(), HeadError> {
 /// so the header array stays on this stack frame, out of the connection's future.
 fn parse_and_prepare<'v>(
     buf: &[u8],
-    limit: usize,
+    http: &HttpConfig,
     peer: SocketAddr,
     view: &'v View,
     out: &mut Vec<u8>,
     record: &mut Record,
     logging: bool,
 ) -> Result<Prepared<'v>, HeadError> {
+    head::check_request_line(buf, http.max_request_line_bytes)?;
     let mut hb = head::header_buf();
+    let limit = http.max_headers.min(head::MAX_HEADERS);
     match head::parse_request(buf, &mut hb[..limit])? {
-        Some(req) => prepare(&req, peer, view, out, record, logging),
+        // A head that arrived whole in one read is held to the same limit.
+        Some(req) if req.len > http.max_request_head_bytes => {
+            Err(HeadError::new(431, "request head too large"))
+        }
+        Some(req) => prepare(&req, http, peer, view, out, record, logging),
         None => Err(HeadError::new(400, "malformed head")),
     }
 }
@@ -508,6 +517,7 @@ fn head_complete(buf: &[u8], from: usize) -> bool {
 /// Validates the head, routes it and writes the upstream head's common part into `out`.
 fn prepare<'v>(
     req: &head::Request<'_, '_>,
+    http: &HttpConfig,
     peer: SocketAddr,
     view: &'v View,
     out: &mut Vec<u8>,
@@ -553,6 +563,7 @@ fn prepare<'v>(
         body: info.framing.body,
         client_close: info.framing.close,
         expect_continue: info.framing.expect_continue && req.minor == 1,
+        max_body: http.max_request_body_bytes,
         action: Action::Reply {
             status: 404,
             body: "not found: no route matches this host and path",
@@ -577,6 +588,18 @@ fn prepare<'v>(
             };
         }
         RouteMatch::Found(route) => {
+            p.max_body = route.max_body_bytes.unwrap_or(p.max_body);
+            if let BodyKind::Length(n) = p.body {
+                if p.max_body > 0 && n > p.max_body {
+                    // Refused before reading the body; the connection closes.
+                    p.action = Action::Reply {
+                        status: 413,
+                        body: "content too large: the request body is over the limit",
+                        allow: None,
+                    };
+                    return Ok(p);
+                }
+            }
             let upstream = &view.snapshot.upstreams[route.upstream as usize];
             let path: Cow<'_, str> = route.rewrite(&target);
             let (host, per_endpoint) = match &upstream.settings.pass_host {
@@ -724,6 +747,140 @@ mod tests {
             eprintln!("serve future: {size} bytes");
             assert!(size <= 4096, "serve future: {size} bytes");
         });
+    }
+
+    use proptest::prelude::*;
+
+    use super::{check_partial_head, head_complete};
+    use crate::config::HttpConfig;
+    use crate::http::chunked::ChunkedDecoder;
+    use crate::http::head::{analyze_request, header_buf, parse_request};
+    use crate::http::BodyKind;
+
+    /// What a parse says about a request: method, target, minor, header fields, head
+    /// length, body framing.
+    type Parsed = (String, String, u8, Vec<(String, Vec<u8>)>, usize, BodyKind);
+
+    fn parse_whole(buf: &[u8]) -> Option<Parsed> {
+        let mut hb = header_buf();
+        let req = parse_request(buf, &mut hb).ok()??;
+        let info = analyze_request(&req).ok()?;
+        let headers = req
+            .headers
+            .iter()
+            .map(|h| (h.name.to_owned(), h.value.to_vec()))
+            .collect();
+        Some((
+            req.method.to_owned(),
+            req.target.to_owned(),
+            req.minor,
+            headers,
+            req.len,
+            info.framing.body,
+        ))
+    }
+
+    /// A valid request: head fields, then a body framed by Content-Length or chunked.
+    fn valid_request() -> impl Strategy<Value = Vec<u8>> {
+        let method = prop::sample::select(vec!["GET", "POST", "PUT", "DELETE", "PATCH"]);
+        let path = "(/[a-zA-Z0-9._~%-]{0,12}){1,4}(\\?[a-z0-9=&]{0,16})?";
+        let field = ("X-[A-Za-z0-9-]{1,12}", "[ -~]{0,40}");
+        let body = prop::collection::vec(any::<u8>(), 0..200);
+        let chunked = any::<bool>();
+        let chunk = 1..50usize;
+        (
+            method,
+            path,
+            prop::collection::vec(field, 0..8),
+            body,
+            chunked,
+            chunk,
+            any::<bool>(),
+        )
+            .prop_map(|(method, path, fields, body, chunked, chunk, lead)| {
+                let mut r = Vec::new();
+                if lead {
+                    r.extend_from_slice(b"\r\n");
+                }
+                r.extend_from_slice(
+                    format!("{method} {path} HTTP/1.1\r\nHost: h.test\r\n").as_bytes(),
+                );
+                for (name, value) in fields {
+                    r.extend_from_slice(format!("{name}: {}\r\n", value.trim()).as_bytes());
+                }
+                if chunked {
+                    r.extend_from_slice(b"Transfer-Encoding: chunked\r\n\r\n");
+                    for piece in body.chunks(chunk) {
+                        r.extend_from_slice(format!("{:x}\r\n", piece.len()).as_bytes());
+                        r.extend_from_slice(piece);
+                        r.extend_from_slice(b"\r\n");
+                    }
+                    r.extend_from_slice(b"0\r\n\r\n");
+                } else {
+                    r.extend_from_slice(
+                        format!("Content-Length: {}\r\n\r\n", body.len()).as_bytes(),
+                    );
+                    r.extend_from_slice(&body);
+                }
+                r
+            })
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        /// Reads the request in the pieces given by `cuts`, as the exchange loop does:
+        /// incomplete heads pass the partial check, the head is complete exactly when
+        /// its blank line arrived, and it parses as the whole does; a chunked body split
+        /// the same way decodes to the same data.
+        #[test]
+        fn any_split_of_a_valid_request_parses_as_the_whole(
+            raw in valid_request(),
+            cuts in prop::collection::vec(any::<prop::sample::Index>(), 0..6),
+        ) {
+            let whole = parse_whole(&raw).expect("a valid request parses");
+            let head_len = whole.4;
+            let mut cuts: Vec<usize> = cuts.iter().map(|i| i.index(raw.len() + 1)).collect();
+            cuts.push(raw.len());
+            cuts.sort_unstable();
+            let http = HttpConfig::default();
+            let mut buf = Vec::new();
+            let mut scanned = 0;
+            let mut parsed = None;
+            let mut prev = 0;
+            for &cut in &cuts {
+                buf.extend_from_slice(&raw[prev..cut]);
+                prev = cut;
+                if buf.is_empty() {
+                    continue;
+                }
+                if head_complete(&buf, scanned) {
+                    prop_assert!(buf.len() >= head_len);
+                    parsed = parse_whole(&buf);
+                    break;
+                }
+                scanned = buf.len();
+                prop_assert!(buf.len() < head_len, "head end missed at {}", buf.len());
+                prop_assert_eq!(check_partial_head(&buf, 100, &http), Ok(()));
+            }
+            prop_assert_eq!(parsed.as_ref(), Some(&whole));
+            if whole.5 == BodyKind::Chunked {
+                let body = &raw[head_len..];
+                let mut whole_data = Vec::new();
+                let p = ChunkedDecoder::new().feed(body, |r| whole_data.extend_from_slice(&body[r])).unwrap();
+                prop_assert!(p.done);
+                let mut d = ChunkedDecoder::new();
+                let mut data = Vec::new();
+                let mut start = 0;
+                for &cut in cuts.iter().filter(|c| **c > head_len) {
+                    let piece = &body[start..cut - head_len];
+                    d.feed(piece, |r| data.extend_from_slice(&piece[r])).unwrap();
+                    start = cut - head_len;
+                }
+                prop_assert!(d.is_done());
+                prop_assert_eq!(data, whole_data);
+            }
+        }
     }
 
     #[test]

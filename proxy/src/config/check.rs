@@ -372,12 +372,16 @@ impl Checker<'_> {
                 file.client_body_timeout.as_deref(),
                 d.client_body_timeout,
             )?,
+            max_request_line_bytes: self.positive(
+                "http.max_request_line_bytes",
+                file.max_request_line_bytes,
+                d.max_request_line_bytes,
+            )?,
             max_request_head_bytes: self.positive(
                 "http.max_request_head_bytes",
                 file.max_request_head_bytes,
                 d.max_request_head_bytes,
             )?,
-            max_headers: self.positive("http.max_headers", file.max_headers, d.max_headers)?,
             tunnel_idle_timeout: self.duration(
                 "http.tunnel_idle_timeout",
                 file.tunnel_idle_timeout.as_deref(),
@@ -388,6 +392,18 @@ impl Checker<'_> {
                 file.max_connections_per_worker,
                 d.max_connections_per_worker,
             )?,
+            max_headers: match self.positive("http.max_headers", file.max_headers, d.max_headers)? {
+                n if n > crate::http::head::MAX_HEADERS => {
+                    return Err(self.error(
+                        "http.max_headers",
+                        format!("must be at most {}", crate::http::head::MAX_HEADERS),
+                    ))
+                }
+                n => n,
+            },
+            max_request_body_bytes: file
+                .max_request_body_bytes
+                .unwrap_or(d.max_request_body_bytes),
         })
     }
 
@@ -486,6 +502,7 @@ impl Checker<'_> {
                 strip_prefix: route.strip_prefix,
                 methods,
                 upstream: route.upstream,
+                max_body_bytes: route.max_body_bytes,
             });
         }
         Ok(ServiceSpec {

@@ -140,10 +140,13 @@ pub struct FileHttp {
     /// Time an idle keep-alive client connection is kept open. Default `75s`.
     #[serde(default)]
     pub keepalive_timeout: Option<String>,
+    /// Largest request line (method, target, version) in bytes; longer gets 414. Default 8192.
+    #[serde(default)]
+    pub max_request_line_bytes: Option<usize>,
     /// Largest request head (request line + headers) in bytes; larger gets 431. Default 32768.
     #[serde(default)]
     pub max_request_head_bytes: Option<usize>,
-    /// Most header fields in a request or response head. Default 100.
+    /// Most header fields in a request head (at most 128); more gets 431. Default 100.
     #[serde(default)]
     pub max_headers: Option<usize>,
     /// An upgraded connection (WebSocket) with no byte moving either way for this long
@@ -154,6 +157,9 @@ pub struct FileHttp {
     /// until one closes. Default 16384.
     #[serde(default)]
     pub max_connections_per_worker: Option<usize>,
+    /// Largest request body in bytes; larger gets 413. 0: no limit. Default 1048576 (1 MiB).
+    #[serde(default)]
+    pub max_request_body_bytes: Option<u64>,
 }
 
 impl FileHttp {
@@ -162,10 +168,12 @@ impl FileHttp {
         "client_header_timeout",
         "client_body_timeout",
         "keepalive_timeout",
+        "max_request_line_bytes",
         "max_request_head_bytes",
         "max_headers",
         "tunnel_idle_timeout",
         "max_connections_per_worker",
+        "max_request_body_bytes",
     ];
 }
 
@@ -213,12 +221,22 @@ pub struct FileRoute {
     /// Upstream for this route; default: the service's.
     #[serde(default)]
     pub upstream: Option<String>,
+    /// Largest request body on this route in bytes (0: no limit); default:
+    /// `http.max_request_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
 }
 
 impl FileRoute {
     /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] =
-        &["name", "path", "strip_prefix", "methods", "upstream"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "path",
+        "strip_prefix",
+        "methods",
+        "upstream",
+        "max_body_bytes",
+    ];
 }
 
 /// One item of `upstreams:`. Exactly one of `nodes` and `discovery`.

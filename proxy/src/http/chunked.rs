@@ -5,8 +5,11 @@
 //! proxy forwards framing unchanged to an HTTP/1.1 peer (pass-through) or only the data
 //! ranges to an HTTP/1.0 peer (de-chunking). Runs on: a worker. Never allocates.
 //!
-//! Strictness: hex sizes of at most 16 digits, `;`-extensions skipped but bounded, CRLF
-//! required (a bare LF or CR is an error), trailers accepted and bounded.
+//! Strictness: hex sizes of at most 16 digits (no whitespace after them), `;`-extensions
+//! skipped but bounded and free of control bytes, CRLF required (a bare LF or CR is an
+//! error), trailers accepted, bounded and free of control bytes (NUL, bare CR or LF). A
+//! decoder made [`ChunkedDecoder::with_limit`] refuses a body whose chunk sizes add up
+//! past the limit (413) before reading that chunk's data.
 
 use std::ops::Range;
 
@@ -18,6 +21,20 @@ const MAX_TRAILERS: usize = 16 * 1024;
 /// A chunked body that cannot be parsed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct ChunkedError(pub &'static str);
+
+/// The reason given when the chunk data passes the decoder's limit.
+const TOO_LARGE: &str = "chunked body larger than the limit";
+
+impl ChunkedError {
+    /// The status a request with this body gets: 413 past the limit, else 400.
+    pub fn status(&self) -> u16 {
+        if self.0 == TOO_LARGE {
+            413
+        } else {
+            400
+        }
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum State {
@@ -59,9 +76,16 @@ pub struct Progress {
 #[derive(Debug, Clone)]
 pub struct ChunkedDecoder {
     state: State,
+    /// The chunk size being read.
     size: u64,
+    /// Bytes of the current extension or trailer line.
     line: usize,
+    /// Bytes of the trailer section so far.
     trailers: usize,
+    /// Chunk data announced so far (sizes of the chunks begun).
+    total: u64,
+    /// Most chunk data accepted; 0 = no limit.
+    limit: u64,
 }
 
 impl Default for ChunkedDecoder {
@@ -72,11 +96,19 @@ impl Default for ChunkedDecoder {
 
 impl ChunkedDecoder {
     pub fn new() -> Self {
+        Self::with_limit(0)
+    }
+
+    /// A decoder that refuses a body announcing more than `limit` data bytes in all
+    /// (0 = no limit), as soon as the size line of the chunk that passes it is read.
+    pub fn with_limit(limit: u64) -> Self {
         Self {
             state: State::Size { digits: 0 },
             size: 0,
             line: 0,
             trailers: 0,
+            total: 0,
+            limit,
         }
     }
 
@@ -133,6 +165,10 @@ impl ChunkedDecoder {
                     if self.size == 0 {
                         self.state = State::TrailerStart;
                     } else {
+                        self.total = self.total.saturating_add(self.size);
+                        if self.limit > 0 && self.total > self.limit {
+                            return Err(ChunkedError(TOO_LARGE));
+                        }
                         self.state = State::Data(self.size);
                     }
                     self.size = 0;
@@ -179,7 +215,9 @@ impl ChunkedDecoder {
                     }
                     match b {
                         b'\r' => self.state = State::TrailerLf,
-                        b'\n' | 0 => return Err(ChunkedError("invalid byte in trailer")),
+                        0..=8 | 10..=31 | 127 => {
+                            return Err(ChunkedError("invalid byte in trailer"))
+                        }
                         _ => {}
                     }
                 }
@@ -279,6 +317,21 @@ mod tests {
                 String::from_utf8_lossy(bad)
             );
         }
+    }
+
+    #[test]
+    fn a_body_past_the_limit_is_refused_at_the_size_line() {
+        let mut d = ChunkedDecoder::with_limit(8);
+        d.feed(b"5\r\nhello\r\n3\r\nabc\r\n", |_| {}).unwrap();
+        let e = d.feed(b"1\r\n", |_| {}).unwrap_err();
+        assert_eq!(e.status(), 413);
+        let mut d = ChunkedDecoder::with_limit(8);
+        let p = d.feed(b"8\r\n12345678\r\n0\r\n\r\n", |_| {}).unwrap();
+        assert!(p.done);
+        let mut d = ChunkedDecoder::with_limit(8);
+        let e = d.feed(b"ffffffffffffffff\r\n", |_| {}).unwrap_err();
+        assert_eq!(e.status(), 413);
+        assert_eq!(ChunkedError("chunk size missing").status(), 400);
     }
 
     #[test]

@@ -56,6 +56,35 @@ fn map_err(e: httparse::Error, request: bool) -> HeadError {
     }
 }
 
+/// Finds a line feed not preceded by a carriage return in `head`. httparse accepts a bare
+/// LF as a line end (RFC 9112 §2.2 allows it), but another parser on the path may not
+/// agree about where a field ends, so strait refuses it (a smuggling vector).
+fn has_bare_lf(head: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', head).any(|i| i == 0 || head[i - 1] != b'\r')
+}
+
+/// Checks the request line's length against `max` bytes (its CRLF excluded, leading
+/// empty lines skipped): a longer one, or `max` bytes without a line end yet, is 414.
+pub fn check_request_line(buf: &[u8], max: usize) -> Result<(), HeadError> {
+    let lead = buf
+        .iter()
+        .take_while(|b| **b == b'\r' || **b == b'\n')
+        .count();
+    let line = &buf[lead..];
+    let end = line
+        .iter()
+        .take(max.saturating_add(2))
+        .position(|b| *b == b'\n');
+    let len = match end {
+        Some(lf) => lf - usize::from(lf > 0 && line[lf - 1] == b'\r'),
+        None => line.len(),
+    };
+    if len > max {
+        return Err(HeadError::new(414, "request line too long"));
+    }
+    Ok(())
+}
+
 /// Parses a request head at the start of `buf`.
 pub fn parse_request<'h, 'b>(
     buf: &'b [u8],
@@ -66,8 +95,14 @@ pub fn parse_request<'h, 'b>(
         .parse_with_uninit_headers(buf, headers)
         .map_err(|e| map_err(e, true))?;
     let httparse::Status::Complete(len) = status else {
+        if has_bare_lf(buf) {
+            return Err(HeadError::new(400, "bare LF in the request head"));
+        }
         return Ok(None);
     };
+    if has_bare_lf(&buf[..len]) {
+        return Err(HeadError::new(400, "bare LF in the request head"));
+    }
     let (Some(method), Some(target), Some(minor)) = (req.method, req.path, req.version) else {
         return Err(HeadError::new(400, "malformed request line"));
     };
@@ -90,11 +125,20 @@ pub fn parse_response<'h, 'b>(
         .parse_response_with_uninit_headers(&mut resp, buf, headers)
         .map_err(|e| map_err(e, false))?;
     let httparse::Status::Complete(len) = status else {
+        if has_bare_lf(buf) {
+            return Err(HeadError::new(502, "bare LF in the response head"));
+        }
         return Ok(None);
     };
+    if has_bare_lf(&buf[..len]) {
+        return Err(HeadError::new(502, "bare LF in the response head"));
+    }
     let (Some(code), Some(minor)) = (resp.code, resp.version) else {
         return Err(HeadError::new(502, "malformed status line"));
     };
+    if !(100..=599).contains(&code) {
+        return Err(HeadError::new(502, "status code out of range"));
+    }
     Ok(Some(Response {
         status: code,
         reason: resp.reason.unwrap_or(""),
@@ -270,7 +314,11 @@ pub struct RequestInfo<'b> {
     pub framing: Framing<'b>,
 }
 
-/// Validates a request head and extracts routing and framing facts.
+/// Validates a request head and extracts routing and framing facts. The target must be
+/// in origin form (`/path`) or absolute form (`http://host/path`); the asterisk and
+/// authority forms are refused (400). Identical repeated `Content-Length` values are
+/// collapsed into one (RFC 9110 §8.6); differing ones, a list in one field, or a value
+/// that is not all digits are refused.
 pub fn analyze_request<'b>(req: &Request<'_, 'b>) -> Result<RequestInfo<'b>, HeadError> {
     let framing = framing(req.headers, req.minor, true)?;
     let mut host = req
@@ -288,6 +336,9 @@ pub fn analyze_request<'b>(req: &Request<'_, 'b>) -> Result<RequestInfo<'b>, Hea
             .ok_or_else(|| HeadError::new(400, "invalid request target"))?;
         let slash = rest.find(['/', '?']).unwrap_or(rest.len());
         host = &rest[..slash];
+        if host.is_empty() {
+            return Err(HeadError::new(400, "absolute-form target without a host"));
+        }
         target = if slash == rest.len() {
             "/"
         } else {
@@ -660,9 +711,54 @@ mod tests {
             ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
             ("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
             ("GET x HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\nHost: a\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400),
+            ("GET / HTTP/1.1\r\nHost: a\n\n", 400),
+            ("GET http:///a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
+            ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n", 400),
         ] {
             assert_eq!(p(bad).map(|_| ()).unwrap_err().status, status, "{bad:?}");
         }
+    }
+
+    #[test]
+    fn identical_content_lengths_are_collapsed() {
+        let raw = b"POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 2\r\ncontent-length: 2\r\n\r\nok";
+        assert_eq!(parse(raw).unwrap().unwrap().1, BodyKind::Length(2));
+    }
+
+    #[test]
+    fn a_bare_lf_is_refused_before_the_head_is_complete() {
+        let mut h = header_buf();
+        let e = parse_request(b"GET / HTTP/1.1\nHost", &mut h).unwrap_err();
+        assert_eq!(e.status, 400);
+    }
+
+    #[test]
+    fn request_line_length_is_checked_with_or_without_its_end() {
+        let line = |n: usize| format!("GET /{} HTTP/1.1", "a".repeat(n - 14));
+        assert_eq!(line(40).len(), 40);
+        let ok = format!("\r\n{}\r\nHost: a\r\n\r\n", line(40));
+        assert_eq!(check_request_line(ok.as_bytes(), 40), Ok(()));
+        let long = format!("{}\r\n", line(41));
+        assert_eq!(
+            check_request_line(long.as_bytes(), 40).unwrap_err().status,
+            414
+        );
+        // Unfinished: refused once it is longer than the limit, not before.
+        assert_eq!(check_request_line(&long.as_bytes()[..40], 40), Ok(()));
+        assert_eq!(
+            check_request_line(&long.as_bytes()[..41], 40)
+                .unwrap_err()
+                .status,
+            414
+        );
+        assert_eq!(
+            check_request_line(&long.as_bytes()[..42], 40)
+                .unwrap_err()
+                .status,
+            414
+        );
     }
 
     #[test]
@@ -772,5 +868,21 @@ mod tests {
                 .status,
             502
         );
+        assert_eq!(
+            f("HTTP/1.1 200 OK\r\nContent-Length: 3\r\nTransfer-Encoding: chunked\r\n\r\n")
+                .unwrap_err()
+                .status,
+            502
+        );
+        for bad in [
+            "HTTP/1.1 200 OK\nContent-Length: 3\r\n\r\n",
+            "HTTP/1.1 099 OK\r\n\r\n",
+            "HTTP/1.1 600 OK\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX: a\r\n b\r\n\r\n",
+            "HTTP/1.1 200 OK\r\nX : a\r\n\r\n",
+        ] {
+            let mut h = header_buf();
+            assert!(parse_response(bad.as_bytes(), &mut h).is_err(), "{bad:?}");
+        }
     }
 }

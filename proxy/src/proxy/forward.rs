@@ -35,7 +35,12 @@ struct BodyState {
 
 impl BodyState {
     /// The body of a request whose head is `buf[..head_len]`, as far as `buf` holds it.
-    fn new(buf: &[u8], head_len: usize, kind: BodyKind) -> Result<BodyState, HeadError> {
+    fn new(
+        buf: &[u8],
+        head_len: usize,
+        kind: BodyKind,
+        max_body: u64,
+    ) -> Result<BodyState, HeadError> {
         let mut body = BodyState {
             end: head_len,
             complete: matches!(kind, BodyKind::None | BodyKind::Close),
@@ -43,7 +48,7 @@ impl BodyState {
                 BodyKind::Length(n) => n,
                 _ => 0,
             },
-            decoder: ChunkedDecoder::new(),
+            decoder: ChunkedDecoder::with_limit(max_body),
         };
         body.advance(buf, kind)?;
         Ok(body)
@@ -63,7 +68,7 @@ impl BodyState {
                 let progress = self
                     .decoder
                     .feed(&buf[self.end..], |_| {})
-                    .map_err(|e| HeadError::new(400, e.0))?;
+                    .map_err(|e| HeadError::new(e.status(), e.0))?;
                 self.end += progress.consumed;
                 self.complete = progress.done;
             }
@@ -145,7 +150,7 @@ pub(super) async fn forward(
     let settings = &upstream.settings;
 
     // Body bytes that arrived with the head.
-    let mut body = match BodyState::new(&c.buf, p.head_len, p.body) {
+    let mut body = match BodyState::new(&c.buf, p.head_len, p.body, p.max_body) {
         Ok(body) => body,
         Err(e) => return reply_error(c, w, e, started).await,
     };

@@ -13,8 +13,11 @@ use strait::demo::{pattern_bytes, pattern_matches};
 use crate::support::{get, read_head, Client, Framing, Harness, RawBackend, IO_TIMEOUT};
 
 /// Any host → upstream `a` ({b0}); host `rewrite.test` → `{b0}` with `pass_host:
-/// rewrite`; host `node.test` → `{b0}` with `pass_host: node`.
+/// rewrite`; host `node.test` → `{b0}` with `pass_host: node`. No body size limit: these
+/// tests stream bodies of tens of MiB (the limits are `hostile.rs`'s).
 const ONE: &str = "
+http:
+  max_request_body_bytes: 0
 services:
   - name: rewrite
     hosts: [rewrite.test]

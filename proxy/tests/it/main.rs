@@ -5,6 +5,8 @@
 //! - [`support`]: the harness, a raw HTTP/1.1 client, misbehaving backends.
 //! - [`routing`]: hosts, prefixes, strip, methods, 404/405, reload.
 //! - [`forwarding`]: headers, HTTP/1.0, bodies both ways, framing, 1xx, pipelining.
+//! - [`hostile`]: malformed and hostile requests (status and connection fate, whole and
+//!   byte by byte), misbehaving clients beside a good one, malformed responses.
 //! - [`upstream`]: balancing, keep-alive pool, failures (502/503/504), endpoint changes,
 //!   workers.
 //! - [`bounds`]: header, body and upstream write timeouts, the connection limit, a
@@ -31,6 +33,7 @@ mod bounds;
 mod draining;
 mod e2e;
 mod forwarding;
+mod hostile;
 mod process;
 mod restart;
 mod rolling;

@@ -245,10 +245,12 @@ fn run_streams_a_1_gib_upload_and_a_1_gib_download_without_growing_rss() {
     const GIB: u64 = 1 << 30;
     const LIMIT_KIB: u64 = 8 * 1024;
     let backend = echo("127.0.5.4");
-    let run = start(
-        "gib.yaml",
-        &GOOD.replace("{b0}", &backend.addr().to_string()),
+    // No body size limit for the 1 GiB upload.
+    let yaml = format!(
+        "http:\n  max_request_body_bytes: 0\n{}",
+        GOOD.replace("{b0}", &backend.addr().to_string())
     );
+    let run = start("gib.yaml", &yaml);
     let pid = run.child.pid();
     let mut c = Client::connect(run.addr);
     // Warm-up: buffers, pool and allocator reach their steady state.

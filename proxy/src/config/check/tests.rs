@@ -78,6 +78,7 @@ fn seed_config_parses_into_the_expected_config() {
                     strip_prefix: true,
                     methods: MethodSet::ANY,
                     upstream: None,
+                    max_body_bytes: None,
                 }],
             }],
             upstreams: vec![UpstreamSpec {
@@ -110,10 +111,12 @@ http:
   client_header_timeout: 10s
   client_body_timeout: 20s
   keepalive_timeout: 1m
+  max_request_line_bytes: 4096
   max_request_head_bytes: 8192
   max_headers: 50
   tunnel_idle_timeout: 30s
   max_connections_per_worker: 1000
+  max_request_body_bytes: 0
 shutdown:
   delay: 0s
   timeout: 45s
@@ -169,10 +172,12 @@ upstreams:
             client_header_timeout: Duration::from_secs(10),
             client_body_timeout: Duration::from_secs(20),
             keepalive_timeout: Duration::from_secs(60),
+            max_request_line_bytes: 4096,
             max_request_head_bytes: 8192,
             max_headers: 50,
             tunnel_idle_timeout: Duration::from_secs(30),
             max_connections_per_worker: 1000,
+            max_request_body_bytes: 0,
         }
     );
     assert_eq!(
