@@ -104,7 +104,10 @@ fn an_upstream_that_stops_reading_a_request_body_is_cut_after_its_write_timeout(
         }
         let _ = read_tx.lock().unwrap().send(total);
     });
-    let h = Harness::with_addrs(&template(""), &[backend.addr()]);
+    let h = Harness::with_addrs(
+        &template("http: {max_request_body_bytes: 0}"),
+        &[backend.addr()],
+    );
     let mut c = h.client();
     let len: u64 = 256 << 20;
     c.send(

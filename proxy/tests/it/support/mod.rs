@@ -48,7 +48,16 @@ pub(crate) fn wait_refused(addr: SocketAddr) {
         || match TcpStream::connect_timeout(&addr, Duration::from_secs(1)) {
             Ok(_) => None,
             Err(e) if e.kind() == std::io::ErrorKind::ConnectionRefused => Some(()),
-            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => None,
+            // Reset: the listener closed with the connection still in its queue (with
+            // net.ipv4.tcp_migrate_req=1, after moving it to a sibling that closed too).
+            Err(e)
+                if matches!(
+                    e.kind(),
+                    std::io::ErrorKind::TimedOut | std::io::ErrorKind::ConnectionReset
+                ) =>
+            {
+                None
+            }
             Err(e) => panic!("connect to {addr}: {e}"),
         },
     );
