@@ -7,7 +7,7 @@
 //! stream the rest of the request body → read the response head (forwarding 1xx) → write
 //! the client head and stream the body → return the upstream connection to the pool.
 //! An upgrade request answered with 101 ends the exchanges: the connection becomes a
-//! tunnel ([`tunnel`]) to that upstream connection. CONNECT is refused (405).
+//! tunnel (`proxy/tunnel.rs`) to that upstream connection. CONNECT is refused (405).
 //!
 //! Runs on: a worker, one task per client connection. Touches only worker-local state
 //! (`Rc`, `Cell`, `RefCell`); no lock, no shared atomic, no cross-thread channel. Every
