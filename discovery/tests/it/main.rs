@@ -405,6 +405,9 @@ fn an_unreachable_api_server_keeps_the_last_endpoints() {
     let last = rig.all_seen().last().unwrap().clone();
     assert_eq!(ready(&last, "u"), THREE);
     assert!(last.version >= s.version);
+    // Readiness follows the workers' acks of the synced table (recorded on the ack
+    // collector thread), then stays while the API server is away.
+    assert!(rig.discovery().wait_applied(s.version, WAIT));
     assert!(
         rig.discovery().status().ready(),
         "readiness stays: the first sync happened"
