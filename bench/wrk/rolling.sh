@@ -14,31 +14,8 @@ export PATH="$PATH:/usr/sbin:/sbin"
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
 TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 
-die() {
-    echo "rolling.sh: $*" >&2
-    exit 1
-}
-
-SUDO=()
-if [[ $(id -u) != 0 ]]; then
-    command -v sudo >/dev/null || die "not root and no sudo: install wrk and nginx yourself"
-    SUDO=(sudo)
-fi
-
-ensure_packages() {
-    local missing=() cmd pkg
-    for pair in "$@"; do
-        cmd=${pair%%:*}
-        pkg=${pair#*:}
-        command -v "$cmd" >/dev/null || missing+=("$pkg")
-    done
-    ((${#missing[@]})) || return 0
-    echo "installing: ${missing[*]}" >&2
-    if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; then
-        "${SUDO[@]}" apt-get update
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-    fi
-}
+# shellcheck source=bench/wrk/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 ensure_packages wrk:wrk nginx:nginx taskset:util-linux
 

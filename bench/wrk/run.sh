@@ -40,10 +40,8 @@ TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 RESULTS_DIR=$ROOT/bench/results
 STAMP=$(date +%Y%m%d-%H%M%S)
 
-die() {
-    echo "run.sh: $*" >&2
-    exit 1
-}
+# shellcheck source=bench/wrk/lib.sh
+source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
 for a in "$BACKEND" "$STRAIT" "$NGINX"; do
     [[ $a =~ ^127\.0\.0\.[0-9]{1,3}:[0-9]+$ ]] || die "address $a is not 127.0.0.x:port (requests stay on loopback)"
@@ -52,27 +50,6 @@ done
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 
 # --- packages -------------------------------------------------------------------------
-
-SUDO=()
-if [[ $(id -u) != 0 ]]; then
-    command -v sudo >/dev/null || die "not root and no sudo: install wrk and nginx yourself"
-    SUDO=(sudo)
-fi
-
-ensure_packages() {
-    local missing=() cmd pkg
-    for pair in "$@"; do
-        cmd=${pair%%:*}
-        pkg=${pair#*:}
-        command -v "$cmd" >/dev/null || missing+=("$pkg")
-    done
-    ((${#missing[@]})) || return 0
-    echo "installing: ${missing[*]}" >&2
-    if ! "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"; then
-        "${SUDO[@]}" apt-get update
-        "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y "${missing[@]}"
-    fi
-}
 
 ensure_packages wrk:wrk nginx:nginx taskset:util-linux
 if [[ $MODE == callgrind ]]; then

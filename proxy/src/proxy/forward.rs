@@ -169,13 +169,7 @@ pub(super) async fn forward(
     if hold && !body.complete {
         if p.expect_continue {
             // We take the body ourselves; the client waits for this before sending it.
-            let (res, _) = write_all(
-                &mut c.stream,
-                b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
-                w.http.client_body_timeout,
-            )
-            .await;
-            if res.is_err() {
+            if !send_continue(c, w).await {
                 return Next::Close;
             }
             continued = true;
@@ -291,13 +285,7 @@ pub(super) async fn forward(
         }
         if !body.complete {
             if p.expect_continue && !continued {
-                let (res, _) = write_all(
-                    &mut c.stream,
-                    b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
-                    w.http.client_body_timeout,
-                )
-                .await;
-                if res.is_err() {
+                if !send_continue(c, w).await {
                     return Next::Close;
                 }
                 continued = true;
@@ -411,6 +399,17 @@ pub(super) async fn forward(
         body.complete.then_some(body.end)
     };
     finish_with_status(c, w, p, last.status(), last.message(), started, consumed).await
+}
+
+/// Tells an `Expect: 100-continue` client to send its body; false when the write failed.
+async fn send_continue(c: &mut Client, w: &Worker) -> bool {
+    let (res, _) = write_all(
+        &mut c.stream,
+        b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
+        w.http.client_body_timeout,
+    )
+    .await;
+    res.is_ok()
 }
 
 /// Counts a failed attempt on `conn`, except the first failure of a reused pooled
