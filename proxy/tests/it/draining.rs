@@ -510,21 +510,32 @@ upstreams:
 
 // === graceful stop ===
 
+/// A gateway listening on `listen` (`ip:0`) with `shutdown` (a YAML mapping) and one
+/// upstream over `backend`; `extra` goes first (e.g. `workers: 2`).
+fn stopping(extra: &str, listen: &str, shutdown: &str, backend: SocketAddr) -> Harness {
+    let yaml = format!(
+        "
+{extra}
+listeners:
+  - {{name: http, address: '{listen}'}}
+shutdown: {shutdown}
+services:
+  - {{name: s, upstream: a}}
+upstreams:
+  - {{name: a, nodes: [{{address: '{{b0}}'}}]}}
+"
+    );
+    Harness::with_addrs(&yaml, &[backend])
+}
+
 #[test]
 fn a_graceful_stop_serves_through_the_delay_then_refuses_closes_idle_and_finishes_busy_ones() {
     let backend = GatedBackend::start("127.0.6.25");
-    let mut h = Harness::with_addrs(
-        "
-workers: 2
-listeners:
-  - {name: http, address: '127.0.6.26:0'}
-shutdown: {delay: 300ms, timeout: 20s}
-services:
-  - {name: s, upstream: a}
-upstreams:
-  - {name: a, nodes: [{address: '{b0}'}]}
-",
-        &[backend.backend.addr()],
+    let mut h = stopping(
+        "workers: 2",
+        "127.0.6.26:0",
+        "{delay: 300ms, timeout: 20s}",
+        backend.backend.addr(),
     );
     eventually("the gateway to be ready", || {
         h.gateway_ref().ready().then_some(())
@@ -573,17 +584,11 @@ upstreams:
 #[test]
 fn a_connection_accepted_before_the_stop_gets_its_first_request_answered() {
     let backend = echo("127.0.6.29");
-    let mut h = Harness::with_addrs(
-        "
-listeners:
-  - {name: http, address: '127.0.6.30:0'}
-shutdown: {delay: 0s, timeout: 20s}
-services:
-  - {name: s, upstream: a}
-upstreams:
-  - {name: a, nodes: [{address: '{b0}'}]}
-",
-        &[backend.addr()],
+    let mut h = stopping(
+        "",
+        "127.0.6.30:0",
+        "{delay: 0s, timeout: 20s}",
+        backend.addr(),
     );
     // Connected (and accepted) before the stop; the request comes after the listener
     // closed.
@@ -600,17 +605,11 @@ upstreams:
 #[test]
 fn a_request_outliving_the_shutdown_timeout_is_cut_when_the_timeout_passes() {
     let backend = echo("127.0.6.27");
-    let mut h = Harness::with_addrs(
-        "
-listeners:
-  - {name: http, address: '127.0.6.28:0'}
-shutdown: {delay: 0s, timeout: 300ms}
-services:
-  - {name: s, upstream: a}
-upstreams:
-  - {name: a, nodes: [{address: '{b0}'}]}
-",
-        &[backend.addr()],
+    let mut h = stopping(
+        "",
+        "127.0.6.28:0",
+        "{delay: 0s, timeout: 300ms}",
+        backend.addr(),
     );
     let mut c = h.client();
     c.send(get("to.test", "/delay/5000").as_bytes());
