@@ -25,6 +25,8 @@ pub struct Config {
     pub access_log: AccessLogConfig,
     pub http: HttpConfig,
     pub shutdown: ShutdownConfig,
+    /// The admin server.
+    pub admin: AdminConfig,
     /// Services, routes and upstreams, for the table builder.
     pub spec: Spec,
 }
@@ -107,6 +109,29 @@ impl Default for ShutdownConfig {
         Self {
             delay: Duration::from_secs(5),
             timeout: Duration::from_secs(20),
+        }
+    }
+}
+
+/// The admin server (health, readiness, metrics, debug snapshot).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct AdminConfig {
+    /// Where it listens; `None` when disabled.
+    pub listen: Option<SocketAddr>,
+}
+
+impl AdminConfig {
+    /// The default address: localhost only.
+    pub const DEFAULT_LISTEN: SocketAddr = SocketAddr::V4(std::net::SocketAddrV4::new(
+        std::net::Ipv4Addr::LOCALHOST,
+        9901,
+    ));
+}
+
+impl Default for AdminConfig {
+    fn default() -> Self {
+        Self {
+            listen: Some(Self::DEFAULT_LISTEN),
         }
     }
 }

@@ -20,13 +20,14 @@ use strait_discovery::spec::{
 use strait_discovery::Spec;
 
 use super::file::{
-    FileAccessLog, FileConfig, FileDiscovery, FileDriver, FileHttp, FileListener, FileNode,
-    FilePassHost, FilePassiveHealth, FilePort, FileRegistry, FileResource, FileService,
+    FileAccessLog, FileAdmin, FileConfig, FileDiscovery, FileDriver, FileHttp, FileListener,
+    FileNode, FilePassHost, FilePassiveHealth, FilePort, FileRegistry, FileResource, FileService,
     FileShutdown, FileUpstream,
 };
 use super::lines::Lines;
 use super::{
-    AccessLogConfig, Config, ConfigError, Driver, HttpConfig, ListenerConfig, ShutdownConfig,
+    AccessLogConfig, AdminConfig, Config, ConfigError, Driver, HttpConfig, ListenerConfig,
+    ShutdownConfig,
 };
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -141,6 +142,7 @@ impl Checker<'_> {
             upstreams,
             registries,
             shutdown,
+            admin,
         } = file;
         let workers = match workers {
             None => None,
@@ -157,6 +159,16 @@ impl Checker<'_> {
         let access_log = self.access_log(access_log)?;
         let http = self.http(http)?;
         let shutdown = self.shutdown(shutdown)?;
+        let admin = self.admin(admin)?;
+        if let Some(i) = listeners.iter().position(|l| Some(l.addr) == admin.listen) {
+            return Err(self.error(
+                "admin.listen",
+                format!(
+                    "address {} is already used by listeners[{i}]",
+                    listeners[i].addr
+                ),
+            ));
+        }
         let defined: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
         let services = self.services(services, &defined)?;
         let registries = self.registries(registries)?;
@@ -168,6 +180,7 @@ impl Checker<'_> {
             access_log,
             http,
             shutdown,
+            admin,
             spec: Spec {
                 services,
                 upstreams,
@@ -412,6 +425,19 @@ impl Checker<'_> {
         Ok(ShutdownConfig {
             delay: self.duration_or_zero("shutdown.delay", file.delay.as_deref(), d.delay)?,
             timeout: self.duration("shutdown.timeout", file.timeout.as_deref(), d.timeout)?,
+        })
+    }
+
+    fn admin(&self, file: FileAdmin) -> Result<AdminConfig> {
+        if file.enabled == Some(false) {
+            return Ok(AdminConfig { listen: None });
+        }
+        let listen = match file.listen.as_deref() {
+            None => AdminConfig::DEFAULT_LISTEN,
+            Some(text) => self.socket_addr("admin.listen", text)?,
+        };
+        Ok(AdminConfig {
+            listen: Some(listen),
         })
     }
 

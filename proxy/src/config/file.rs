@@ -41,6 +41,9 @@ pub struct FileConfig {
     /// What SIGTERM does: readiness off, a delay, then a bounded drain.
     #[serde(default)]
     pub shutdown: FileShutdown,
+    /// The admin server: health, readiness, metrics and the debug snapshot.
+    #[serde(default)]
+    pub admin: FileAdmin,
 }
 
 impl FileConfig {
@@ -55,7 +58,26 @@ impl FileConfig {
         "upstreams",
         "registries",
         "shutdown",
+        "admin",
     ];
+}
+
+/// `admin:`; the admin server (`/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`).
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileAdmin {
+    /// `ip:port` to serve on. Default `127.0.0.1:9901` (localhost only). In a DaemonSet,
+    /// bind where the kubelet can probe it, e.g. `0.0.0.0:9901`.
+    #[serde(default)]
+    pub listen: Option<String>,
+    /// Serve the admin endpoints at all. Default `true`.
+    #[serde(default)]
+    pub enabled: Option<bool>,
+}
+
+impl FileAdmin {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["listen", "enabled"];
 }
 
 /// `shutdown:`; what a graceful stop (SIGTERM) does.
@@ -656,6 +678,7 @@ mod tests {
                 accepted::<FileShutdown>(KEY),
                 FileShutdown::FIELDS,
             ),
+            ("FileAdmin", accepted::<FileAdmin>(KEY), FileAdmin::FIELDS),
         ]
     }
 

@@ -65,6 +65,7 @@ fn seed_config_parses_into_the_expected_config() {
         access_log: AccessLogConfig::default(),
         http: HttpConfig::default(),
         shutdown: ShutdownConfig::default(),
+        admin: AdminConfig::default(),
         spec: Spec {
             registries: Vec::new(),
             services: vec![ServiceSpec {
