@@ -3,7 +3,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strait::http::chunked::ChunkedDecoder;
+use strait_http::chunked::ChunkedDecoder;
 
 fn decode(pieces: &[&[u8]], limit: u64) -> Result<(usize, bool, Vec<u8>), ()> {
     let mut d = ChunkedDecoder::with_limit(limit);

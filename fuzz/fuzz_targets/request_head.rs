@@ -4,7 +4,7 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strait::http::head::{self, HostHeader};
+use strait_http::head::{self, HostHeader};
 
 /// What a parse concludes, comparable across splits.
 fn outcome(buf: &[u8]) -> Option<Result<(usize, String), u16>> {

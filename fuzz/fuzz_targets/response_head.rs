@@ -4,8 +4,8 @@
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
-use strait::http::head::{self, ClientFraming};
-use strait::http::BodyKind;
+use strait_http::head::{self, ClientFraming};
+use strait_http::BodyKind;
 
 fuzz_target!(|data: &[u8]| {
     let mut hb = head::header_buf();

@@ -17,7 +17,7 @@ pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
-pub mod http;
+pub use strait_http as http;
 pub mod proxy;
 mod sys;
 pub mod upstream;
