@@ -38,6 +38,8 @@ pub enum ErrorKind {
     BadResponse,
     /// The client went away or misbehaved mid-request.
     ClientIo,
+    /// A streamed chunked request body passed the body limit.
+    BodyTooLarge,
     ClientTimeout,
 }
 
@@ -63,6 +65,7 @@ impl ProxyError {
             ErrorKind::ConnectRefused | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
             ErrorKind::ClientTimeout => 408,
             ErrorKind::ClientIo => 400,
+            ErrorKind::BodyTooLarge => 413,
         }
     }
 
@@ -80,6 +83,7 @@ impl ProxyError {
             ErrorKind::UpstreamIoTimeout => "gateway timeout: the upstream stalled",
             ErrorKind::BadResponse => "bad gateway: the upstream sent a malformed response",
             ErrorKind::ClientIo => "bad request: the request body could not be read",
+            ErrorKind::BodyTooLarge => "content too large: the request body is over the limit",
             ErrorKind::ClientTimeout => "request timeout",
         }
     }

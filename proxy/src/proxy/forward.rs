@@ -315,11 +315,12 @@ pub(super) async fn forward(
             .await;
             c.buf = relayed.buf;
             if let Err(e) = relayed.result {
-                if e.side == Side::Downstream {
-                    return Next::Close;
+                // The body is cut short either way: answer (400, 408 or 413; a client that
+                // went away does not read it) and close; the upstream connection is dropped.
+                let err = ProxyError::new(e.kind, e.side, Retry::No);
+                if e.side != Side::Downstream {
+                    note_attempt(c, w, ep.addr, err.status());
                 }
-                let err = ProxyError::new(e.kind, Side::Upstream, Retry::No);
-                note_attempt(c, w, ep.addr, err.status());
                 return finish_with_status(c, w, p, err.status(), err.message(), started, None)
                     .await;
             }

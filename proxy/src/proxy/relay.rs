@@ -118,7 +118,7 @@ pub(super) async fn relay(
                 };
                 match fed {
                     Ok(progress) => (start + progress.consumed, progress.done),
-                    Err(_) => {
+                    Err(e) => {
                         return Relayed {
                             buf,
                             end: start,
@@ -126,10 +126,10 @@ pub(super) async fn relay(
                             head_sent,
                             result: Err(RelayError {
                                 side: src_side,
-                                kind: if src_side == Side::Upstream {
-                                    ErrorKind::BadResponse
-                                } else {
-                                    ErrorKind::ClientIo
+                                kind: match src_side {
+                                    Side::Upstream => ErrorKind::BadResponse,
+                                    _ if e.status() == 413 => ErrorKind::BodyTooLarge,
+                                    _ => ErrorKind::ClientIo,
                                 },
                             }),
                         };

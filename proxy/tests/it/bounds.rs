@@ -210,3 +210,58 @@ fn a_client_that_never_reads_a_large_response_does_not_hold_up_another_on_the_wo
     slow.send(b"st\r\n\r\n");
     assert_eq!(slow.response(false).status, 200);
 }
+
+#[test]
+fn a_streamed_chunked_body_that_passes_the_limit_gets_413_and_the_connection_closes() {
+    // retry_body_bytes: 0 in the template, so the body streams to the upstream as it comes.
+    let h = Harness::start(
+        &["127.0.12.30"],
+        &template("http: {max_request_body_bytes: 100000}"),
+    );
+    let mut c = h.client();
+    c.send(b"POST /anything HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\n\r\n");
+    // 16 KiB chunks: the seventh passes 100,000 bytes. Written while the gateway reads.
+    let chunk = format!("4000\r\n{}\r\n", "c".repeat(0x4000));
+    let mut writer = c.writer();
+    let sender = thread::spawn(move || {
+        for _ in 0..8 {
+            if writer.write_all(chunk.as_bytes()).is_err() {
+                break;
+            }
+        }
+    });
+    let resp = c.response(false);
+    assert_eq!(resp.status, 413, "{}", resp.text());
+    assert!(resp.connection_has("close"));
+    assert!(c.closed());
+    sender.join().unwrap();
+    assert_eq!(
+        h.backends[0].requests_served(),
+        0,
+        "the upstream answered a request whose body was cut short"
+    );
+    // The same body under the limit streams through whole.
+    let mut c = h.client();
+    let body = "d".repeat(90_000);
+    let resp = c.request(&format!(
+        "POST /anything HTTP/1.1\r\nHost: t.test\r\nTransfer-Encoding: chunked\r\n\r\n{:x}\r\n{body}\r\n0\r\n\r\n",
+        body.len()
+    ));
+    assert_eq!(resp.status, 200);
+    assert_eq!(resp.json()["body_length"], 90_000);
+}
+
+#[test]
+fn a_streamed_body_that_stalls_gets_408_and_the_connection_closes() {
+    let h = Harness::start(
+        &["127.0.12.31"],
+        &template("http: {client_body_timeout: 300ms}"),
+    );
+    let mut c = h.client();
+    c.send(b"POST /anything HTTP/1.1\r\nHost: t.test\r\nContent-Length: 100\r\n\r\nonly part");
+    let resp = c.response(false);
+    assert_eq!(resp.status, 408, "{}", resp.text());
+    assert!(resp.connection_has("close"));
+    assert!(c.closed());
+    assert_eq!(h.backends[0].requests_served(), 0);
+}
