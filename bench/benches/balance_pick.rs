@@ -52,7 +52,7 @@ fn bench(c: &mut Criterion) {
             ("equal", snapshot(n, |_| 1)),
             ("unequal", snapshot(n, |i| 1 + (i % 5) as u32)),
         ] {
-            let table = Table::new(snap, 0);
+            let table = Table::new(snap, 0, Default::default());
             let view = table.view();
             let health = Health::default();
             let now = Instant::now();

@@ -203,6 +203,7 @@ write_strait_conf() {
     cat >"$WORK/strait.yaml" <<EOF
 workers: 1
 driver: $STRAIT_DRIVER
+admin: {listen: "127.0.0.1:0"}
 listeners:
   - name: http
     address: $STRAIT

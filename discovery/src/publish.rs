@@ -9,7 +9,7 @@
 
 use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 
 use crossbeam_channel::{Receiver, Sender, TryRecvError};
 
@@ -50,6 +50,8 @@ struct Link {
 #[derive(Debug, Clone)]
 pub struct Publisher {
     links: Arc<[Link]>,
+    /// The last snapshot published, for the admin endpoints (read off the workers).
+    last: Arc<Mutex<Option<Arc<Snapshot>>>>,
 }
 
 /// A worker's receiving half.
@@ -81,6 +83,7 @@ pub fn channel(workers: usize) -> io::Result<(Publisher, Vec<Subscriber>, Receiv
     Ok((
         Publisher {
             links: links.into(),
+            last: Arc::default(),
         },
         subs,
         ack_rx,
@@ -105,7 +108,13 @@ impl Publisher {
 
     /// Publishes a snapshot to every worker.
     pub fn publish(&self, snapshot: Arc<Snapshot>) {
+        *self.last.lock().unwrap_or_else(|e| e.into_inner()) = Some(snapshot.clone());
         self.send(Update::Snapshot(snapshot));
+    }
+
+    /// The last snapshot published.
+    pub fn last(&self) -> Option<Arc<Snapshot>> {
+        self.last.lock().unwrap_or_else(|e| e.into_inner()).clone()
     }
 
     pub fn workers(&self) -> usize {

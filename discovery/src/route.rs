@@ -78,6 +78,8 @@ pub struct RouteEntry {
     pub route: Arc<str>,
     /// Largest request body on this route, when it overrides the gateway's (0: no limit).
     pub max_body_bytes: Option<u64>,
+    /// Index of (`service`, `route`) in [`Router::routes`]: where a worker counts it.
+    pub stats: u32,
 }
 
 impl RouteEntry {
@@ -113,6 +115,8 @@ pub struct Router {
     default: Option<usize>,
     /// Each group's routes, longest prefix first.
     groups: Vec<Vec<RouteEntry>>,
+    /// Every (service, route) pair once, in config order ([`RouteEntry::stats`]).
+    routes: Vec<(Arc<str>, Arc<str>)>,
 }
 
 /// An error from [`Router::compile`].
@@ -142,6 +146,10 @@ impl Router {
                         upstream: name.cloned(),
                     })
             };
+            let mut stats = |route: Arc<str>| {
+                router.routes.push((service_name.clone(), route));
+                (router.routes.len() - 1) as u32
+            };
             if service.routes.is_empty() {
                 entries.push(RouteEntry {
                     prefix: service.path_prefix.clone().into_boxed_str(),
@@ -151,6 +159,7 @@ impl Router {
                     service: service_name.clone(),
                     route: Arc::from(""),
                     max_body_bytes: None,
+                    stats: stats(Arc::from("")),
                 });
             }
             for route in &service.routes {
@@ -167,6 +176,7 @@ impl Router {
                     service: service_name.clone(),
                     route: Arc::from(route.name.as_str()),
                     max_body_bytes: route.max_body_bytes,
+                    stats: stats(Arc::from(route.name.as_str())),
                 });
             }
             let hosts: Vec<Option<&str>> = if service.hosts.is_empty() {
@@ -185,6 +195,7 @@ impl Router {
                         service: e.service.clone(),
                         route: e.route.clone(),
                         max_body_bytes: e.max_body_bytes,
+                        stats: e.stats,
                     });
                 }
             }
@@ -194,6 +205,12 @@ impl Router {
             group.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
         }
         Ok(router)
+    }
+
+    /// Every (service, route) pair once, in config order; a service without routes
+    /// has one route named `""`.
+    pub fn routes(&self) -> &[(Arc<str>, Arc<str>)] {
+        &self.routes
     }
 
     fn group_for(&mut self, host: Option<&str>) -> usize {

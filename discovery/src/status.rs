@@ -18,6 +18,18 @@ use crate::snapshot::SnapshotVersion;
 /// Propagation samples kept.
 const SAMPLES: usize = 4096;
 
+/// Propagation histogram bucket upper bounds, in seconds (`+Inf` implied).
+pub const PROPAGATION_BUCKETS: [f64; 12] = [
+    0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 1.0,
+];
+
+/// Every propagation measured since start, bucketed like [`PROPAGATION_BUCKETS`].
+#[derive(Debug, Default, Clone)]
+struct PropagationHistogram {
+    buckets: [u64; 13],
+    sum: Duration,
+}
+
 /// One registry's watch state.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct RegistryStatus {
@@ -44,6 +56,7 @@ struct Inner {
     /// Acks counted per version until every worker has sent one.
     pending: HashMap<SnapshotVersion, (usize, Instant)>,
     propagation: VecDeque<Duration>,
+    histogram: PropagationHistogram,
 }
 
 impl Inner {
@@ -155,6 +168,13 @@ impl Status {
         }
     }
 
+    /// Every propagation measured since start: counts per bucket of
+    /// [`PROPAGATION_BUCKETS`] (the last is `+Inf`, not cumulative), their sum and count.
+    pub fn propagation_histogram(&self) -> ([u64; 13], Duration, u64) {
+        let h = self.lock().histogram.clone();
+        (h.buckets, h.sum, h.buckets.iter().sum())
+    }
+
     /// Recent propagation latencies, oldest first.
     pub fn propagation_samples(&self) -> Vec<Duration> {
         self.lock().propagation.iter().copied().collect()
@@ -175,9 +195,12 @@ impl Status {
             if inner.propagation.len() == SAMPLES {
                 inner.propagation.pop_front();
             }
-            inner
-                .propagation
-                .push_back(last.saturating_duration_since(ack.origin));
+            let took = last.saturating_duration_since(ack.origin);
+            inner.propagation.push_back(took);
+            let secs = took.as_secs_f64();
+            let i = PROPAGATION_BUCKETS.partition_point(|b| *b < secs);
+            inner.histogram.buckets[i] += 1;
+            inner.histogram.sum += took;
         }
         // Versions every worker has passed can no longer complete.
         let min = inner.applied.iter().copied().min().unwrap_or_default();
@@ -214,6 +237,9 @@ mod tests {
         s.record_ack(ack(1, 4));
         assert!(s.wait_applied(SnapshotVersion(3), Duration::ZERO));
         assert_eq!(s.propagation_samples(), [Duration::from_millis(4)]);
+        let (buckets, sum, count) = s.propagation_histogram();
+        assert_eq!((sum, count), (Duration::from_millis(4), 1));
+        assert_eq!(buckets[5], 1, "4 ms is in the 5 ms bucket");
     }
 
     #[test]

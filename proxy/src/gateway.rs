@@ -7,7 +7,8 @@
 
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::sync::mpsc;
+use std::sync::atomic::Ordering;
+use std::sync::{mpsc, Arc};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -16,7 +17,9 @@ use strait_discovery::{
     BuildError, DiscoveryHandle, Endpoint, Publisher, SnapshotVersion, Status, TableBuilder, Update,
 };
 
+use crate::admin::{AdminServer, AdminState};
 use crate::config::Config;
+use crate::metrics::WorkerMetrics;
 use crate::worker::{self, DriverKind, WorkerSetup};
 
 /// Why a gateway could not start.
@@ -52,8 +55,9 @@ pub struct Gateway {
     config: Config,
     /// Disconnects once every worker thread has exited.
     exited: crossbeam_channel::Receiver<()>,
-    /// Set when a graceful stop began; readiness is off from then on.
-    stopping: bool,
+    /// What the admin endpoints read (readiness, metrics, the spec in force).
+    admin: Arc<AdminState>,
+    admin_server: Option<AdminServer>,
     /// Dropping it cancels the pending start of a graceful stop's drain.
     cancel_drain: Option<crossbeam_channel::Sender<()>>,
 }
@@ -82,6 +86,18 @@ impl Gateway {
                 per_worker[i].push(b);
             }
         }
+        let admin_listener = match config.admin.listen {
+            Some(addr) => {
+                Some(
+                    std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
+                        name: "admin".into(),
+                        addr,
+                        source,
+                    })?,
+                )
+            }
+            None => None,
+        };
         let access_file = if config.access_log.enabled {
             Some(open_access_log(&config)?)
         } else {
@@ -92,6 +108,7 @@ impl Gateway {
         let cores = core_affinity::get_core_ids().unwrap_or_default();
         let (ready_tx, ready_rx) = mpsc::channel();
         let (alive, exited) = crossbeam_channel::bounded(0);
+        let metrics: Vec<Arc<WorkerMetrics>> = (0..workers).map(|_| Arc::default()).collect();
         let mut threads = Vec::with_capacity(workers);
         for (id, (subscriber, listeners)) in subscribers.into_iter().zip(per_worker).enumerate() {
             let access_log = match &access_file {
@@ -110,6 +127,7 @@ impl Gateway {
                 subscriber,
                 http: config.http.clone(),
                 access_log,
+                metrics: metrics[id].clone(),
                 alive: alive.clone(),
             };
             threads.push(worker::spawn(setup, ready_tx.clone())?);
@@ -128,6 +146,16 @@ impl Gateway {
             }
         }
         let discovery = strait_discovery::spawn(builder, publisher.clone(), acks)?;
+        let admin = Arc::new(AdminState::new(
+            metrics,
+            discovery.status().clone(),
+            publisher.clone(),
+            config.spec.clone(),
+        ));
+        let admin_server = match admin_listener {
+            Some(l) => Some(AdminServer::start(l, admin.clone())?),
+            None => None,
+        };
         tracing::info!(workers, listeners = ?listeners, "gateway started");
         Ok(Gateway {
             publisher,
@@ -137,7 +165,8 @@ impl Gateway {
             drivers,
             config,
             exited,
-            stopping: false,
+            admin,
+            admin_server,
             cancel_drain: None,
         })
     }
@@ -160,6 +189,16 @@ impl Gateway {
         &self.drivers
     }
 
+    /// The admin server's bound address (port 0 resolved); `None` when disabled.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_server.as_ref().map(AdminServer::addr)
+    }
+
+    /// What the admin endpoints serve.
+    pub fn admin(&self) -> &Arc<AdminState> {
+        &self.admin
+    }
+
     pub fn config(&self) -> &Config {
         &self.config
     }
@@ -169,11 +208,25 @@ impl Gateway {
     /// cannot be built is refused and the running table stays. Returns once every worker
     /// routes with the new table.
     pub fn reload(&mut self, config: Config) -> Result<SnapshotVersion, BuildError> {
-        let builder = TableBuilder::try_new(config.spec.clone())?;
+        let builder = match TableBuilder::try_new(config.spec.clone()) {
+            Ok(b) => b,
+            Err(e) => {
+                self.reload_refused();
+                return Err(e);
+            }
+        };
+        *self.admin.spec.lock().unwrap_or_else(|e| e.into_inner()) = config.spec.clone();
         self.config.spec = config.spec;
         let version = self.discovery().reload(builder).unwrap_or_default();
         self.wait_applied(version);
+        self.admin.reloads_ok.fetch_add(1, Ordering::Relaxed);
         Ok(version)
+    }
+
+    /// Counts a reload refused before it reached [`Gateway::reload`] (a file that does
+    /// not parse or check), for `strait_config_reloads_total`.
+    pub fn reload_refused(&self) {
+        self.admin.reloads_refused.fetch_add(1, Ordering::Relaxed);
     }
 
     /// Replaces one static upstream's endpoints and publishes; returns once every worker
@@ -196,7 +249,7 @@ impl Gateway {
     /// Ready for traffic: every enabled registry has finished its first list, and no
     /// graceful stop has begun.
     pub fn ready(&self) -> bool {
-        !self.stopping && self.status().ready()
+        self.admin.ready()
     }
 
     /// Begins a graceful stop (what SIGTERM does): readiness turns false now; the
@@ -205,10 +258,9 @@ impl Gateway {
     /// `Connection: close`); workers exit when their last connection ends, or
     /// `shutdown.timeout` after the delay. Returns at once; see [`Gateway::wait_stopped`].
     pub fn begin_shutdown(&mut self) {
-        if self.stopping {
+        if self.admin.stopping.swap(true, Ordering::SeqCst) {
             return;
         }
-        self.stopping = true;
         let (cancel, cancelled) = crossbeam_channel::bounded::<()>(0);
         self.cancel_drain = Some(cancel);
         let publisher = self.publisher.clone();
@@ -264,6 +316,7 @@ impl Gateway {
     /// Stops every worker now (connections are dropped) and waits for the threads.
     pub fn shutdown(mut self) {
         self.cancel_drain.take();
+        self.admin_server.take();
         if let Some(d) = self.discovery.take() {
             d.stop();
         }

@@ -10,15 +10,21 @@
 //! - [`proxy`]: the life of a request, top-down.
 //! - [`upstream`]: per-worker endpoint picking and the keep-alive pool.
 //! - [`access_log`]: the per-request log line.
+//! - [`metrics`]: per-worker single-writer counters, summed at scrape time.
+//! - [`reload`]: the config file watch and hot reload.
+//! - [`admin`]: the admin server (`/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`).
 //! - [`demo`]: the built-in httpbin-like echo backend behind `strait demo`.
 
 pub mod access_log;
+pub mod admin;
 pub mod config;
 pub mod demo;
 pub mod error;
 pub mod gateway;
+pub mod metrics;
 pub use strait_http as http;
 pub mod proxy;
+pub mod reload;
 mod sys;
 pub mod upstream;
 pub mod worker;

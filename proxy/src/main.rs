@@ -76,10 +76,17 @@ fn main() -> anyhow::Result<()> {
                 std::process::exit(1);
             }
         },
-        Command::Run { config, workers } => {
-            let mut config = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+        Command::Run {
+            config: file,
+            workers,
+        } => {
+            let mut config = Config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
             override_workers(&mut config, workers)?;
-            serve(config, Vec::<strait::demo::EchoServer>::new())
+            serve(
+                config,
+                Some((file, workers)),
+                Vec::<strait::demo::EchoServer>::new(),
+            )
         }
         Command::Demo { workers } => {
             let mut config =
@@ -95,7 +102,7 @@ fn main() -> anyhow::Result<()> {
                 println!("demo backend listening on {addr}");
             }
             println!("try: curl -H 'Host: sd.httpbin.org' http://127.0.0.1:9080/v1/anything");
-            serve(config, backends)
+            serve(config, None, backends)
         }
         Command::Echo { listen } => {
             let mut signals = signal_hook::iterator::Signals::new([
@@ -122,10 +129,15 @@ fn override_workers(config: &mut Config, workers: Option<usize>) -> anyhow::Resu
 
 /// Runs until a signal. SIGTERM stops gracefully (readiness off, `shutdown.delay`,
 /// drain within `shutdown.timeout`, exit 0); SIGINT, or a second signal during the
-/// graceful stop, stops at once.
-fn serve<T>(config: Config, keep_alive: Vec<T>) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM])?;
+/// graceful stop, stops at once. With a config file, SIGHUP or a change of the file
+/// reloads it (CONFIG.md, "Reload").
+fn serve<T>(
+    config: Config,
+    file: Option<(PathBuf, Option<usize>)>,
+    keep_alive: Vec<T>,
+) -> anyhow::Result<()> {
+    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
+    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
     let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
     std::thread::Builder::new()
         .name("strait-signals".into())
@@ -145,17 +157,45 @@ fn serve<T>(config: Config, keep_alive: Vec<T>) -> anyhow::Result<()> {
             gateway.drivers()
         );
     }
-    match sig_rx.recv() {
-        Ok(SIGTERM) => {
-            gateway.begin_shutdown();
-            crossbeam_channel::select! {
-                recv(gateway.exited()) -> _ => tracing::info!("drained; exiting"),
-                recv(sig_rx) -> sig => {
-                    tracing::info!(signal = ?sig.ok(), "second signal: stopping now");
-                }
-            }
+    if let Some(addr) = gateway.admin_addr() {
+        println!("strait admin on http://{addr} (/healthz /readyz /metrics /debug/snapshot)");
+    }
+    let changed = match &file {
+        Some((path, _)) => strait::reload::watch(path.clone(), strait::reload::POLL)?,
+        None => crossbeam_channel::never(),
+    };
+    let reload = |gateway: &mut Gateway| {
+        if let Some((path, workers)) = &file {
+            strait::reload::apply(gateway, path, *workers);
         }
-        sig => tracing::info!(signal = ?sig.ok(), "stopping now"),
+    };
+    loop {
+        crossbeam_channel::select! {
+            recv(changed) -> _ => reload(&mut gateway),
+            recv(sig_rx) -> sig => match sig {
+                Ok(SIGHUP) => reload(&mut gateway),
+                Ok(SIGTERM) => {
+                    gateway.begin_shutdown();
+                    loop {
+                        crossbeam_channel::select! {
+                            recv(gateway.exited()) -> _ => tracing::info!("drained; exiting"),
+                            recv(sig_rx) -> sig => {
+                                if sig == Ok(SIGHUP) {
+                                    continue; // no reload while stopping
+                                }
+                                tracing::info!(signal = ?sig.ok(), "second signal: stopping now");
+                            }
+                        }
+                        break;
+                    }
+                    break;
+                }
+                sig => {
+                    tracing::info!(signal = ?sig.ok(), "stopping now");
+                    break;
+                }
+            },
+        }
     }
     gateway.shutdown();
     drop(keep_alive);

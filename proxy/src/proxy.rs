@@ -19,6 +19,7 @@ use std::cell::{Cell, RefCell};
 use std::io;
 use std::net::SocketAddr;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Instant;
 
 use monoio::net::TcpStream;
@@ -34,6 +35,7 @@ use crate::config::HttpConfig;
 use crate::http::head::{self, HostHeader};
 use crate::http::reply::{write_reply, Reply};
 use crate::http::{is_idempotent, BodyKind, HeadError};
+use crate::metrics::{RouteStats, WorkerMetrics};
 use crate::upstream::{Health, Pool, Table, View};
 use crate::worker::signal::Signal;
 use forward::forward;
@@ -64,6 +66,8 @@ pub struct Worker {
     pub health: Health,
     pub http: HttpConfig,
     pub access: Option<AccessLog>,
+    /// This worker's counters and gauges (single writer: this worker).
+    pub metrics: Arc<WorkerMetrics>,
     /// Fired when a graceful stop begins: accept loops stop, idle connections close,
     /// busy ones close after their current response.
     pub draining: Signal,
@@ -91,11 +95,18 @@ pub struct Worker {
 }
 
 impl Worker {
-    pub fn new(id: usize, table: Table, http: HttpConfig, access: Option<AccessLog>) -> Worker {
+    pub fn new(
+        id: usize,
+        table: Table,
+        http: HttpConfig,
+        access: Option<AccessLog>,
+        metrics: Arc<WorkerMetrics>,
+    ) -> Worker {
         Worker {
             id,
             table,
-            pool: Pool::default(),
+            pool: Pool::new(metrics.clone()),
+            metrics,
             health: Health::default(),
             http,
             access,
@@ -217,6 +228,7 @@ pub struct Open(Rc<Worker>);
 impl Open {
     pub fn new(w: Rc<Worker>) -> Open {
         w.connections.set(w.connections.get() + 1);
+        w.metrics.client_connections.inc();
         Open(w)
     }
 }
@@ -225,6 +237,7 @@ impl Drop for Open {
     fn drop(&mut self) {
         let w = &self.0;
         w.connections.set(w.connections.get() - 1);
+        w.metrics.client_connections.dec();
         let paused = std::mem::take(&mut *w.paused.borrow_mut());
         for waker in paused {
             waker.wake();
@@ -327,6 +340,8 @@ struct Prepared<'v> {
     expect_continue: bool,
     /// Most request body bytes accepted (0: no limit).
     max_body: u64,
+    /// Where this request is counted: its route's stats, or the unrouted ones.
+    stats: &'v RouteStats,
     action: Action<'v>,
 }
 
@@ -564,6 +579,7 @@ fn prepare<'v>(
         client_close: info.framing.close,
         expect_continue: info.framing.expect_continue && req.minor == 1,
         max_body: http.max_request_body_bytes,
+        stats: &view.unrouted,
         action: Action::Reply {
             status: 404,
             body: "not found: no route matches this host and path",
@@ -588,6 +604,7 @@ fn prepare<'v>(
             };
         }
         RouteMatch::Found(route) => {
+            p.stats = &view.route_stats[route.stats as usize];
             p.max_body = route.max_body_bytes.unwrap_or(p.max_body);
             if let BodyKind::Length(n) = p.body {
                 if p.max_body > 0 && n > p.max_body {
@@ -633,12 +650,18 @@ async fn reply_error(c: &mut Client, w: &Worker, e: HeadError, started: Instant)
         head_only: false,
         http10: false,
     };
-    send_reply(c, w, &reply, started).await;
+    send_reply(c, w, &w.metrics.unrouted, &reply, started).await;
     Next::Close
 }
 
 /// Writes one of the proxy's own responses and logs it; false when the write failed.
-async fn send_reply(c: &mut Client, w: &Worker, reply: &Reply<'_>, started: Instant) -> bool {
+async fn send_reply(
+    c: &mut Client,
+    w: &Worker,
+    stats: &RouteStats,
+    reply: &Reply<'_>,
+    started: Instant,
+) -> bool {
     c.out.clear();
     write_reply(&mut c.out, reply);
     let sent = c.out.len() as u64;
@@ -649,7 +672,7 @@ async fn send_reply(c: &mut Client, w: &Worker, reply: &Reply<'_>, started: Inst
     )
     .await;
     c.out = out;
-    log(c, w, reply.status, sent, started);
+    log(c, w, stats, reply.status, sent, started);
     res.is_ok()
 }
 
@@ -678,7 +701,7 @@ async fn finish_with_status(
         head_only: p.head_only,
         http10: p.minor == 0,
     };
-    let written = send_reply(c, w, &reply, started).await;
+    let written = send_reply(c, w, p.stats, &reply, started).await;
     if let Some(n) = consumed {
         c.buf.drain(..n.min(c.buf.len()));
     }
@@ -703,11 +726,21 @@ fn note_attempt(c: &mut Client, w: &Worker, addr: SocketAddr, status: u16) {
     }
 }
 
-fn log(c: &mut Client, w: &Worker, status: u16, bytes_sent: u64, started: Instant) {
+/// Counts a finished request in `stats` and writes its access log line.
+fn log(
+    c: &mut Client,
+    w: &Worker,
+    stats: &RouteStats,
+    status: u16,
+    bytes_sent: u64,
+    started: Instant,
+) {
+    let took = started.elapsed();
+    stats.record(status, took);
     if let Some(access) = &w.access {
         c.record.status = status;
         c.record.bytes_sent = bytes_sent;
-        c.record.request_time = started.elapsed().as_secs_f64();
+        c.record.request_time = took.as_secs_f64();
         access.write(&c.record);
         c.record.clear();
     }
@@ -736,11 +769,13 @@ mod tests {
             let snapshot = strait_discovery::TableBuilder::try_new(spec)
                 .unwrap()
                 .snapshot(Instant::now());
+            let metrics = std::sync::Arc::new(crate::metrics::WorkerMetrics::default());
             let w = Rc::new(Worker::new(
                 0,
-                Table::new(snapshot, 0),
+                Table::new(snapshot, 0, metrics.clone()),
                 HttpConfig::default(),
                 None,
+                metrics,
             ));
             let fut = serve(stream, addr, Open::new(w.clone()));
             let size = std::mem::size_of_val(&fut);

@@ -17,6 +17,7 @@ use monoio::net::TcpStream;
 use strait_discovery::spec::{PassiveHealth, PoolSettings};
 use strait_discovery::{Endpoint, Snapshot, Upstream};
 
+use crate::metrics::{RouteStats, UpstreamStats, WorkerMetrics};
 use crate::sys;
 
 /// Most extra endpoints tried after a failed connect when `retries` is not configured.
@@ -28,13 +29,24 @@ pub struct View {
     pub snapshot: Arc<Snapshot>,
     /// One round-robin cursor per upstream, indexed like `snapshot.upstreams`.
     cursors: Box<[Cell<u32>]>,
+    /// This worker's counters per route, indexed by [`strait_discovery::route::RouteEntry::stats`].
+    pub route_stats: Box<[Arc<RouteStats>]>,
+    /// This worker's counters for requests no route took.
+    pub unrouted: Arc<RouteStats>,
+    /// This worker's counters per upstream, indexed like `snapshot.upstreams`.
+    pub upstream_stats: Box<[Arc<UpstreamStats>]>,
 }
 
 impl View {
     /// A view of `snapshot`. Cursors of upstreams that kept their name continue from
     /// `previous`; new ones start at `worker` so workers do not all begin on the same
     /// endpoint.
-    pub fn new(snapshot: Arc<Snapshot>, previous: Option<&View>, worker: usize) -> View {
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        previous: Option<&View>,
+        worker: usize,
+        metrics: &WorkerMetrics,
+    ) -> View {
         let cursors = snapshot
             .upstreams
             .iter()
@@ -47,7 +59,13 @@ impl View {
                 Cell::new(carried.unwrap_or(worker as u32))
             })
             .collect();
-        View { snapshot, cursors }
+        View {
+            route_stats: metrics.routes_for(&snapshot),
+            unrouted: metrics.unrouted.clone(),
+            upstream_stats: metrics.upstreams_for(&snapshot),
+            snapshot,
+            cursors,
+        }
     }
 
     /// The next endpoint of upstream `idx` in weighted round-robin order, skipping
@@ -295,9 +313,31 @@ struct IdleConn {
 pub struct Pool {
     /// Keyed with FxHash: the keys are our own endpoint addresses, not attacker input.
     idle: RefCell<FxHashMap<SocketAddr, Vec<IdleConn>>>,
+    /// Idle connections held, mirrored into `metrics.pool_idle`.
+    count: Cell<usize>,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl Pool {
+    pub fn new(metrics: Arc<WorkerMetrics>) -> Pool {
+        Pool {
+            metrics,
+            ..Pool::default()
+        }
+    }
+
+    fn counted(&self, idle: &FxHashMap<SocketAddr, Vec<IdleConn>>) {
+        let n = idle.values().map(Vec::len).sum();
+        self.count.set(n);
+        self.metrics.pool_idle.set(n as u64);
+    }
+
+    fn add(&self, delta: isize) {
+        let n = self.count.get().wrapping_add_signed(delta);
+        self.count.set(n);
+        self.metrics.pool_idle.set(n as u64);
+    }
+
     /// An idle connection to `addr` that is still open and not older than the idle
     /// timeout. Stale or closed ones met on the way are closed.
     pub fn take(
@@ -309,6 +349,7 @@ impl Pool {
         let mut idle = self.idle.borrow_mut();
         let list = idle.get_mut(&addr)?;
         while let Some(c) = list.pop() {
+            self.add(-1);
             if now.duration_since(c.since) >= settings.idle_timeout {
                 continue;
             }
@@ -339,7 +380,9 @@ impl Pool {
         let list = idle.entry(conn.addr).or_default();
         if list.len() >= settings.max_idle_per_endpoint {
             list.remove(0);
+            self.add(-1);
         }
+        self.add(1);
         list.push(IdleConn {
             stream: conn.stream,
             since: now,
@@ -353,6 +396,7 @@ impl Pool {
         for addr in endpoints {
             idle.remove(addr);
         }
+        self.counted(&idle);
     }
 
     /// Closes idle connections older than `max_idle` or closed by their peer.
@@ -365,11 +409,12 @@ impl Pool {
             });
             !list.is_empty()
         });
+        self.counted(&idle);
     }
 
     /// Idle connections held, for tests and metrics.
     pub fn idle_count(&self) -> usize {
-        self.idle.borrow().values().map(Vec::len).sum()
+        self.count.get()
     }
 }
 
@@ -378,13 +423,15 @@ impl Pool {
 pub struct Table {
     current: RefCell<Rc<View>>,
     worker: usize,
+    metrics: Arc<WorkerMetrics>,
 }
 
 impl Table {
-    pub fn new(snapshot: Arc<Snapshot>, worker: usize) -> Table {
+    pub fn new(snapshot: Arc<Snapshot>, worker: usize, metrics: Arc<WorkerMetrics>) -> Table {
         Table {
-            current: RefCell::new(Rc::new(View::new(snapshot, None, worker))),
+            current: RefCell::new(Rc::new(View::new(snapshot, None, worker, &metrics))),
             worker,
+            metrics,
         }
     }
 
@@ -403,7 +450,7 @@ impl Table {
     /// Swaps in a new snapshot; returns the new view and the endpoints that left.
     pub fn swap(&self, snapshot: Arc<Snapshot>) -> (Rc<View>, Vec<SocketAddr>) {
         let old = self.current.borrow().clone();
-        let next = Rc::new(View::new(snapshot, Some(&old), self.worker));
+        let next = Rc::new(View::new(snapshot, Some(&old), self.worker, &self.metrics));
         let departed = next.departed_since(&old);
         *self.current.borrow_mut() = next.clone();
         (next, departed)
@@ -441,7 +488,7 @@ mod tests {
 
     #[test]
     fn round_robin_skips_tried_endpoints_and_carries_cursors_across_swaps() {
-        let table = Table::new(snapshot(&[1, 1, 1]), 0);
+        let table = Table::new(snapshot(&[1, 1, 1]), 0, Default::default());
         let v = table.view();
         let picks: Vec<_> = (0..4)
             .map(|_| {
@@ -475,7 +522,7 @@ mod tests {
 
     #[test]
     fn endpoints_that_left_rotation_are_reported_once_per_swap() {
-        let table = Table::new(snapshot(&[1, 1, 1]), 0);
+        let table = Table::new(snapshot(&[1, 1, 1]), 0, Default::default());
         let (_, departed) = table.swap(snapshot(&[1, 0]));
         let mut departed: Vec<String> = departed.iter().map(|a| a.to_string()).collect();
         departed.sort();
@@ -484,7 +531,7 @@ mod tests {
 
     #[test]
     fn weights_shape_the_rotation() {
-        let table = Table::new(snapshot(&[3, 1]), 0);
+        let table = Table::new(snapshot(&[3, 1]), 0, Default::default());
         let v = table.view();
         let n2 = (0..400)
             .filter(|_| {
@@ -505,7 +552,7 @@ mod tests {
 
     #[test]
     fn consecutive_connect_failures_eject_for_a_doubling_backoff() {
-        let table = Table::new(snapshot(&[1, 1, 1, 1]), 0);
+        let table = Table::new(snapshot(&[1, 1, 1, 1]), 0, Default::default());
         let v = table.view();
         let up = &v.snapshot.upstreams[0];
         let h = Health::default();
@@ -538,7 +585,7 @@ mod tests {
 
     #[test]
     fn ejection_never_takes_the_last_endpoints_and_a_fully_ejected_upstream_still_picks() {
-        let table = Table::new(snapshot(&[1, 1]), 0);
+        let table = Table::new(snapshot(&[1, 1]), 0, Default::default());
         let v = table.view();
         let up = &v.snapshot.upstreams[0];
         let h = Health::default();
@@ -585,7 +632,11 @@ mod tests {
             builder.set_endpoints("u", eps, strait_discovery::UpstreamStatus::Ready);
             builder.snapshot(Instant::now())
         };
-        let table = Table::new(spec([EndpointState::Ready, EndpointState::Ready]), 0);
+        let table = Table::new(
+            spec([EndpointState::Ready, EndpointState::Ready]),
+            0,
+            Default::default(),
+        );
         let (v, departed) = table.swap(spec([EndpointState::Ready, EndpointState::Terminating]));
         assert_eq!(departed, [addr(3)]);
         assert!(!v.sends_to(addr(3)));

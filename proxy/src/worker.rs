@@ -19,6 +19,7 @@ use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
 use std::rc::Rc;
 use std::sync::mpsc;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use monoio::io::AsyncReadRent;
@@ -29,6 +30,7 @@ use strait_discovery::{Subscriber, Update};
 
 use crate::access_log::AccessLog;
 use crate::config::{Driver, HttpConfig};
+use crate::metrics::WorkerMetrics;
 use crate::proxy::{self, Open, Worker};
 use crate::upstream::Table;
 
@@ -52,6 +54,8 @@ pub struct WorkerSetup {
     pub subscriber: Subscriber,
     pub http: HttpConfig,
     pub access_log: Option<std::fs::File>,
+    /// This worker's counters (it is their only writer; `/metrics` reads them).
+    pub metrics: Arc<WorkerMetrics>,
     /// Dropped when the thread ends: the gateway learns that every worker exited when
     /// the channel disconnects.
     pub alive: crossbeam_channel::Sender<()>,
@@ -129,9 +133,10 @@ async fn run(
     let access = setup.access_log.take().map(AccessLog::new);
     let worker = Rc::new(Worker::new(
         setup.id,
-        Table::new(first, setup.id),
+        Table::new(first, setup.id, setup.metrics.clone()),
         setup.http.clone(),
         access,
+        setup.metrics.clone(),
     ));
     let wake: StdUnixStream = setup
         .subscriber

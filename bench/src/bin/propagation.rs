@@ -55,7 +55,8 @@ fn main() {
         api.url(),
         api.token()
     );
-    let config = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    let mut config = Config::from_yaml(&yaml).unwrap_or_else(|e| panic!("{e}"));
+    config.admin.listen = None;
     let gateway = Gateway::start(config).unwrap_or_else(|e| panic!("{e}"));
     let status = gateway.status().clone();
     let deadline = Instant::now() + Duration::from_secs(30);

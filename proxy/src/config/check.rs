@@ -160,7 +160,8 @@ impl Checker<'_> {
         let http = self.http(http)?;
         let shutdown = self.shutdown(shutdown)?;
         let admin = self.admin(admin)?;
-        if let Some(i) = listeners.iter().position(|l| Some(l.addr) == admin.listen) {
+        let taken = |l: &ListenerConfig| l.addr.port() != 0 && Some(l.addr) == admin.listen;
+        if let Some(i) = listeners.iter().position(taken) {
             return Err(self.error(
                 "admin.listen",
                 format!(

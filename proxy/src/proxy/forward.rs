@@ -198,7 +198,12 @@ pub(super) async fn forward(
     let mut last = ProxyError::new(ErrorKind::ConnectRefused, Side::Upstream, Retry::Safe);
     // The request's start stands in for "now": microseconds off, one clock read less.
     let now = started;
+    let stats = &view.upstream_stats[idx as usize];
+    let mut first = true;
     while used < attempts {
+        if !std::mem::take(&mut first) {
+            stats.retries.inc();
+        }
         let ep = match view.pick(idx, &tried, &w.health, now) {
             Some(ep) => ep,
             None => match stale.take() {
@@ -231,12 +236,14 @@ pub(super) async fn forward(
                     }
                 }
                 Err(kind) => {
+                    stats.connect_failures.inc();
                     let err = ProxyError::new(kind, Side::Upstream, Retry::Safe);
                     note_attempt(c, w, ep.addr, err.status());
                     tracing::debug!(endpoint = %ep.addr, ?kind, "connect failed");
                     if let Verdict::Ejected(length) =
                         w.health.failure(ep.addr, upstream, Instant::now())
                     {
+                        stats.ejections.inc();
                         tracing::warn!(
                             worker = w.id,
                             upstream = %upstream.name,
@@ -252,6 +259,7 @@ pub(super) async fn forward(
                 }
             },
         };
+        let _active = w.metrics.pool_active.hold();
         // The head, then the body bytes we hold, in one write.
         c.out.truncate(head_base);
         if host_per_endpoint {
@@ -352,7 +360,7 @@ pub(super) async fn forward(
                 // An endpoint that left the table since the pick gets no pooled
                 // connection back.
                 c.buf.drain(..body.end);
-                log(c, w, outcome.status, outcome.bytes_sent, started);
+                log(c, w, p.stats, outcome.status, outcome.bytes_sent, started);
                 if let Some(to_client) = outcome.tunnel {
                     // Never pooled: it speaks another protocol now.
                     return Next::Upgrade(Upgraded {
@@ -372,7 +380,7 @@ pub(super) async fn forward(
             }
             Err(Failure::ClientGone) => return Next::Close,
             Err(Failure::AfterHeadSent { status, bytes_sent }) => {
-                log(c, w, status, bytes_sent, started);
+                log(c, w, p.stats, status, bytes_sent, started);
                 return Next::Close;
             }
             Err(Failure::BeforeHead(e)) => {

@@ -43,6 +43,7 @@ enum End {
 /// bytes read past the upgrade request's head.
 pub(super) async fn run(client: TcpStream, to_upstream: Vec<u8>, up: Upgraded, w: &Worker) {
     let idle = w.http.tunnel_idle_timeout;
+    let _active = w.metrics.pool_active.hold();
     let (mut client_r, mut client_w) = client.into_split();
     let (mut up_r, mut up_w) = up.upstream.into_split();
     // When a byte last moved either way; the idle timer re-arms from it.

@@ -19,7 +19,9 @@
 //!   watcher, the gateway and echo pods on 127.0.0.x.
 //! - [`rolling`]: a rolling update of echo pod processes under load, through the fake
 //!   API server and the gateway: no request fails.
+//! - [`admin`]: the admin server: health, readiness, metrics, the debug snapshot.
 //! - [`process`]: `strait check` and `strait run` as a child process, 1 GiB both ways.
+//! - [`reload`]: the config file watched by `strait run`, SIGHUP, a refused bad file.
 //! - [`restart`]: SIGTERM draining, a second signal, a new process taking over the port
 //!   under load.
 
@@ -29,12 +31,14 @@
 // Test threads may share state with locks; the data plane may not (proxy/clippy.toml).
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod admin;
 mod bounds;
 mod draining;
 mod e2e;
 mod forwarding;
 mod hostile;
 mod process;
+mod reload;
 mod restart;
 mod rolling;
 mod routing;

@@ -137,7 +137,13 @@ fn start(name: &str, yaml: &str) -> Running {
 
 /// Starts `strait run --config FILE --workers N` and waits for its "listening" line.
 pub(crate) fn start_with_workers(name: &str, yaml: &str, workers: usize) -> Running {
-    let path = temp_file(name, &format!("{}{yaml}", driver_line()));
+    // Any free admin port: tests run at once, and the restart test runs two gateways.
+    let admin = if yaml.contains("admin:") {
+        ""
+    } else {
+        "admin: {listen: '127.0.0.1:0'}\n"
+    };
+    let path = temp_file(name, &format!("{}{admin}{yaml}", driver_line()));
     let child = ChildProcess::spawn(
         strait()
             .args(["run", "--config", path.to_str().unwrap()])

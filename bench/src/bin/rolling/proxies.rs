@@ -108,6 +108,7 @@ impl StraitRig {
         ));
         let config = format!(
             "workers: 1
+admin: {{listen: '127.0.0.1:0'}}
 listeners:
   - name: http
     address: {addr}

@@ -607,3 +607,19 @@ fn workers_listeners_and_syntax_errors_are_reported() {
     assert_eq!(e.field, "listeners[0]");
     assert!(e.message.contains("missing field `name`"), "{}", e.message);
 }
+
+#[test]
+fn the_admin_address_defaults_to_localhost_and_must_not_take_a_listener_port() {
+    let base = "listeners: [{name: http, address: '127.0.0.1:8080'}]\n";
+    let c = from_yaml(base).unwrap();
+    assert_eq!(c.admin.listen, Some("127.0.0.1:9901".parse().unwrap()));
+    let c = from_yaml(&format!("{base}admin: {{listen: '0.0.0.0:9902'}}\n")).unwrap();
+    assert_eq!(c.admin.listen, Some("0.0.0.0:9902".parse().unwrap()));
+    let c = from_yaml(&format!("{base}admin: {{enabled: false}}\n")).unwrap();
+    assert_eq!(c.admin.listen, None);
+    let e = refused(&format!("{base}admin: {{listen: '127.0.0.1:8080'}}\n"));
+    assert_eq!(e.field, "admin.listen");
+    assert!(e.message.contains("listeners[0]"), "{}", e.message);
+    let e = refused(&format!("{base}admin: {{listen: localhost}}\n"));
+    assert_eq!(e.field, "admin.listen");
+}

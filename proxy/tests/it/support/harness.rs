@@ -51,8 +51,15 @@ pub(crate) fn render(template: &str, addrs: &[SocketAddr]) -> String {
 }
 
 /// Parses a rendered YAML config, failing the test with the error.
+/// Without an `admin:` section the admin server takes any free port on 127.0.0.1 (the
+/// default 9901 would collide between the tests that run at once).
 pub(crate) fn config(yaml: &str) -> Config {
-    Config::from_yaml(yaml).unwrap_or_else(|e| panic!("config refused: {e}\n{yaml}"))
+    let mut config =
+        Config::from_yaml(yaml).unwrap_or_else(|e| panic!("config refused: {e}\n{yaml}"));
+    if !yaml.contains("admin:") {
+        config.admin.listen = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+    }
+    config
 }
 
 /// An echo backend on `ip`, any free port.

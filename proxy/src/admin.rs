@@ -1,0 +1,401 @@
+//! The admin server: `/healthz`, `/readyz`, `/metrics` and `/debug/snapshot` on their own
+//! address (CONFIG.md, "admin").
+//!
+//! Runs on: its own threads, off the workers: one accept thread, and one short-lived
+//! thread per connection (at most [`MAX_CONNECTIONS`] at once), so that a slow client
+//! cannot hold up a probe. Reads only control-side state and the workers' single-writer
+//! counters; never writes anything a worker reads.
+
+// Control side only: no worker ever takes these locks.
+#![allow(clippy::disallowed_types)]
+
+use std::io::{self, Read, Write};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use serde_json::{json, Value};
+use strait_discovery::{Publisher, Spec, Status, UpstreamStatus};
+
+use crate::metrics::{self, WorkerMetrics};
+
+/// Admin connections served at once; more are closed unanswered.
+pub const MAX_CONNECTIONS: usize = 32;
+
+/// Largest request head read.
+const MAX_HEAD: usize = 8 * 1024;
+
+/// How long a connection may take to send its request and read the answer.
+const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// What the admin endpoints read: shared by the gateway (which updates it) and the
+/// admin threads.
+#[derive(Debug)]
+pub struct AdminState {
+    pub workers: Vec<Arc<WorkerMetrics>>,
+    pub status: Arc<Status>,
+    pub publisher: Publisher,
+    /// The spec in force (services, routes, upstreams, registries), for `/debug/snapshot`.
+    pub spec: Mutex<Spec>,
+    /// A graceful stop began: `/readyz` answers 503 from then on.
+    pub stopping: AtomicBool,
+    pub reloads_ok: AtomicU64,
+    pub reloads_refused: AtomicU64,
+    /// Set to stop the accept thread.
+    closed: AtomicBool,
+}
+
+impl AdminState {
+    pub fn new(
+        workers: Vec<Arc<WorkerMetrics>>,
+        status: Arc<Status>,
+        publisher: Publisher,
+        spec: Spec,
+    ) -> AdminState {
+        AdminState {
+            workers,
+            status,
+            publisher,
+            spec: Mutex::new(spec),
+            stopping: AtomicBool::new(false),
+            reloads_ok: AtomicU64::new(0),
+            reloads_refused: AtomicU64::new(0),
+            closed: AtomicBool::new(false),
+        }
+    }
+
+    /// Ready for traffic: every enabled registry synced and applied, and not stopping.
+    pub fn ready(&self) -> bool {
+        !self.stopping.load(Ordering::SeqCst) && self.status.ready()
+    }
+
+    /// Why `/readyz` answers 503, or `None` when ready.
+    fn not_ready_because(&self) -> Option<String> {
+        if self.stopping.load(Ordering::SeqCst) {
+            return Some("stopping: a graceful stop has begun".into());
+        }
+        if self.status.ready() {
+            return None;
+        }
+        let waiting: Vec<String> = self
+            .status
+            .registries()
+            .into_iter()
+            .filter(|(_, r)| r.enabled && !r.synced)
+            .map(|(name, _)| name)
+            .collect();
+        Some(if waiting.is_empty() {
+            "the workers have not all swapped in the synced routing table yet".into()
+        } else {
+            format!("registries not synced yet: {}", waiting.join(", "))
+        })
+    }
+
+    /// The `/metrics` text.
+    pub fn metrics(&self) -> String {
+        metrics::render(
+            &self.workers,
+            &metrics::Control {
+                status: &self.status,
+                snapshot: self.publisher.last(),
+                ready: self.ready(),
+                reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
+                reloads_failed: self.reloads_refused.load(Ordering::Relaxed),
+            },
+        )
+    }
+
+    /// The `/debug/snapshot` document.
+    pub fn snapshot_json(&self) -> Value {
+        let snapshot = self.publisher.last();
+        let spec = self.spec.lock().unwrap_or_else(|e| e.into_inner());
+        let services: Vec<Value> = spec
+            .services
+            .iter()
+            .map(|s| {
+                let routes: Vec<Value> = s
+                    .routes
+                    .iter()
+                    .map(|r| {
+                        json!({
+                            "name": r.name,
+                            "path": r.path,
+                            "strip_prefix": r.strip_prefix,
+                            "methods": if r.methods.is_any() {
+                                Vec::new()
+                            } else {
+                                r.methods.names().collect::<Vec<_>>()
+                            },
+                            "upstream": r.upstream.as_ref().or(s.upstream.as_ref()),
+                            "max_body_bytes": r.max_body_bytes,
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": s.name,
+                    "hosts": s.hosts,
+                    "path_prefix": s.path_prefix,
+                    "upstream": s.upstream,
+                    "routes": routes,
+                })
+            })
+            .collect();
+        drop(spec);
+        let upstreams: Vec<Value> = snapshot
+            .iter()
+            .flat_map(|s| s.upstreams.iter())
+            .map(|u| {
+                let (status, registry) = match &u.status {
+                    UpstreamStatus::Ready => ("ready", None),
+                    UpstreamStatus::NotSynced { registry } => ("not_synced", Some(registry)),
+                    UpstreamStatus::RegistryDisabled { registry } => {
+                        ("registry_disabled", Some(registry))
+                    }
+                };
+                let endpoints: Vec<Value> = u
+                    .endpoints
+                    .iter()
+                    .map(|e| {
+                        json!({
+                            "address": e.addr.to_string(),
+                            "weight": e.weight,
+                            "state": metrics::state_name(e.state),
+                        })
+                    })
+                    .collect();
+                json!({
+                    "name": &*u.name,
+                    "status": status,
+                    "registry": registry.map(|r| &**r),
+                    "endpoints": endpoints,
+                })
+            })
+            .collect();
+        let now = SystemTime::now();
+        let registries: serde_json::Map<String, Value> = self
+            .status
+            .registries()
+            .into_iter()
+            .map(|(name, r)| {
+                let last_sync = r.last_sync.map(|t| {
+                    json!({
+                        "at": httpdate::fmt_http_date(t),
+                        "age_seconds": now.duration_since(t).unwrap_or_default().as_secs_f64(),
+                    })
+                });
+                let watch = match (r.enabled, r.synced, &r.last_error) {
+                    (false, _, _) => "disabled",
+                    (true, true, None) => "watching",
+                    (true, true, Some(_)) => "reconnecting",
+                    (true, false, _) => "listing",
+                };
+                (
+                    name,
+                    json!({
+                        "enabled": r.enabled,
+                        "synced": r.synced,
+                        "watch": watch,
+                        "last_sync": last_sync,
+                        "last_error": r.last_error,
+                        "relists": r.relists,
+                    }),
+                )
+            })
+            .collect();
+        json!({
+            "version": snapshot.as_ref().map_or(0, |s| s.version.0),
+            "ready": self.ready(),
+            "stopping": self.stopping.load(Ordering::SeqCst),
+            "services": services,
+            "upstreams": upstreams,
+            "registries": registries,
+        })
+    }
+}
+
+/// A running admin server.
+#[derive(Debug)]
+pub struct AdminServer {
+    addr: SocketAddr,
+    state: Arc<AdminState>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl AdminServer {
+    /// Starts serving on `listener` (bound early, so that a taken address fails the
+    /// start before any worker runs).
+    pub fn start(listener: TcpListener, state: Arc<AdminState>) -> io::Result<AdminServer> {
+        let addr = listener.local_addr()?;
+        let thread = {
+            let state = state.clone();
+            std::thread::Builder::new()
+                .name("strait-admin".into())
+                .spawn(move || accept_loop(&listener, &state))?
+        };
+        tracing::info!(%addr, "admin server listening");
+        Ok(AdminServer {
+            addr,
+            state,
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address (port 0 resolved).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+}
+
+impl Drop for AdminServer {
+    fn drop(&mut self) {
+        self.state.closed.store(true, Ordering::SeqCst);
+        // Wakes the accept thread, which sees `closed` and returns.
+        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    for conn in listener.incoming() {
+        if state.closed.load(Ordering::SeqCst) {
+            return;
+        }
+        let Ok(stream) = conn else {
+            // Out of descriptors or similar: back off instead of spinning.
+            std::thread::park_timeout(Duration::from_millis(50));
+            continue;
+        };
+        if busy.fetch_add(1, Ordering::SeqCst) >= MAX_CONNECTIONS {
+            busy.fetch_sub(1, Ordering::SeqCst);
+            continue; // dropped: closed unanswered
+        }
+        let (state, busy) = (state.clone(), busy.clone());
+        let spawned = std::thread::Builder::new()
+            .name("strait-admin-conn".into())
+            .spawn(move || {
+                let _ = serve(stream, &state);
+                busy.fetch_sub(1, Ordering::SeqCst);
+            });
+        if spawned.is_err() {
+            tracing::warn!("admin: cannot start a connection thread");
+        }
+    }
+}
+
+/// Answers one request and closes.
+fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
+    stream.set_read_timeout(Some(IO_TIMEOUT))?;
+    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    let mut buf = vec![0u8; MAX_HEAD];
+    let mut len = 0;
+    let head_len = loop {
+        if len == buf.len() {
+            return respond(
+                &mut stream,
+                431,
+                "text/plain",
+                b"request head too large\n",
+                false,
+            );
+        }
+        let n = stream.read(&mut buf[len..])?;
+        if n == 0 {
+            return Ok(());
+        }
+        len += n;
+        if let Some(i) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
+            break i + 4;
+        }
+    };
+    let mut headers = [httparse::EMPTY_HEADER; 64];
+    let mut req = httparse::Request::new(&mut headers);
+    let (method, path) = match req.parse(&buf[..head_len]) {
+        Ok(httparse::Status::Complete(_)) => (
+            req.method.unwrap_or_default().to_owned(),
+            req.path.unwrap_or_default().to_owned(),
+        ),
+        _ => return respond(&mut stream, 400, "text/plain", b"bad request\n", false),
+    };
+    let head_only = method == "HEAD";
+    if method != "GET" && !head_only {
+        return respond(
+            &mut stream,
+            405,
+            "text/plain",
+            b"method not allowed: GET or HEAD\n",
+            false,
+        );
+    }
+    let path = path.split('?').next().unwrap_or_default();
+    match path {
+        "/healthz" => respond(&mut stream, 200, "text/plain", b"ok\n", head_only),
+        "/readyz" => match state.not_ready_because() {
+            None => respond(&mut stream, 200, "text/plain", b"ready\n", head_only),
+            Some(why) => respond(
+                &mut stream,
+                503,
+                "text/plain",
+                format!("not ready: {why}\n").as_bytes(),
+                head_only,
+            ),
+        },
+        "/metrics" => {
+            let text = state.metrics();
+            respond(
+                &mut stream,
+                200,
+                "text/plain; version=0.0.4; charset=utf-8",
+                text.as_bytes(),
+                head_only,
+            )
+        }
+        "/debug/snapshot" => {
+            let mut body = serde_json::to_vec_pretty(&state.snapshot_json())
+                .unwrap_or_else(|_| b"{}".to_vec());
+            body.push(b'\n');
+            respond(&mut stream, 200, "application/json", &body, head_only)
+        }
+        _ => respond(
+            &mut stream,
+            404,
+            "text/plain",
+            b"not found: /healthz, /readyz, /metrics, /debug/snapshot\n",
+            head_only,
+        ),
+    }
+}
+
+fn respond(
+    stream: &mut TcpStream,
+    status: u16,
+    content_type: &str,
+    body: &[u8],
+    head_only: bool,
+) -> io::Result<()> {
+    let reason = match status {
+        200 => "OK",
+        400 => "Bad Request",
+        404 => "Not Found",
+        405 => "Method Not Allowed",
+        431 => "Request Header Fields Too Large",
+        _ => "Service Unavailable",
+    };
+    let mut out = format!(
+        "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
+        body.len()
+    );
+    if status == 405 {
+        out.push_str("Allow: GET, HEAD\r\n");
+    }
+    out.push_str("\r\n");
+    let mut bytes = out.into_bytes();
+    if !head_only {
+        bytes.extend_from_slice(body);
+    }
+    stream.write_all(&bytes)?;
+    stream.flush()
+}
