@@ -55,8 +55,8 @@ pub fn apply(gateway: &mut Gateway, path: &Path, workers: Option<usize>) -> Outc
     let mut config = match Config::load(path) {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!("config reload refused, the running config stays: {e}");
             gateway.reload_refused();
+            tracing::error!("config reload refused, the running config stays: {e}");
             return Outcome::Refused;
         }
     };
