@@ -17,7 +17,8 @@ the one named `httpbin` holds the example backend. Checked:
 3. the config in the ConfigMap the DaemonSet mounts passes `strait check` without warnings;
 4. the DaemonSet agrees with that config and with the issue's requirements: the ports, the
    probes on the admin port, the grace period above shutdown.delay + shutdown.timeout,
-   non-root on a read-only root filesystem, RollingUpdate with maxUnavailable 1;
+   non-root on a read-only root filesystem, RollingUpdate with maxUnavailable 1; the
+   Service selects its pods and targets their listener;
 5. the example: 3 replicas with a readiness probe and a preStop sleep shorter than its grace
    period, behind the Service (and port) that the config's upstream discovers, in a namespace
    its registry watches.
@@ -115,7 +116,10 @@ def check_schemas(name, objs, version, checks):
         except kubernetes_validate.ValidationError as e:
             path = ".".join(str(p) for p in e.path)
             checks.check(False, what, f"{path}: {e.message}")
-        except (kubernetes_validate.SchemaNotFoundError, kubernetes_validate.InvalidSchemaError) as e:
+        except (
+            kubernetes_validate.SchemaNotFoundError,
+            kubernetes_validate.InvalidSchemaError,
+        ) as e:
             checks.check(False, what, e.message)
 
 
@@ -125,7 +129,9 @@ def check_schemas(name, objs, version, checks):
 def check_rbac(name, objs, daemonset, checks):
     for obj in objs:
         if obj.get("kind") in ("Role", "RoleBinding"):
-            checks.check(False, f"{name}: no {obj['kind']}", f"{kn(obj)} grants beyond the ClusterRole")
+            checks.check(
+                False, f"{name}: no {obj['kind']}", f"{kn(obj)} grants beyond the ClusterRole"
+            )
     role = one(objs, "ClusterRole", checks, name)
     if role is None:
         return
@@ -136,7 +142,9 @@ def check_rbac(name, objs, daemonset, checks):
     for i, rule in enumerate(role.get("rules") or []):
         extra = set(rule) - RULE_KEYS
         if extra:
-            problems.append(f"rules[{i}] has {sorted(extra)} (only apiGroups/resources/verbs allowed)")
+            problems.append(
+                f"rules[{i}] has {sorted(extra)} (only apiGroups/resources/verbs allowed)"
+            )
         verbs = set(rule.get("verbs") or [])
         if not verbs <= ALLOWED_VERBS:
             problems.append(f"rules[{i}] verbs {sorted(verbs - ALLOWED_VERBS)} beyond list/watch")
@@ -161,19 +169,28 @@ def check_rbac(name, objs, daemonset, checks):
     pod = daemonset["spec"]["template"]["spec"]
     account = (pod.get("serviceAccountName"), daemonset["metadata"].get("namespace"))
     accounts = {
-        (o["metadata"]["name"], o["metadata"].get("namespace")) for o in objs if o.get("kind") == "ServiceAccount"
+        (o["metadata"]["name"], o["metadata"].get("namespace"))
+        for o in objs
+        if o.get("kind") == "ServiceAccount"
     }
-    checks.check(account in accounts, f"{name}: the DaemonSet runs as a ServiceAccount defined here", f"{account}")
+    checks.check(
+        account in accounts,
+        f"{name}: the DaemonSet runs as a ServiceAccount defined here",
+        f"{account}",
+    )
     bindings = [o for o in objs if o.get("kind") == "ClusterRoleBinding"]
     checks.check(bool(bindings), f"{name}: a ClusterRoleBinding exists")
     for b in bindings:
         ref = b.get("roleRef") or {}
-        subjects = [(s.get("kind"), s.get("name"), s.get("namespace")) for s in b.get("subjects") or []]
+        subjects = [
+            (s.get("kind"), s.get("name"), s.get("namespace")) for s in b.get("subjects") or []
+        ]
         checks.check(
             ref.get("kind") == "ClusterRole"
             and ref.get("name") == role["metadata"]["name"]
             and subjects == [("ServiceAccount", *account)],
-            f"{name}: {kn(b)} binds {role['metadata']['name']} to ServiceAccount {account[1]}/{account[0]} only",
+            f"{name}: {kn(b)} binds {role['metadata']['name']}"
+            f" to ServiceAccount {account[1]}/{account[0]} only",
             f"roleRef {ref}, subjects {subjects}",
         )
 
@@ -189,12 +206,21 @@ def mounted_config(name, objs, daemonset, checks):
     path = None
     if "run" in args and "--config" in args[:-1]:
         path = args[args.index("--config") + 1]
-    if not checks.check(path is not None, f"{name}: the container runs `strait run --config FILE`", f"args {args}"):
+    if not checks.check(
+        path is not None, f"{name}: the container runs `strait run --config FILE`", f"args {args}"
+    ):
         return None
     mount = next(
-        (m for m in container.get("volumeMounts") or [] if path.startswith(m["mountPath"].rstrip("/") + "/")), None
+        (
+            m
+            for m in container.get("volumeMounts") or []
+            if path.startswith(m["mountPath"].rstrip("/") + "/")
+        ),
+        None,
     )
-    volume = mount and next((v for v in pod.get("volumes") or [] if v["name"] == mount["name"]), None)
+    volume = mount and next(
+        (v for v in pod.get("volumes") or [] if v["name"] == mount["name"]), None
+    )
     cm_name = volume and (volume.get("configMap") or {}).get("name")
     ok = checks.check(
         bool(cm_name) and mount.get("readOnly") is True and "subPath" not in mount,
@@ -208,7 +234,9 @@ def mounted_config(name, objs, daemonset, checks):
         (
             o
             for o in objs
-            if o.get("kind") == "ConfigMap" and o["metadata"]["name"] == cm_name and o["metadata"].get("namespace") == ns
+            if o.get("kind") == "ConfigMap"
+            and o["metadata"]["name"] == cm_name
+            and o["metadata"].get("namespace") == ns
         ),
         None,
     )
@@ -240,18 +268,22 @@ def check_daemonset(name, daemonset, container, config, checks):
 
     strategy = spec.get("updateStrategy") or {}
     checks.check(
-        strategy.get("type") == "RollingUpdate" and (strategy.get("rollingUpdate") or {}).get("maxUnavailable") == 1,
+        strategy.get("type") == "RollingUpdate"
+        and (strategy.get("rollingUpdate") or {}).get("maxUnavailable") == 1,
         f"{name}: RollingUpdate with maxUnavailable 1",
         f"{strategy}",
     )
 
     shutdown = config.get("shutdown") or {}
     try:
-        stop = duration_seconds(shutdown.get("delay", "5s")) + duration_seconds(shutdown.get("timeout", "20s"))
+        stop = duration_seconds(shutdown.get("delay", "5s")) + duration_seconds(
+            shutdown.get("timeout", "20s")
+        )
         grace = pod.get("terminationGracePeriodSeconds", 30)
         checks.check(
             grace > stop,
-            f"{name}: terminationGracePeriodSeconds ({grace}) > shutdown.delay + shutdown.timeout ({stop:g} s)",
+            f"{name}: terminationGracePeriodSeconds ({grace})"
+            f" > shutdown.delay + shutdown.timeout ({stop:g} s)",
         )
     except ValueError as e:
         checks.check(False, f"{name}: shutdown durations readable", str(e))
@@ -265,7 +297,9 @@ def check_daemonset(name, daemonset, container, config, checks):
             checks.check(False, f"{name}: listener address readable", str(e))
     http = container_port(container, "http")
     checks.check(
-        http in listen_ports, f"{name}: container port `http` ({http}) is a listener port", f"{sorted(listen_ports)}"
+        http in listen_ports,
+        f"{name}: container port `http` ({http}) is a listener port",
+        f"{sorted(listen_ports)}",
     )
     admin = config.get("admin") or {}
     try:
@@ -284,7 +318,9 @@ def check_daemonset(name, daemonset, container, config, checks):
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
         get = (container.get(probe) or {}).get("httpGet") or {}
         checks.check(
-            get.get("path") == path and port is not None and container_port(container, get.get("port")) == port,
+            get.get("path") == path
+            and port is not None
+            and container_port(container, get.get("port")) == port,
             f"{name}: {probe} is GET {path} on the admin port",
             f"{get}",
         )
@@ -298,14 +334,20 @@ def check_daemonset(name, daemonset, container, config, checks):
         )
     else:
         host = next((p.get("hostPort") for p in ports if p.get("name") == "http"), None)
-        checks.check(host == 80, f"{name}: container port `http` is published on host port 80", f"hostPort {host}")
+        checks.check(
+            host == 80,
+            f"{name}: container port `http` is published on host port 80",
+            f"hostPort {host}",
+        )
 
     # Non-root on a read-only root filesystem.
     pod_sc = pod.get("securityContext") or {}
     sc = container.get("securityContext") or {}
     user = sc.get("runAsUser", pod_sc.get("runAsUser"))
     checks.check(
-        sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True and isinstance(user, int) and user != 0,
+        sc.get("runAsNonRoot", pod_sc.get("runAsNonRoot")) is True
+        and isinstance(user, int)
+        and user != 0,
         f"{name}: runs as a non-root numeric user ({user})",
     )
     checks.check(
@@ -321,10 +363,33 @@ def check_daemonset(name, daemonset, container, config, checks):
     )
     resources = container.get("resources") or {}
     checks.check(
-        {"cpu", "memory"} <= set(resources.get("requests") or {}) and "memory" in (resources.get("limits") or {}),
+        {"cpu", "memory"} <= set(resources.get("requests") or {})
+        and "memory" in (resources.get("limits") or {}),
         f"{name}: cpu and memory requests and a memory limit",
         f"{resources}",
     )
+
+
+def check_service(name, objs, daemonset, container, checks):
+    """The Service in front of the gateway pods reaches their listener."""
+    labels = daemonset["spec"]["template"]["metadata"].get("labels") or {}
+    ns = daemonset["metadata"].get("namespace")
+    services = [
+        o for o in objs if o.get("kind") == "Service" and o["metadata"].get("namespace") == ns
+    ]
+    for svc in services:
+        selector = svc["spec"].get("selector") or {}
+        targets = [
+            container_port(container, p.get("targetPort", p.get("port")))
+            for p in svc["spec"].get("ports") or []
+        ]
+        checks.check(
+            bool(selector)
+            and selector.items() <= labels.items()
+            and targets == [container_port(container, "http")],
+            f"{name}: {kn(svc)} selects the DaemonSet's pods and targets their `http` port",
+            f"selector {selector}, target ports {targets}",
+        )
 
 
 # === 5. the example backend ===
@@ -344,7 +409,9 @@ def check_example(objs, configs, checks):
         ((container.get("readinessProbe") or {}).get("httpGet") or {}).get("port") is not None,
         f"{name}: an HTTP readiness probe",
     )
-    sleep = (((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get("seconds")
+    sleep = (((container.get("lifecycle") or {}).get("preStop") or {}).get("sleep") or {}).get(
+        "seconds"
+    )
     grace = pod.get("terminationGracePeriodSeconds", 30)
     checks.check(
         isinstance(sleep, int) and 0 < sleep < grace,
@@ -353,7 +420,8 @@ def check_example(objs, configs, checks):
     labels = spec["template"]["metadata"].get("labels") or {}
     selector = service["spec"].get("selector") or {}
     checks.check(
-        bool(selector) and selector.items() <= labels.items(), f"{name}: the Service selects the Deployment's pods"
+        bool(selector) and selector.items() <= labels.items(),
+        f"{name}: the Service selects the Deployment's pods",
     )
     ns = service["metadata"].get("namespace")
     for cname, config in configs.items():
@@ -362,22 +430,32 @@ def check_example(objs, configs, checks):
             d = upstream.get("discovery") or {}
             if (d.get("namespace"), d.get("service")) != (ns, service["metadata"]["name"]):
                 continue
-            port = next((p for p in service["spec"]["ports"] if d.get("port") in (p.get("port"), p.get("name"))), None)
+            port = next(
+                (
+                    p
+                    for p in service["spec"]["ports"]
+                    if d.get("port") in (p.get("port"), p.get("name"))
+                ),
+                None,
+            )
             checks.check(
                 port is not None and container_port(container, port.get("targetPort")) is not None,
-                f"{cname}: upstream {upstream['name']} names a port of Service {ns}/{service['metadata']['name']}"
-                " that reaches a container port",
+                f"{cname}: upstream {upstream['name']} names a port of Service"
+                f" {ns}/{service['metadata']['name']} that reaches a container port",
                 f"port {d.get('port')!r}",
             )
             pattern = (registries.get(d.get("registry")) or {}).get("namespaces")
             checks.check(
-                d.get("registry") in registries and (pattern is None or re.search(pattern, ns) is not None),
+                d.get("registry") in registries
+                and (pattern is None or re.search(pattern, ns) is not None),
                 f"{cname}: registry {d.get('registry')} watches namespace {ns}",
                 f"namespaces {pattern!r}",
             )
             break
         else:
-            checks.check(False, f"{cname}: an upstream discovers Service {ns}/{service['metadata']['name']}")
+            checks.check(
+                False, f"{cname}: an upstream discovers Service {ns}/{service['metadata']['name']}"
+            )
 
 
 def main():
@@ -419,6 +497,7 @@ def main():
             continue
         configs[name] = config
         check_daemonset(name, daemonset, container, config, checks)
+        check_service(name, objs, daemonset, container, checks)
     if "httpbin" in renders:
         check_example(renders["httpbin"], configs, checks)
 
