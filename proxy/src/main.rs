@@ -61,6 +61,8 @@ fn main() -> anyhow::Result<()> {
                 .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn,strait=info")),
         )
         .with_writer(std::io::stderr)
+        // Colours only for a person at a terminal, not for kubectl logs or a file.
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
         Command::Check { file } => match Config::load(&file) {
