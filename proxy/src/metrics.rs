@@ -574,6 +574,34 @@ mod tests {
     }
 
     #[test]
+    fn config_md_documents_every_metric() {
+        let status = Status::new(1);
+        let text = render(
+            &[Arc::default()],
+            &Control {
+                status: &status,
+                snapshot: None,
+                ready: true,
+                reloads_ok: 0,
+                reloads_failed: 0,
+            },
+        );
+        let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIG.md");
+        let doc = std::fs::read_to_string(path).expect("CONFIG.md next to the workspace root");
+        let names: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.strip_prefix("# TYPE "))
+            .filter_map(|l| l.split_whitespace().next())
+            .collect();
+        assert!(names.len() >= 15, "{names:?}");
+        let missing: Vec<&&str> = names
+            .iter()
+            .filter(|n| !doc.contains(&format!("| `{n}` |")))
+            .collect();
+        assert!(missing.is_empty(), "CONFIG.md, Metrics, lacks {missing:?}");
+    }
+
+    #[test]
     fn label_values_are_escaped() {
         assert_eq!(escape("a\"b\\c\nd"), "a\\\"b\\\\c\\nd");
     }
