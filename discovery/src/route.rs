@@ -22,6 +22,10 @@ impl MethodSet {
     /// Any method.
     pub const ANY: MethodSet = MethodSet(0);
 
+    /// Every method of [`METHODS`] but `CONNECT`: what a route that allows "any method"
+    /// answers in `Allow` to a `CONNECT`, which it does not accept.
+    pub const STANDARD: MethodSet = MethodSet((1 << (METHODS.len() - 1)) - 1);
+
     /// The bit of a method name; `None` for a name outside [`METHODS`].
     pub fn bit(method: &str) -> Option<u16> {
         METHODS.iter().position(|m| *m == method).map(|i| 1 << i)
@@ -43,6 +47,12 @@ impl MethodSet {
     /// True when a request with this method may use the route.
     pub fn allows(self, method: &str) -> bool {
         self.0 == 0 || Self::bit(method).is_some_and(|b| self.0 & b != 0)
+    }
+
+    /// True when the set names `method` itself: an "any method" set names none. A
+    /// `CONNECT` needs a route that names it.
+    pub fn names_method(self, method: &str) -> bool {
+        Self::bit(method).is_some_and(|b| self.0 & b != 0)
     }
 
     pub fn union(self, other: MethodSet) -> MethodSet {
@@ -248,6 +258,34 @@ impl Router {
         }
     }
 
+    /// Finds the route for a `CONNECT` to `authority` (`host:port`): by host as
+    /// [`Router::lookup`] does, then the first route of that host, in lookup order,
+    /// whatever its path, that names `CONNECT` (an "any method" route does not).
+    /// `MethodNotAllowed` carries what the host's routes allow instead, with "any
+    /// method" as [`MethodSet::STANDARD`].
+    pub fn lookup_connect(&self, authority: &str) -> RouteMatch<'_> {
+        let Some(group) = self.group(authority) else {
+            return RouteMatch::NotFound;
+        };
+        let mut allowed = MethodSet::default();
+        for entry in &self.groups[group] {
+            if entry.methods.names_method("CONNECT") {
+                return RouteMatch::Found(entry);
+            }
+            let methods = if entry.methods.is_any() {
+                MethodSet::STANDARD
+            } else {
+                entry.methods
+            };
+            allowed = MethodSet(allowed.0 | methods.0);
+        }
+        RouteMatch::MethodNotAllowed(if allowed.is_any() {
+            MethodSet::STANDARD
+        } else {
+            allowed
+        })
+    }
+
     fn group(&self, host: &str) -> Option<usize> {
         let name = host_name(host);
         // Host names are case-insensitive; avoid allocating for the usual lower-case one.
@@ -431,6 +469,54 @@ mod tests {
             }
             other => panic!("expected 405, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn connect_goes_to_the_first_route_naming_it_whatever_its_path() {
+        let r = router(&[
+            service(
+                "tunnels",
+                &["t.example.com"],
+                "/",
+                vec![
+                    route("any", "/", false, &[]),
+                    route("long", "/a/b", false, &["GET"]),
+                    route("first", "/x", false, &["CONNECT"]),
+                    route("second", "/", false, &["CONNECT", "GET"]),
+                ],
+            ),
+            service("plain", &["p.example.com"], "/", vec![]),
+            service(
+                "read",
+                &["r.example.com"],
+                "/",
+                vec![
+                    route("r", "/r", false, &["GET", "HEAD"]),
+                    route("w", "/w", false, &["POST"]),
+                ],
+            ),
+        ]);
+        // Longest prefix first (lookup order): "/x" before "/".
+        let e = found(r.lookup_connect("T.example.com:443"));
+        assert_eq!(&*e.route, "first");
+        assert!(matches!(
+            r.lookup_connect("nowhere.test:443"),
+            RouteMatch::NotFound
+        ));
+        let allow = |authority: &str| match r.lookup_connect(authority) {
+            RouteMatch::MethodNotAllowed(set) => set.names().collect::<Vec<_>>(),
+            other => panic!("expected 405, got {other:?}"),
+        };
+        // An "any method" route does not take CONNECT, and does not list it.
+        assert_eq!(
+            allow("p.example.com:443"),
+            ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]
+        );
+        assert_eq!(allow("r.example.com:80"), ["GET", "HEAD", "POST"]);
+        // An ordinary request passes over a CONNECT-only route.
+        assert_eq!(&*found(r.lookup("t.example.com", "/x", "GET")).route, "any");
+        assert!(!MethodSet::ANY.names_method("CONNECT"));
+        assert!(MethodSet::ANY.allows("CONNECT"));
     }
 
     #[test]

@@ -1,6 +1,7 @@
 //! Fuzzes the request path's pure parsing: the request-line limit, the head parser, the
-//! framing analysis, path normalisation and the upstream head writer, on whole input
-//! and split in two (the split must agree with the whole: never a different request).
+//! framing analysis (a CONNECT's too), path normalisation and the upstream head writer,
+//! on whole input and split in two (the split must agree with the whole: never a
+//! different request).
 #![no_main]
 
 use libfuzzer_sys::fuzz_target;
@@ -12,6 +13,12 @@ fn outcome(buf: &[u8]) -> Option<Result<(usize, String), u16>> {
     match head::parse_request(buf, &mut hb) {
         Ok(None) => None,
         Err(e) => Some(Err(e.status)),
+        // A CONNECT is analysed on its own path, as the proxy does.
+        Ok(Some(req)) if req.method == "CONNECT" => Some(
+            head::analyze_connect(&req)
+                .map(|authority| (req.len, authority.to_owned()))
+                .map_err(|e| e.status),
+        ),
         Ok(Some(req)) => Some(match head::analyze_request(&req) {
             Err(e) => Err(e.status),
             Ok(info) => {

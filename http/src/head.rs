@@ -316,7 +316,7 @@ pub struct RequestInfo<'b> {
 
 /// Validates a request head and extracts routing and framing facts. The target must be
 /// in origin form (`/path`) or absolute form (`http://host/path`); the asterisk and
-/// authority forms are refused (400). Identical repeated `Content-Length` values are
+/// authority forms are refused (400) (a `CONNECT` goes to [`analyze_connect`] instead). Identical repeated `Content-Length` values are
 /// collapsed into one (RFC 9110 §8.6); differing ones, a list in one field, or a value
 /// that is not all digits are refused.
 pub fn analyze_request<'b>(req: &Request<'_, 'b>) -> Result<RequestInfo<'b>, HeadError> {
@@ -361,6 +361,63 @@ pub fn analyze_request<'b>(req: &Request<'_, 'b>) -> Result<RequestInfo<'b>, Hea
         path,
         framing,
     })
+}
+
+/// Validates a `CONNECT` request head (RFC 9110 §9.3.6) and returns its target: the
+/// authority (`host:port`) it asks for. The target must be in authority form, with a host
+/// (a name of letters, digits, `-`, `.`, `_`, or a bracketed IPv6 literal) and a port
+/// 1–65535; any other form is refused (400). A `Host` header, when present (HTTP/1.1
+/// requires one, as for any request), must name the same authority, in any case. A
+/// CONNECT has no content: a `Content-Length` above 0 or a `Transfer-Encoding` is 400.
+/// The framing headers are otherwise held to [`analyze_request`]'s rules.
+pub fn analyze_connect<'b>(req: &Request<'_, 'b>) -> Result<&'b str, HeadError> {
+    let framing = framing(req.headers, req.minor, true)?;
+    if !framing.body.is_empty() {
+        return Err(HeadError::new(400, "a CONNECT request with content"));
+    }
+    let authority = req.target;
+    if !is_authority(authority) {
+        return Err(HeadError::new(400, "invalid CONNECT target: not host:port"));
+    }
+    let host = req
+        .headers
+        .iter()
+        .find(|h| h.name.eq_ignore_ascii_case("host"));
+    if let Some(h) = host {
+        if !trim(h.value).eq_ignore_ascii_case(authority.as_bytes()) {
+            return Err(HeadError::new(
+                400,
+                "the Host header differs from the CONNECT target",
+            ));
+        }
+    }
+    Ok(authority)
+}
+
+/// True for an authority-form target: `name:port` or `[v6]:port`, port 1–65535.
+fn is_authority(target: &str) -> bool {
+    let (host, port) = if let Some(rest) = target.strip_prefix('[') {
+        let Some((v6, port)) = rest.split_once("]:") else {
+            return false;
+        };
+        let v6_ok = v6.contains(':')
+            && v6
+                .bytes()
+                .all(|b| b.is_ascii_hexdigit() || b == b':' || b == b'.');
+        (v6_ok.then_some(v6), port)
+    } else {
+        let Some((name, port)) = target.split_once(':') else {
+            return false;
+        };
+        let name_ok = name
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'.' || b == b'_');
+        (name_ok.then_some(name), port)
+    };
+    let port_ok = (1..=5).contains(&port.len())
+        && port.bytes().all(|b| b.is_ascii_digit())
+        && port.parse::<u16>().is_ok_and(|p| p > 0);
+    host.is_some_and(|h| !h.is_empty()) && port_ok
 }
 
 /// Resolves `.` and `..` segments of a request path (RFC 3986 §5.2.4), so that routing
@@ -818,6 +875,57 @@ mod tests {
             let (asked, out) = head(raw);
             assert_eq!(asked, None, "{raw}");
             assert!(!out.to_ascii_lowercase().contains("upgrade"), "{out}");
+        }
+    }
+
+    #[test]
+    fn a_connect_names_an_authority_and_carries_no_content() {
+        let connect = |raw: &str| {
+            let mut h = header_buf();
+            let req = parse_request(raw.as_bytes(), &mut h).unwrap().unwrap();
+            analyze_connect(&req)
+                .map(str::to_owned)
+                .map_err(|e| e.status)
+        };
+        for (raw, authority) in [
+            (
+                "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
+                "a.test:443",
+            ),
+            (
+                "CONNECT A.test:443 HTTP/1.1\r\nHost: a.TEST:443\r\n\r\n",
+                "A.test:443",
+            ),
+            ("CONNECT 10.0.0.1:22 HTTP/1.0\r\n\r\n", "10.0.0.1:22"),
+            (
+                "CONNECT [::1]:8443 HTTP/1.1\r\nHost: [::1]:8443\r\nContent-Length: 0\r\n\r\n",
+                "[::1]:8443",
+            ),
+        ] {
+            assert_eq!(connect(raw), Ok(authority.to_owned()), "{raw:?}");
+        }
+        for raw in [
+            "CONNECT /anything HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "CONNECT http://a.test:443/ HTTP/1.1\r\nHost: a.test:443\r\n\r\n",
+            "CONNECT a.test HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "CONNECT a.test: HTTP/1.1\r\nHost: a.test:\r\n\r\n",
+            "CONNECT :443 HTTP/1.1\r\nHost: :443\r\n\r\n",
+            "CONNECT a.test:0 HTTP/1.1\r\nHost: a.test:0\r\n\r\n",
+            "CONNECT a.test:65536 HTTP/1.1\r\nHost: a.test:65536\r\n\r\n",
+            "CONNECT a.test:+443 HTTP/1.1\r\nHost: a.test:+443\r\n\r\n",
+            "CONNECT u@a.test:443 HTTP/1.1\r\nHost: u@a.test:443\r\n\r\n",
+            "CONNECT a.test:443:1 HTTP/1.1\r\nHost: a.test:443:1\r\n\r\n",
+            "CONNECT [a.test]:443 HTTP/1.1\r\nHost: [a.test]:443\r\n\r\n",
+            "CONNECT * HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            // The Host names another authority, or none on HTTP/1.1.
+            "CONNECT a.test:443 HTTP/1.1\r\nHost: b.test:443\r\n\r\n",
+            "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test\r\n\r\n",
+            "CONNECT a.test:443 HTTP/1.1\r\n\r\n",
+            // Content.
+            "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\nContent-Length: 2\r\n\r\nhi",
+            "CONNECT a.test:443 HTTP/1.1\r\nHost: a.test:443\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n",
+        ] {
+            assert_eq!(connect(raw), Err(400), "{raw:?}");
         }
     }
 

@@ -1,5 +1,5 @@
 //! The proxy's own responses (404, 405, 502, 503, 504, 400…): small, `text/plain`, with a
-//! body that names the reason.
+//! body that names the reason; and the bodiless `200` that opens a CONNECT tunnel.
 //!
 //! Runs on: workers. Writes into the caller's reusable buffer.
 
@@ -25,6 +25,10 @@ pub fn reason_phrase(status: u16) -> &'static str {
         _ => "Error",
     }
 }
+
+/// The answer to a `CONNECT` whose tunnel is open: no content, so no `Content-Length`
+/// (RFC 9110 §9.3.6); the tunnelled bytes follow it.
+pub const CONNECT_ESTABLISHED: &[u8] = b"HTTP/1.1 200 Connection Established\r\n\r\n";
 
 /// One of the proxy's own responses.
 #[derive(Debug, Clone, Copy)]

@@ -7,7 +7,10 @@
 //! stream the rest of the request body → read the response head (forwarding 1xx) → write
 //! the client head and stream the body → return the upstream connection to the pool.
 //! An upgrade request answered with 101 ends the exchanges: the connection becomes a
-//! tunnel (`proxy/tunnel.rs`) to that upstream connection. CONNECT is refused (405).
+//! tunnel (`proxy/tunnel.rs`) to that upstream connection. A CONNECT is routed by its
+//! authority's host to a route that names CONNECT and, once connected to that route's
+//! upstream, answered 200 and tunnelled the same way (`proxy/connect.rs`); otherwise
+//! refused (405 with `Allow`, 404, 400).
 //!
 //! Runs on: a worker, one task per client connection. Touches only worker-local state
 //! (`Rc`, `Cell`, `RefCell`); no lock, no shared atomic, no cross-thread channel. Every
@@ -26,6 +29,7 @@ use monoio::net::TcpStream;
 use strait_discovery::route::{RouteEntry, RouteMatch};
 use strait_discovery::spec::PassHost;
 
+mod connect;
 mod forward;
 mod relay;
 mod tunnel;
@@ -356,6 +360,8 @@ enum Action<'v> {
         head_base: usize,
         host_per_endpoint: bool,
     },
+    /// A CONNECT to tunnel to the route's upstream.
+    Connect { route: &'v RouteEntry },
 }
 
 async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
@@ -476,6 +482,7 @@ async fn exchange(c: &mut Client, w: &Worker, first: bool) -> Next {
             )
             .await
         }
+        Action::Connect { route } => connect::open(c, w, &view, &p, route, started).await,
     }
 }
 
@@ -540,34 +547,11 @@ fn prepare<'v>(
     logging: bool,
 ) -> Result<Prepared<'v>, HeadError> {
     if req.method == "CONNECT" {
-        // Not a forward proxy (CONFIG.md, "Upgrade and CONNECT").
-        return Err(HeadError::new(
-            405,
-            "method not allowed: CONNECT is not supported",
-        ));
+        return prepare_connect(req, peer, view, record, logging);
     }
     let info = head::analyze_request(req)?;
     if logging {
-        record.clear();
-        record.client = Some(peer);
-        record.host.push_str(info.host);
-        record.request_line.push_str(req.method);
-        record.request_line.push(' ');
-        record.request_line.push_str(req.target);
-        record.request_line.push_str(if req.minor == 0 {
-            " HTTP/1.0"
-        } else {
-            " HTTP/1.1"
-        });
-        for h in req.headers {
-            if h.name.eq_ignore_ascii_case("referer") {
-                record.referer.push_str(&String::from_utf8_lossy(h.value));
-            } else if h.name.eq_ignore_ascii_case("user-agent") {
-                record
-                    .user_agent
-                    .push_str(&String::from_utf8_lossy(h.value));
-            }
-        }
+        start_record(record, peer, info.host, req);
     }
     let mut p = Prepared {
         head_len: req.len,
@@ -636,6 +620,77 @@ fn prepare<'v>(
     Ok(p)
 }
 
+/// Validates and routes a CONNECT (CONFIG.md, "Upgrade (WebSocket) and CONNECT"): by its
+/// authority's host, to the first route of that host that names CONNECT; never to the
+/// authority itself. Every answer but the tunnel closes the connection: what the client
+/// sent behind the head was meant for the tunnel, not read as requests.
+fn prepare_connect<'v>(
+    req: &head::Request<'_, '_>,
+    peer: SocketAddr,
+    view: &'v View,
+    record: &mut Record,
+    logging: bool,
+) -> Result<Prepared<'v>, HeadError> {
+    let authority = head::analyze_connect(req)?;
+    if logging {
+        start_record(record, peer, authority, req);
+    }
+    let action = match view.snapshot.router.lookup_connect(authority) {
+        RouteMatch::NotFound => Action::Reply {
+            status: 404,
+            body: "not found: no service answers for this host",
+            allow: None,
+        },
+        RouteMatch::MethodNotAllowed(set) => Action::Reply {
+            status: 405,
+            body: "method not allowed: no route of this host accepts CONNECT",
+            allow: Some(set.names().collect::<Vec<_>>().join(", ")),
+        },
+        RouteMatch::Found(route) => Action::Connect { route },
+    };
+    let stats = match &action {
+        Action::Connect { route } => &view.route_stats[route.stats as usize],
+        _ => &view.unrouted,
+    };
+    Ok(Prepared {
+        head_len: req.len,
+        upgrade: false,
+        minor: req.minor,
+        head_only: false,
+        idempotent: false,
+        body: BodyKind::None,
+        client_close: true,
+        expect_continue: false,
+        max_body: 0,
+        stats,
+        action,
+    })
+}
+
+/// Fills the access-log fields a request head gives.
+fn start_record(record: &mut Record, peer: SocketAddr, host: &str, req: &head::Request<'_, '_>) {
+    record.clear();
+    record.client = Some(peer);
+    record.host.push_str(host);
+    record.request_line.push_str(req.method);
+    record.request_line.push(' ');
+    record.request_line.push_str(req.target);
+    record.request_line.push_str(if req.minor == 0 {
+        " HTTP/1.0"
+    } else {
+        " HTTP/1.1"
+    });
+    for h in req.headers {
+        if h.name.eq_ignore_ascii_case("referer") {
+            record.referer.push_str(&String::from_utf8_lossy(h.value));
+        } else if h.name.eq_ignore_ascii_case("user-agent") {
+            record
+                .user_agent
+                .push_str(&String::from_utf8_lossy(h.value));
+        }
+    }
+}
+
 /// Answers a malformed or timed-out request and closes.
 async fn reply_error(c: &mut Client, w: &Worker, e: HeadError, started: Instant) -> Next {
     if w.access.is_some() {
@@ -691,7 +746,7 @@ async fn finish_with_status(
     let close = p.client_close || consumed.is_none() || w.draining.is_fired();
     let allow = match &p.action {
         Action::Reply { allow, .. } => allow.as_deref(),
-        Action::Forward { .. } => None,
+        Action::Forward { .. } | Action::Connect { .. } => None,
     };
     let reply = Reply {
         status,

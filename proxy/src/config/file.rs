@@ -237,7 +237,8 @@ pub struct FileRoute {
     /// Remove the service's `path_prefix` before forwarding. Default `false`.
     #[serde(default)]
     pub strip_prefix: bool,
-    /// Methods the route accepts (any case). Empty or absent: any method.
+    /// Methods the route accepts (any case). Empty or absent: any method but `CONNECT`,
+    /// which only a route naming it accepts.
     #[serde(default)]
     pub methods: Vec<String>,
     /// Upstream for this route; default: the service's.

@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use strait_discovery::route::RouteEntry;
-use strait_discovery::UpstreamStatus;
+use strait_discovery::{Upstream, UpstreamStatus};
 
 use super::relay::{connect, read_more, relay, write_all, Mode, Timeouts};
 use super::tunnel::Upgraded;
@@ -20,6 +20,7 @@ use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{self, ClientFraming};
 use crate::http::{BodyKind, HeadError};
+use crate::metrics::UpstreamStats;
 use crate::upstream::{UpstreamConn, Verdict, View};
 
 /// Where the request body stands before the upstream exchange.
@@ -135,18 +136,7 @@ pub(super) async fn forward(
 ) -> Next {
     let idx = route.upstream;
     let upstream = &view.snapshot.upstreams[idx as usize];
-    let unavailable = match &upstream.status {
-        UpstreamStatus::NotSynced { .. } => {
-            Some("service unavailable: discovery has not synced yet")
-        }
-        UpstreamStatus::RegistryDisabled { .. } => {
-            Some("service unavailable: the upstream's registry is disabled or not configured")
-        }
-        UpstreamStatus::Ready if !upstream.has_endpoints() => {
-            Some("service unavailable: the upstream has no endpoints")
-        }
-        UpstreamStatus::Ready => None,
-    };
+    let unavailable = unavailable(upstream);
     let settings = &upstream.settings;
 
     // Body bytes that arrived with the head.
@@ -236,23 +226,7 @@ pub(super) async fn forward(
                     }
                 }
                 Err(kind) => {
-                    stats.connect_failures.inc();
-                    let err = ProxyError::new(kind, Side::Upstream, Retry::Safe);
-                    note_attempt(c, w, ep.addr, err.status());
-                    tracing::debug!(endpoint = %ep.addr, ?kind, "connect failed");
-                    if let Verdict::Ejected(length) =
-                        w.health.failure(ep.addr, upstream, Instant::now())
-                    {
-                        stats.ejections.inc();
-                        tracing::warn!(
-                            worker = w.id,
-                            upstream = %upstream.name,
-                            endpoint = %ep.addr,
-                            ejection = ?length,
-                            "endpoint ejected after consecutive connect failures"
-                        );
-                    }
-                    last = err;
+                    last = connect_failed(c, w, upstream, stats, ep.addr, kind);
                     tried.push(ep.addr);
                     used += 1;
                     continue;
@@ -408,6 +382,50 @@ pub(super) async fn forward(
         body.complete.then_some(body.end)
     };
     finish_with_status(c, w, p, last.status(), last.message(), started, consumed).await
+}
+
+/// Why `upstream` cannot take a request now (answered 503), if it cannot.
+pub(super) fn unavailable(upstream: &Upstream) -> Option<&'static str> {
+    match &upstream.status {
+        UpstreamStatus::NotSynced { .. } => {
+            Some("service unavailable: discovery has not synced yet")
+        }
+        UpstreamStatus::RegistryDisabled { .. } => {
+            Some("service unavailable: the upstream's registry is disabled or not configured")
+        }
+        UpstreamStatus::Ready if !upstream.has_endpoints() => {
+            Some("service unavailable: the upstream has no endpoints")
+        }
+        UpstreamStatus::Ready => None,
+    }
+}
+
+/// Records a failed connect to `addr` of `upstream`: the attempt in the access log, the
+/// failure in the worker's passive health (an ejection is logged). Returns the error,
+/// safe to retry on another endpoint.
+pub(super) fn connect_failed(
+    c: &mut Client,
+    w: &Worker,
+    upstream: &Upstream,
+    stats: &UpstreamStats,
+    addr: SocketAddr,
+    kind: ErrorKind,
+) -> ProxyError {
+    stats.connect_failures.inc();
+    let err = ProxyError::new(kind, Side::Upstream, Retry::Safe);
+    note_attempt(c, w, addr, err.status());
+    tracing::debug!(endpoint = %addr, ?kind, "connect failed");
+    if let Verdict::Ejected(length) = w.health.failure(addr, upstream, Instant::now()) {
+        stats.ejections.inc();
+        tracing::warn!(
+            worker = w.id,
+            upstream = %upstream.name,
+            endpoint = %addr,
+            ejection = ?length,
+            "endpoint ejected after consecutive connect failures"
+        );
+    }
+    err
 }
 
 /// Tells an `Expect: 100-continue` client to send its body; false when the write failed.

@@ -1,6 +1,7 @@
 //! Upgraded connections (WebSocket and any other `Upgrade` answered with 101): after the
 //! 101, bytes are copied both ways unchanged until both sides closed, either side fails,
 //! or nothing moved for `http.tunnel_idle_timeout`.
+//! A CONNECT (`connect.rs`) becomes the same tunnel after its 200.
 //!
 //! Runs on: a worker, as the tail of the client connection's task (both directions are
 //! polled by that one task). Each direction reuses one buffer; a read of 0 (the peer's

@@ -32,7 +32,7 @@ upstreams:
 }
 
 /// An access-log file of this test process, named `name`, removed if it exists.
-fn access_log(name: &str) -> PathBuf {
+pub(crate) fn access_log(name: &str) -> PathBuf {
     let path = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("it-{}-{name}.log", std::process::id()));
     let _ = std::fs::remove_file(&path);
@@ -40,7 +40,7 @@ fn access_log(name: &str) -> PathBuf {
 }
 
 /// The `access_log:` block writing to `path`.
-fn access_log_block(path: &std::path::Path) -> String {
+pub(crate) fn access_log_block(path: &std::path::Path) -> String {
     format!(
         "access_log:\n  enabled: true\n  path: '{}'\n",
         path.display()
@@ -48,7 +48,7 @@ fn access_log_block(path: &std::path::Path) -> String {
 }
 
 /// Waits until the access log at `path` has `n` lines and returns them.
-fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
+pub(crate) fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
     let text = eventually(&format!("{n} access-log lines"), || {
         let text = std::fs::read_to_string(path).ok()?;
         (text.lines().count() >= n).then_some(text)
@@ -58,7 +58,7 @@ fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
 
 /// The `upstream_addr` and `upstream_status` lists of an access-log line: the fields
 /// after the quoted user agent, before the upstream time (see `access_log.rs`).
-fn attempts(line: &str) -> (Vec<String>, Vec<String>) {
+pub(crate) fn attempts(line: &str) -> (Vec<String>, Vec<String>) {
     let rest = &line[line.rfind('"').expect("a quoted user agent") + 1..];
     let mut fields: Vec<&str> = rest.split_whitespace().collect();
     fields.pop(); // the upstream time

@@ -11,8 +11,9 @@
 //!   workers.
 //! - [`bounds`]: header, body and upstream write timeouts, the connection limit, a
 //!   client that never reads beside one that does.
-//! - [`tunnel`]: Upgrade (WebSocket) tunnels, half-close, idle timeout, graceful stop,
-//!   CONNECT.
+//! - [`tunnel`]: Upgrade (WebSocket) tunnels, half-close, idle timeout, graceful stop.
+//! - [`connect`]: CONNECT refused (405 with `Allow`, 404) or, on a route that names it,
+//!   tunnelled to the route's upstream; retries, 502/504, the access log.
 //! - [`draining`]: removed and terminating endpoints, safe retries with held bodies,
 //!   passive health, the in-process graceful stop.
 //! - [`e2e`]: Kubernetes discovery end to end: the fake API server, the real kube
@@ -33,6 +34,7 @@
 
 mod admin;
 mod bounds;
+mod connect;
 mod draining;
 mod e2e;
 mod forwarding;

@@ -1,7 +1,8 @@
 //! Upgrade and tunnels: a WebSocket-like upgrade answered with 101 is tunnelled both
 //! ways (bytes sent with the request and the 101 included), half-closes pass through,
 //! an idle tunnel is closed after `http.tunnel_idle_timeout`, a graceful stop ends a
-//! tunnel at its timeout, a non-101 answer is an ordinary response; CONNECT gets 405.
+//! tunnel at its timeout, a non-101 answer is an ordinary response. CONNECT tunnels are
+//! `connect.rs`'s.
 
 use std::io::{BufReader, Read, Write};
 use std::net::{Shutdown, TcpStream};
@@ -178,17 +179,6 @@ fn an_upgrade_answered_without_101_is_an_ordinary_response_on_a_kept_connection(
     let resp = c.request(&get("ws.test", "/anything/next"));
     assert_eq!(resp.status, 200);
     assert_eq!(resp.json()["url"], "http://ws.test/anything/next");
-}
-
-#[test]
-fn connect_gets_405_and_a_close() {
-    let h = Harness::start(&["127.0.12.6"], &template(""));
-    let mut c = h.client();
-    let resp = c.request("CONNECT example.com:443 HTTP/1.1\r\nHost: example.com:443\r\n\r\n");
-    assert_eq!(resp.status, 405);
-    assert!(resp.connection_has("close"));
-    assert!(c.closed());
-    assert_eq!(h.backends[0].requests_served(), 0);
 }
 
 #[test]

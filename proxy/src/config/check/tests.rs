@@ -433,6 +433,23 @@ fn hosts_paths_and_methods_are_checked() {
 }
 
 #[test]
+fn a_route_may_name_connect_in_any_case() {
+    let config = from_yaml(&with_services(
+        "  - name: s\n    upstream: u\n    routes:\n      - name: tcp\n        path: /\n        methods: [connect, GET]\n",
+    ))
+    .expect("CONNECT is a method a route may name");
+    let methods = config.spec.services[0].routes[0].methods;
+    assert_eq!(methods.names().collect::<Vec<_>>(), ["GET", "CONNECT"]);
+    assert!(methods.names_method("CONNECT"));
+    // A near miss is still refused, naming the field.
+    let e = refused(&with_services(
+        "  - name: s\n    upstream: u\n    routes:\n      - name: tcp\n        path: /\n        methods: [CONNEKT]\n",
+    ));
+    assert_eq!(e.field, "services[0].routes[0].methods[0]");
+    assert!(e.message.contains("CONNECT"), "{}", e.message);
+}
+
+#[test]
 fn node_weights_are_checked() {
     let e = refused(&with_upstreams(
         "  - name: u\n    nodes:\n      - address: 127.0.0.2:1\n        weight: 10001\n",
