@@ -25,7 +25,7 @@ pub mod metrics;
 pub use strait_http as http;
 pub mod proxy;
 pub mod reload;
-mod sys;
+pub mod sys;
 pub mod upstream;
 pub mod worker;
 

@@ -150,6 +150,10 @@ fn serve<T>(
                 }
             }
         })?;
+    match strait::sys::raise_nofile_limit() {
+        Ok((soft, _)) => tracing::debug!(soft, "open-file limit"),
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
     let mut gateway = Gateway::start(config)?;
     for (name, addr) in gateway.config().listeners.iter().map(|l| (&l.name, l.addr)) {
         let bound = gateway.listen_addr(name).unwrap_or(addr);

@@ -1,8 +1,10 @@
 //! The one place with `unsafe`: a non-blocking peek on a socket, to tell whether an
-//! idle pooled upstream connection was closed (or sent stray bytes) before reusing it.
+//! idle pooled upstream connection was closed (or sent stray bytes) before reusing it;
+//! and raising the open-file limit at start.
 //!
-//! Runs on: workers. One `recv(MSG_PEEK | MSG_DONTWAIT)` syscall; it never blocks and
-//! never consumes data. Tested below with real sockets.
+//! Runs on: workers (the peek: one `recv(MSG_PEEK | MSG_DONTWAIT)` syscall; it never
+//! blocks and never consumes data), and the main thread at start (the limit). Tested
+//! below with real sockets.
 #![allow(unsafe_code)]
 
 use std::os::fd::RawFd;
@@ -14,6 +16,34 @@ pub(crate) enum Idle {
     Open,
     /// EOF, an error, or unexpected bytes: do not reuse.
     Unusable,
+}
+
+/// Raises the soft open-file limit to the hard one (as Go's runtime and nginx's
+/// `worker_rlimit_nofile` do): each client connection needs a descriptor, two while it
+/// is forwarded, and container runtimes often start processes with a soft limit of 1024.
+/// Returns the (soft, hard) limits now in force.
+pub fn raise_nofile_limit() -> std::io::Result<(u64, u64)> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable rlimit for the duration of the call.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        let raised = libc::rlimit {
+            rlim_cur: lim.rlim_max,
+            rlim_max: lim.rlim_max,
+        };
+        // SAFETY: `raised` is a valid rlimit read by the call; lowering nothing, raising
+        // the soft limit up to the hard one needs no privilege.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &raised) } != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        lim = raised;
+    }
+    Ok((lim.rlim_cur, lim.rlim_max))
 }
 
 /// Peeks at an idle socket without blocking.
@@ -42,6 +72,12 @@ pub(crate) fn peek_idle(fd: RawFd) -> Idle {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_soft_open_file_limit_is_raised_to_the_hard_one() {
+        let (soft, hard) = raise_nofile_limit().unwrap();
+        assert_eq!(soft, hard);
+    }
     use std::io::Write;
     use std::net::{TcpListener, TcpStream};
     use std::os::fd::AsRawFd;
