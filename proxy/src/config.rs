@@ -41,11 +41,43 @@ pub enum Driver {
     Legacy,
 }
 
-/// One HTTP listener; every worker binds it with SO_REUSEPORT.
+/// One listener; every worker binds it with SO_REUSEPORT.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub name: String,
     pub addr: SocketAddr,
+    pub protocol: Protocol,
+}
+
+/// What a listener does with its connections.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Protocol {
+    /// HTTP/1.1, routed by the services.
+    #[default]
+    Http,
+    /// Plain TCP to one upstream.
+    Tcp(TcpConfig),
+}
+
+/// A `tcp` listener's settings.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TcpConfig {
+    /// The upstream every connection goes to (by name: indices change across reloads).
+    pub upstream: String,
+    /// A connection with no byte moving either way for this long is closed; also the
+    /// bound on one blocked write.
+    pub idle_timeout: Duration,
+    /// How long a connection to an endpoint that left the table may go on; `None`: it is
+    /// never cut for that.
+    pub drain_timeout: Option<Duration>,
+}
+
+impl TcpConfig {
+    /// `idle_timeout` when the file gives none: an hour, as Envoy's tcp_proxy and the
+    /// usual HAProxy `timeout tunnel`.
+    pub const DEFAULT_IDLE_TIMEOUT: Duration = Duration::from_secs(3600);
+    /// `drain_timeout` when the file gives none.
+    pub const DEFAULT_DRAIN_TIMEOUT: Duration = Duration::from_secs(300);
 }
 
 /// The per-request access log.

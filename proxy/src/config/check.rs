@@ -21,13 +21,13 @@ use strait_discovery::Spec;
 
 use super::file::{
     FileAccessLog, FileAdmin, FileConfig, FileDiscovery, FileDriver, FileHttp, FileListener,
-    FileNode, FilePassHost, FilePassiveHealth, FilePort, FileRegistry, FileResource, FileService,
-    FileShutdown, FileUpstream,
+    FileNode, FilePassHost, FilePassiveHealth, FilePort, FileProtocol, FileRegistry, FileResource,
+    FileService, FileShutdown, FileUpstream,
 };
 use super::lines::Lines;
 use super::{
     AccessLogConfig, AdminConfig, Config, ConfigError, Driver, HttpConfig, ListenerConfig,
-    ShutdownConfig,
+    Protocol, ShutdownConfig, TcpConfig,
 };
 
 type Result<T, E = ConfigError> = std::result::Result<T, E>;
@@ -155,7 +155,8 @@ impl Checker<'_> {
             FileDriver::IoUring => Driver::IoUring,
             FileDriver::Legacy => Driver::Legacy,
         };
-        let listeners = self.listeners(listeners)?;
+        let defined: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
+        let listeners = self.listeners(listeners, &defined)?;
         let access_log = self.access_log(access_log)?;
         let http = self.http(http)?;
         let shutdown = self.shutdown(shutdown)?;
@@ -170,7 +171,6 @@ impl Checker<'_> {
                 ),
             ));
         }
-        let defined: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
         let services = self.services(services, &defined)?;
         let registries = self.registries(registries)?;
         let upstreams = self.upstreams(upstreams)?;
@@ -326,7 +326,11 @@ impl Checker<'_> {
 
     // === listeners, access log, http ===
 
-    fn listeners(&self, items: Vec<FileListener>) -> Result<Vec<ListenerConfig>> {
+    fn listeners(
+        &self,
+        items: Vec<FileListener>,
+        upstreams: &HashSet<&str>,
+    ) -> Result<Vec<ListenerConfig>> {
         if items.is_empty() {
             return Err(self.error("listeners", "at least one listener is required"));
         }
@@ -347,12 +351,60 @@ impl Checker<'_> {
                     format!("address {addr} is already used by listeners[{first}]"),
                 ));
             }
+            let protocol = self.protocol(&format!("listeners[{i}]"), &item, upstreams)?;
             out.push(ListenerConfig {
                 name: item.name,
                 addr,
+                protocol,
             });
         }
         Ok(out)
+    }
+
+    /// A listener's protocol: `http` takes none of the `tcp` keys; `tcp` needs a defined
+    /// `upstream`.
+    fn protocol(
+        &self,
+        at: &str,
+        item: &FileListener,
+        upstreams: &HashSet<&str>,
+    ) -> Result<Protocol> {
+        if item.protocol == FileProtocol::Http {
+            let tcp_only = [
+                ("upstream", item.upstream.is_some()),
+                ("idle_timeout", item.idle_timeout.is_some()),
+                ("drain_timeout", item.drain_timeout.is_some()),
+            ];
+            if let Some((key, _)) = tcp_only.iter().find(|(_, set)| *set) {
+                return Err(self.error(
+                    format!("{at}.{key}"),
+                    format!(
+                        "`{key}` is only for `protocol: tcp` listeners (an http listener \
+                         routes by `services`)"
+                    ),
+                ));
+            }
+            return Ok(Protocol::Http);
+        }
+        let field = format!("{at}.upstream");
+        let Some(upstream) = &item.upstream else {
+            return Err(self.error(field, "a `protocol: tcp` listener needs an `upstream`"));
+        };
+        self.upstream_ref(&field, upstream, upstreams)?;
+        let drain = self.duration_or_zero(
+            &format!("{at}.drain_timeout"),
+            item.drain_timeout.as_deref(),
+            TcpConfig::DEFAULT_DRAIN_TIMEOUT,
+        )?;
+        Ok(Protocol::Tcp(TcpConfig {
+            upstream: upstream.clone(),
+            idle_timeout: self.duration(
+                &format!("{at}.idle_timeout"),
+                item.idle_timeout.as_deref(),
+                TcpConfig::DEFAULT_IDLE_TIMEOUT,
+            )?,
+            drain_timeout: (!drain.is_zero()).then_some(drain),
+        }))
     }
 
     fn access_log(&self, file: FileAccessLog) -> Result<AccessLogConfig> {

@@ -20,7 +20,7 @@ pub struct FileConfig {
     /// Which monoio driver the workers run. Default: `auto`.
     #[serde(default)]
     pub driver: FileDriver,
-    /// HTTP listeners; at least one.
+    /// HTTP and TCP listeners; at least one.
     #[serde(default)]
     pub listeners: Vec<FileListener>,
     /// The per-request access log. Default: off.
@@ -125,11 +125,50 @@ pub struct FileListener {
     pub name: String,
     /// `ip:port` to bind, e.g. `0.0.0.0:80` or `[::]:80`. Unique among listeners.
     pub address: String,
+    /// `http` (routed by services) or `tcp` (every connection goes to `upstream`).
+    /// Default `http`.
+    #[serde(default)]
+    pub protocol: FileProtocol,
+    /// The upstream every connection of a `tcp` listener is proxied to. Required for
+    /// `tcp`, refused for `http`.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// `tcp` only: a connection with no byte moving either way for this long is closed.
+    /// Default `1h`.
+    #[serde(default)]
+    pub idle_timeout: Option<String>,
+    /// `tcp` only: how long a connection to an endpoint that left the upstream may go
+    /// on; `0s` never cuts it. Default `5m`.
+    #[serde(default)]
+    pub drain_timeout: Option<String>,
 }
 
 impl FileListener {
     /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &["name", "address"];
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "address",
+        "protocol",
+        "upstream",
+        "idle_timeout",
+        "drain_timeout",
+    ];
+}
+
+/// `listeners[].protocol:` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileProtocol {
+    /// HTTP/1.1, routed by `services`.
+    #[default]
+    Http,
+    /// Plain TCP: bytes copied both ways to the listener's `upstream`.
+    Tcp,
+}
+
+impl FileProtocol {
+    /// The values, as written in the file.
+    pub const VARIANTS: &'static [&'static str] = &["http", "tcp"];
 }
 
 /// `access_log:`.
@@ -620,6 +659,11 @@ mod tests {
                 "FileListener",
                 accepted::<FileListener>(KEY),
                 FileListener::FIELDS,
+            ),
+            (
+                "FileProtocol",
+                accepted::<FileProtocol>(VALUE),
+                FileProtocol::VARIANTS,
             ),
             (
                 "FileAccessLog",

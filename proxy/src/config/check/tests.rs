@@ -61,6 +61,7 @@ fn seed_config_parses_into_the_expected_config() {
         listeners: vec![ListenerConfig {
             name: "http".into(),
             addr: "127.0.0.1:9080".parse().unwrap(),
+            protocol: Protocol::Http,
         }],
         access_log: AccessLogConfig::default(),
         http: HttpConfig::default(),
@@ -105,6 +106,18 @@ driver: io_uring
 listeners:
   - name: http
     address: '[::1]:0'
+    protocol: http
+  - name: db
+    address: '[::1]:5432'
+    protocol: tcp
+    upstream: u
+    idle_timeout: 10m
+    drain_timeout: 30s
+  - name: broker
+    address: '[::1]:9092'
+    protocol: tcp
+    upstream: u
+    drain_timeout: 0s
 access_log:
   enabled: true
   path: /var/log/strait/access.log
@@ -160,6 +173,23 @@ upstreams:
     assert_eq!(config.workers, NonZeroUsize::new(4));
     assert_eq!(config.driver, Driver::IoUring);
     assert_eq!(config.listeners[0].addr, "[::1]:0".parse().unwrap());
+    assert_eq!(config.listeners[0].protocol, Protocol::Http);
+    assert_eq!(
+        config.listeners[1].protocol,
+        Protocol::Tcp(TcpConfig {
+            upstream: "u".into(),
+            idle_timeout: Duration::from_secs(600),
+            drain_timeout: Some(Duration::from_secs(30)),
+        })
+    );
+    assert_eq!(
+        config.listeners[2].protocol,
+        Protocol::Tcp(TcpConfig {
+            upstream: "u".into(),
+            idle_timeout: TcpConfig::DEFAULT_IDLE_TIMEOUT,
+            drain_timeout: None,
+        })
+    );
     assert_eq!(
         config.access_log,
         AccessLogConfig {
@@ -639,4 +669,76 @@ fn the_admin_address_defaults_to_localhost_and_must_not_take_a_listener_port() {
     assert!(e.message.contains("listeners[0]"), "{}", e.message);
     let e = refused(&format!("{base}admin: {{listen: localhost}}\n"));
     assert_eq!(e.field, "admin.listen");
+}
+
+#[test]
+fn a_tcp_listener_needs_a_defined_upstream_and_gets_the_documented_defaults() {
+    let tcp = |extra: &str| {
+        format!(
+            "listeners:\n  - name: db\n    address: 127.0.0.1:5432\n    protocol: tcp\n{extra}\
+             upstreams:\n  - name: u\n    nodes:\n      - address: 127.0.0.2:5432\n"
+        )
+    };
+    // No services at all: a tcp-only gateway.
+    let config = from_yaml(&tcp("    upstream: u\n")).expect("a tcp-only config");
+    assert_eq!(
+        config.listeners[0].protocol,
+        Protocol::Tcp(TcpConfig {
+            upstream: "u".into(),
+            idle_timeout: Duration::from_secs(3600),
+            drain_timeout: Some(Duration::from_secs(300)),
+        })
+    );
+    let e = refused(&tcp(""));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("listeners[0].upstream", Some(2))
+    );
+    assert_eq!(e.message, "a `protocol: tcp` listener needs an `upstream`");
+    let e = refused(&tcp("    upstream: nope\n"));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("listeners[0].upstream", Some(5))
+    );
+    assert_eq!(e.message, "upstream \"nope\" is not defined");
+    let e = refused(&tcp("    upstream: u\n    idle_timeout: 0s\n"));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("listeners[0].idle_timeout", Some(6))
+    );
+    let e = refused(&tcp("    upstream: u\n    drain_timeout: soon\n"));
+    assert_eq!(
+        (e.field.as_str(), e.line),
+        ("listeners[0].drain_timeout", Some(6))
+    );
+    assert!(
+        e.message.starts_with("invalid duration \"soon\""),
+        "{}",
+        e.message
+    );
+    let e = refused(&tcp("    upstream: u\n    protocol: udp\n"));
+    assert_eq!(e.field, "listeners[0].protocol");
+}
+
+#[test]
+fn an_http_listener_refuses_the_tcp_keys() {
+    for (key, value) in [
+        ("upstream", "u"),
+        ("idle_timeout", "1m"),
+        ("drain_timeout", "1m"),
+    ] {
+        let e = refused(
+            &with_upstreams("  - name: u\n    nodes:\n      - address: 127.0.0.2:8080\n").replace(
+                "address: 127.0.0.1:9080\n",
+                &format!("address: 127.0.0.1:9080\n    {key}: {value}\n"),
+            ),
+        );
+        assert_eq!(e.field, format!("listeners[0].{key}"));
+        assert_eq!(e.line, Some(4));
+        assert!(
+            e.message.contains("only for `protocol: tcp` listeners"),
+            "{}",
+            e.message
+        );
+    }
 }
