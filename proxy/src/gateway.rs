@@ -18,7 +18,7 @@ use strait_discovery::{
 };
 
 use crate::admin::{AdminServer, AdminState};
-use crate::config::Config;
+use crate::config::{Config, Protocol};
 use crate::metrics::WorkerMetrics;
 use crate::worker::{self, DriverKind, WorkerSetup};
 
@@ -42,6 +42,18 @@ pub enum StartError {
     Worker(String),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
+}
+
+/// Why a reload was refused (the running table stays).
+#[derive(Debug, thiserror::Error)]
+pub enum ReloadError {
+    #[error("the routing table cannot be built: {0}")]
+    Table(#[from] BuildError),
+    #[error(
+        "listener {listener} (protocol tcp) sends to upstream {upstream:?}, which the new \
+         config does not define (listeners change only with a restart)"
+    )]
+    TcpUpstreamMissing { listener: String, upstream: String },
 }
 
 /// A running gateway.
@@ -71,7 +83,7 @@ impl Gateway {
             .unwrap_or(NonZeroUsize::MIN)
             .get();
         let mut builder = TableBuilder::try_new(config.spec.clone())?;
-        let mut per_worker: Vec<Vec<std::net::TcpListener>> =
+        let mut per_worker: Vec<Vec<(std::net::TcpListener, String, Protocol)>> =
             (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
         for l in &config.listeners {
@@ -83,7 +95,7 @@ impl Gateway {
                 })?;
             listeners.push((l.name.clone(), bound[0].local_addr()?));
             for (i, b) in bound.into_iter().enumerate() {
-                per_worker[i].push(b);
+                per_worker[i].push((b, l.name.clone(), l.protocol.clone()));
             }
         }
         let admin_listener = match config.admin.listen {
@@ -205,14 +217,19 @@ impl Gateway {
 
     /// Applies a new config's services, routes, upstreams and registries. Listener,
     /// worker and HTTP settings need a restart; they are kept as they are. A spec that
-    /// cannot be built is refused and the running table stays. Returns once every worker
-    /// routes with the new table.
-    pub fn reload(&mut self, config: Config) -> Result<SnapshotVersion, BuildError> {
+    /// cannot be built, or that drops the upstream of a running `tcp` listener, is
+    /// refused and the running table stays. Returns once every worker routes with the
+    /// new table.
+    pub fn reload(&mut self, config: Config) -> Result<SnapshotVersion, ReloadError> {
+        if let Err(e) = self.check_reload(&config) {
+            self.reload_refused();
+            return Err(e);
+        }
         let builder = match TableBuilder::try_new(config.spec.clone()) {
             Ok(b) => b,
             Err(e) => {
                 self.reload_refused();
-                return Err(e);
+                return Err(e.into());
             }
         };
         *self.admin.spec.lock().unwrap_or_else(|e| e.into_inner()) = config.spec.clone();
@@ -221,6 +238,22 @@ impl Gateway {
         self.wait_applied(version);
         self.admin.reloads_ok.fetch_add(1, Ordering::Relaxed);
         Ok(version)
+    }
+
+    /// A new config must keep the upstream of every running `tcp` listener (listeners
+    /// are not reloaded).
+    fn check_reload(&self, config: &Config) -> Result<(), ReloadError> {
+        for l in &self.config.listeners {
+            if let Protocol::Tcp(tcp) = &l.protocol {
+                if !config.spec.upstreams.iter().any(|u| u.name == tcp.upstream) {
+                    return Err(ReloadError::TcpUpstreamMissing {
+                        listener: l.name.clone(),
+                        upstream: tcp.upstream.clone(),
+                    });
+                }
+            }
+        }
+        Ok(())
     }
 
     /// Counts a reload refused before it reached [`Gateway::reload`] (a file that does

@@ -1,4 +1,4 @@
-//! strait's data plane: thread-per-core HTTP/1.1 reverse proxy.
+//! strait's data plane: thread-per-core HTTP/1.1 reverse proxy and TCP proxy.
 //!
 //! Crate map:
 //! - [`config`]: YAML file → checked [`config::Config`] (main thread only).
@@ -8,7 +8,10 @@
 //!   routing view, round-robin cursors and connection pool.
 //! - [`http`]: the HTTP/1.1 codec (heads, bodies, chunked framing, hop-by-hop rules).
 //! - [`proxy`]: the life of a request, top-down.
-//! - [`upstream`]: per-worker endpoint picking and the keep-alive pool.
+//! - [`tcp`]: `protocol: tcp` listeners: bytes copied both ways to an upstream's
+//!   endpoints, drained when an endpoint leaves the table.
+//! - [`upstream`]: per-worker endpoint picking, passive health, the keep-alive pool and
+//!   endpoint departures.
 //! - [`access_log`]: the per-request log line.
 //! - [`metrics`]: per-worker single-writer counters, summed at scrape time.
 //! - [`reload`]: the config file watch and hot reload.
@@ -26,10 +29,11 @@ pub use strait_http as http;
 pub mod proxy;
 pub mod reload;
 pub mod sys;
+pub mod tcp;
 pub mod upstream;
 pub mod worker;
 
-pub use gateway::{run, Gateway, StartError};
+pub use gateway::{run, Gateway, ReloadError, StartError};
 
 /// The embedded config of `strait demo`.
 pub const DEMO_CONFIG: &str = include_str!("../demo.yaml");

@@ -40,13 +40,13 @@ use crate::http::head::{self, HostHeader};
 use crate::http::reply::{write_reply, Reply};
 use crate::http::{is_idempotent, BodyKind, HeadError};
 use crate::metrics::{RouteStats, WorkerMetrics};
-use crate::upstream::{Health, Pool, Table, View};
+use crate::upstream::{Departures, Health, Pool, Table, View};
 use crate::worker::signal::Signal;
 use forward::forward;
 use relay::{read_more, write_all};
 
-/// Size of a body-streaming read.
-const READ_CHUNK: usize = 64 * 1024;
+/// Size of a body-streaming read (and of a `tcp` connection's buffers).
+pub(crate) const READ_CHUNK: usize = 64 * 1024;
 /// A body segment up to this size rides in the same write as its head.
 const COALESCE: usize = 16 * 1024;
 /// Largest upstream response head accepted.
@@ -68,6 +68,8 @@ pub struct Worker {
     pub pool: Pool,
     /// Endpoints this worker has seen refuse connections, and its ejections.
     pub health: Health,
+    /// Endpoints its `tcp` connections are open to, told when they leave the table.
+    pub departures: Departures,
     pub http: HttpConfig,
     pub access: Option<AccessLog>,
     /// This worker's counters and gauges (single writer: this worker).
@@ -112,6 +114,7 @@ impl Worker {
             pool: Pool::new(metrics.clone()),
             metrics,
             health: Health::default(),
+            departures: Departures::default(),
             http,
             access,
             draining: Signal::default(),
@@ -161,7 +164,8 @@ impl Worker {
         }
     }
 
-    fn take_buf(&self) -> Vec<u8> {
+    /// A spare 64 KiB buffer (or a new one).
+    pub(crate) fn take_buf(&self) -> Vec<u8> {
         self.bufs
             .borrow_mut()
             .pop()
@@ -190,7 +194,9 @@ impl Worker {
         }
     }
 
-    fn give_buf(&self, mut buf: Vec<u8>) {
+    /// Keeps `buf` for reuse when it is a 64 KiB one and fewer than
+    /// `MAX_POOLED_BUFFERS` are spare.
+    pub(crate) fn give_buf(&self, mut buf: Vec<u8>) {
         if buf.capacity() >= READ_CHUNK {
             buf.clear();
             let mut bufs = self.bufs.borrow_mut();
@@ -234,6 +240,11 @@ impl Open {
         w.connections.set(w.connections.get() + 1);
         w.metrics.client_connections.inc();
         Open(w)
+    }
+
+    /// The worker the connection is counted on.
+    pub fn worker(&self) -> &Rc<Worker> {
+        &self.0
     }
 }
 

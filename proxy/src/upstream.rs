@@ -1,5 +1,6 @@
 //! Per-worker upstream state: the routing view with its round-robin cursors, passive
-//! health (ejections), and the keep-alive connection pool.
+//! health (ejections), connecting to an endpoint, the keep-alive connection pool, and
+//! the departures that long-lived (`tcp`) connections wait on to drain.
 //!
 //! Runs on: one worker; everything here is `!Send` (`Rc`, `Cell`, `RefCell`) on purpose.
 //! A new snapshot becomes a new [`View`] once per publication; requests clone the `Rc`
@@ -17,8 +18,10 @@ use monoio::net::TcpStream;
 use strait_discovery::spec::{PassiveHealth, PoolSettings};
 use strait_discovery::{Endpoint, Snapshot, Upstream};
 
+use crate::error::ErrorKind;
 use crate::metrics::{RouteStats, UpstreamStats, WorkerMetrics};
 use crate::sys;
+use crate::worker::signal::Signal;
 
 /// Most extra endpoints tried after a failed connect when `retries` is not configured.
 pub const MAX_DEFAULT_RETRIES: usize = 4;
@@ -287,6 +290,128 @@ impl Health {
     /// Endpoints ejected right now (for tests and metrics).
     pub fn ejected_count(&self) -> usize {
         self.ejected.get()
+    }
+}
+
+/// Opens a connection to endpoint `addr` of `up` within its `timeouts.connect`
+/// (TCP_NODELAY on), and tells `health` how it went: a success ends the endpoint's
+/// failure streak, a failure may eject it (logged once, at warn). Failures and
+/// ejections are counted in the upstream's `stats`.
+pub async fn connect(
+    health: &Health,
+    up: &Upstream,
+    stats: &UpstreamStats,
+    addr: SocketAddr,
+    worker: usize,
+) -> Result<TcpStream, ErrorKind> {
+    let kind =
+        match monoio::time::timeout(up.settings.connect_timeout, TcpStream::connect_addr(addr))
+            .await
+        {
+            Ok(Ok(stream)) => {
+                let _ = stream.set_nodelay(true);
+                health.success(addr);
+                return Ok(stream);
+            }
+            Ok(Err(_)) => ErrorKind::ConnectRefused,
+            Err(_) => ErrorKind::ConnectTimeout,
+        };
+    stats.connect_failures.inc();
+    tracing::debug!(endpoint = %addr, ?kind, "connect failed");
+    if let Verdict::Ejected(length) = health.failure(addr, up, Instant::now()) {
+        stats.ejections.inc();
+        tracing::warn!(
+            worker,
+            upstream = %up.name,
+            endpoint = %addr,
+            ejection = ?length,
+            "endpoint ejected after consecutive connect failures"
+        );
+    }
+    Err(kind)
+}
+
+// === impl Departures ===
+
+/// The endpoints some long-lived connection of this worker is open to, each with the
+/// [`Departure`] those connections wait on. An endpoint nobody watches costs nothing.
+#[derive(Debug, Default)]
+pub struct Departures {
+    /// Keyed with FxHash: the keys are our own endpoint addresses, not attacker input.
+    watched: RefCell<FxHashMap<SocketAddr, Rc<Departure>>>,
+}
+
+/// An endpoint leaving the table, as its connections see it.
+#[derive(Debug, Default)]
+pub struct Departure {
+    /// Fired when the endpoint leaves the table.
+    left: Signal,
+    /// When it left (set before `left` fires).
+    at: Cell<Option<Instant>>,
+}
+
+impl Departures {
+    /// Watches `addr` for as long as the returned guard lives. Connections to one
+    /// endpoint share its entry.
+    pub fn watch(&self, addr: SocketAddr) -> Watch<'_> {
+        let departure = self.watched.borrow_mut().entry(addr).or_default().clone();
+        Watch {
+            departures: self,
+            addr,
+            departure,
+        }
+    }
+
+    /// Tells the connections to `addrs` that their endpoint left the table at `now`.
+    /// Their entries go: a connection that finds the endpoint back later watches anew.
+    pub fn depart(&self, addrs: &[SocketAddr], now: Instant) {
+        if self.watched.borrow().is_empty() {
+            return;
+        }
+        for addr in addrs {
+            let departure = self.watched.borrow_mut().remove(addr);
+            if let Some(d) = departure {
+                d.at.set(Some(now));
+                d.left.fire();
+            }
+        }
+    }
+
+    /// Endpoints watched now (for tests and metrics).
+    pub fn watched(&self) -> usize {
+        self.watched.borrow().len()
+    }
+}
+
+/// One connection's watch on its endpoint (see [`Departures::watch`]).
+#[derive(Debug)]
+pub struct Watch<'a> {
+    departures: &'a Departures,
+    addr: SocketAddr,
+    departure: Rc<Departure>,
+}
+
+impl Watch<'_> {
+    /// Resolves with the time the endpoint left the table, once it has.
+    pub async fn departed(&self) -> Instant {
+        self.departure.left.wait().await;
+        self.departure
+            .at
+            .get()
+            .expect("invariant: the departure time is set before the signal fires")
+    }
+}
+
+impl Drop for Watch<'_> {
+    fn drop(&mut self) {
+        // The last watcher of a departure still in the map removes it (the map holds the
+        // other reference).
+        let mut watched = self.departures.watched.borrow_mut();
+        if let Some(d) = watched.get(&self.addr) {
+            if Rc::ptr_eq(d, &self.departure) && Rc::strong_count(d) == 2 {
+                watched.remove(&self.addr);
+            }
+        }
     }
 }
 
@@ -607,6 +732,31 @@ mod tests {
         // Endpoints that leave the table are forgotten.
         h.forget(&[addr(2)]);
         assert_eq!(h.ejected_count(), 0);
+    }
+
+    #[test]
+    fn a_departure_reaches_every_watcher_of_its_endpoint_and_the_last_one_cleans_up() {
+        let d = Departures::default();
+        let w1 = d.watch(addr(2));
+        let w2 = d.watch(addr(2));
+        let other = d.watch(addr(4));
+        assert_eq!(d.watched(), 2);
+        drop(w2);
+        assert_eq!(d.watched(), 2, "w1 still watches 127.0.0.2");
+        let now = Instant::now();
+        d.depart(&[addr(2), addr(3)], now);
+        assert_eq!(d.watched(), 1, "only 127.0.0.4 is left");
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .build()
+            .unwrap();
+        assert_eq!(rt.block_on(w1.departed()), now);
+        // Back in the table and watched anew: the old watcher's end leaves the new entry.
+        let w3 = d.watch(addr(2));
+        drop(w1);
+        assert_eq!(d.watched(), 2);
+        drop(w3);
+        drop(other);
+        assert_eq!(d.watched(), 0);
     }
 
     #[test]

@@ -9,11 +9,12 @@
 //! Connection limit: at `http.max_connections_per_worker` open client connections, the
 //! accept loops pause until one closes (new connections wait in the kernel's queue).
 //!
-//! Graceful stop ([`Update::Drain`]): the accept loops stop, accept what the kernel
-//! already queued (so closing the listener resets no connection that was let in),
-//! and close the listener; idle client connections close; busy ones close after their
-//! current response; the thread exits when every listener is closed and no connection
-//! is left, or at the deadline, after dropping the connections still open.
+//! Graceful stop ([`Update::Drain`]): the accept loops (HTTP and `tcp` alike) stop,
+//! accept what the kernel already queued (so closing the listener resets no connection
+//! that was let in), and close the listener; idle client connections close; busy ones
+//! close after their current response; `tcp` connections go on; the thread exits when
+//! every listener is closed and no connection is left, or at the deadline, after
+//! dropping the connections still open.
 
 use std::net::SocketAddr;
 use std::os::unix::net::UnixStream as StdUnixStream;
@@ -29,9 +30,10 @@ use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
 use strait_discovery::{Subscriber, Update};
 
 use crate::access_log::AccessLog;
-use crate::config::{Driver, HttpConfig};
+use crate::config::{Driver, HttpConfig, Protocol};
 use crate::metrics::WorkerMetrics;
 use crate::proxy::{self, Open, Worker};
+use crate::tcp;
 use crate::upstream::Table;
 
 pub mod signal;
@@ -50,7 +52,8 @@ pub struct WorkerSetup {
     pub id: usize,
     pub core: Option<core_affinity::CoreId>,
     pub driver: Driver,
-    pub listeners: Vec<std::net::TcpListener>,
+    /// Each listener's socket (this worker's own), name and protocol.
+    pub listeners: Vec<(std::net::TcpListener, String, Protocol)>,
     pub subscriber: Subscriber,
     pub http: HttpConfig,
     pub access_log: Option<std::fs::File>,
@@ -144,12 +147,16 @@ async fn run(
         .ok_or_else(|| std::io::Error::other("wake socket already taken"))?;
     wake.set_nonblocking(true)?;
     let mut wake = UnixStream::from_std(wake)?;
-    for l in setup.listeners.drain(..) {
+    for (l, name, protocol) in setup.listeners.drain(..) {
         // A second descriptor of the same socket, to accept what is queued at close.
         let queued = l.try_clone()?;
         let listener = TcpListener::from_std(l)?;
+        let serve = match protocol {
+            Protocol::Http => Serve::Http,
+            Protocol::Tcp(config) => Serve::Tcp(Rc::new(tcp::Listener::new(name, config))),
+        };
         worker.listener_opened();
-        monoio::spawn(accept_loop(listener, queued, worker.clone()));
+        monoio::spawn(accept_loop(listener, queued, serve, worker.clone()));
     }
     monoio::spawn(sweep_loop(worker.clone()));
     let _ = ready.send(Ok(kind));
@@ -192,9 +199,11 @@ async fn run(
                     let version = snapshot.version;
                     let (view, departed) = worker.table.swap(snapshot);
                     setup.subscriber.ack(&view.snapshot);
-                    // Idle connections to endpoints that left the rotation close now.
+                    // Idle connections to endpoints that left the rotation close now;
+                    // `tcp` connections to them start their drain timeout.
                     worker.pool.close(&departed);
                     worker.health.forget(&departed);
+                    worker.departures.depart(&departed, Instant::now());
                     tracing::debug!(worker = worker.id, %version, departed = departed.len(), "snapshot swapped in");
                 }
                 Ok(Some(Update::Drain(until))) => {
@@ -213,7 +222,36 @@ async fn run(
     }
 }
 
-async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worker: Rc<Worker>) {
+/// What an accept loop does with the connections it accepts.
+#[derive(Debug, Clone)]
+enum Serve {
+    /// HTTP/1.1 exchanges ([`proxy::serve`]).
+    Http,
+    /// Copied to the listener's upstream ([`tcp::serve`]).
+    Tcp(Rc<tcp::Listener>),
+}
+
+impl Serve {
+    /// Counts the connection on `worker` and spawns its task.
+    fn spawn(&self, stream: monoio::net::TcpStream, peer: SocketAddr, worker: &Rc<Worker>) {
+        let open = Open::new(worker.clone());
+        match self {
+            Serve::Http => {
+                monoio::spawn(proxy::serve(stream, peer, open));
+            }
+            Serve::Tcp(l) => {
+                monoio::spawn(tcp::serve(stream, peer, open, l.clone()));
+            }
+        }
+    }
+}
+
+async fn accept_loop(
+    listener: TcpListener,
+    queued: std::net::TcpListener,
+    serve: Serve,
+    worker: Rc<Worker>,
+) {
     let mut taken = 0;
     loop {
         // At `http.max_connections_per_worker`, accepting pauses (new connections wait
@@ -237,24 +275,20 @@ async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worke
         let accepted = monoio::select! {
             r = &mut accept => r,
             _ = worker.draining.wait() => {
-                taken += stop_listening(&queued, &worker);
+                taken += stop_listening(&queued, &serve, &worker);
                 // The accept in flight ends now, with a connection it took before the
                 // listener stopped, or an error.
                 if let Ok(Ok((stream, peer))) =
                     monoio::time::timeout(ACCEPT_SETTLE, accept).await
                 {
-                    let open = Open::new(worker.clone());
-                    monoio::spawn(proxy::serve(stream, peer, open));
+                    serve.spawn(stream, peer, &worker);
                     taken += 1;
                 }
                 break;
             }
         };
         match accepted {
-            Ok((stream, peer)) => {
-                let open = Open::new(worker.clone());
-                monoio::spawn(proxy::serve(stream, peer, open));
-            }
+            Ok((stream, peer)) => serve.spawn(stream, peer, &worker),
             Err(e) => {
                 // Out of descriptors or similar: back off briefly instead of spinning.
                 tracing::warn!(worker = worker.id, error = %e, "accept failed");
@@ -273,15 +307,14 @@ async fn accept_loop(listener: TcpListener, queued: std::net::TcpListener, worke
 /// the socket down, which takes it out of the SO_REUSEPORT group (new connections go to
 /// the other listeners on the port, or are refused) and wakes an accept in flight.
 /// Returns how many connections it took.
-fn stop_listening(queued: &std::net::TcpListener, worker: &Rc<Worker>) -> usize {
+fn stop_listening(queued: &std::net::TcpListener, serve: &Serve, worker: &Rc<Worker>) -> usize {
     let mut taken = 0;
     while let Ok((stream, peer)) = queued.accept() {
         let stream = stream
             .set_nonblocking(true)
             .and_then(|()| monoio::net::TcpStream::from_std(stream));
         if let Ok(stream) = stream {
-            let open = Open::new(worker.clone());
-            monoio::spawn(proxy::serve(stream, peer, open));
+            serve.spawn(stream, peer, worker);
             taken += 1;
         }
     }

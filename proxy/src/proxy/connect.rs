@@ -13,12 +13,12 @@ use monoio::net::TcpStream;
 use strait_discovery::route::RouteEntry;
 
 use super::forward::{connect_failed, unavailable};
-use super::relay::{connect, write_all};
+use super::relay::write_all;
 use super::tunnel::Upgraded;
 use super::{finish_with_status, log, push_list, Client, Next, Prepared, Worker};
 use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::reply::CONNECT_ESTABLISHED;
-use crate::upstream::View;
+use crate::upstream::{self, View};
 
 /// Connects to an endpoint of `route`'s upstream (round-robin with passive health; a
 /// failed connect is retried on the next endpoint, up to the upstream's `retries`), then
@@ -50,9 +50,8 @@ pub(super) async fn open(
             break;
         };
         let connecting = Instant::now();
-        match connect(ep.addr, settings.connect_timeout).await {
+        match upstream::connect(&w.health, upstream, stats, ep.addr, w.id).await {
             Ok(stream) => {
-                w.health.success(ep.addr);
                 if w.access.is_some() {
                     // The upstream sends no status: `-` keeps the lists aligned.
                     push_list(&mut c.record.upstream_addr, &ep.addr.to_string());
@@ -62,7 +61,7 @@ pub(super) async fn open(
                 return established(c, w, p, stream, settings.write_timeout, started).await;
             }
             Err(kind) => {
-                last = connect_failed(c, w, upstream, stats, ep.addr, kind);
+                last = connect_failed(c, w, ep.addr, kind);
                 tried.push(ep.addr);
             }
         }

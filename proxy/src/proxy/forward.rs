@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use strait_discovery::route::RouteEntry;
 use strait_discovery::{Upstream, UpstreamStatus};
 
-use super::relay::{connect, read_more, relay, write_all, Mode, Timeouts};
+use super::relay::{read_more, relay, write_all, Mode, Timeouts};
 use super::tunnel::Upgraded;
 use super::{
     finish_with_status, log, note_attempt, push_list, reply_error, Client, Next, Prepared, Worker,
@@ -20,8 +20,7 @@ use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::head::{self, ClientFraming};
 use crate::http::{BodyKind, HeadError};
-use crate::metrics::UpstreamStats;
-use crate::upstream::{UpstreamConn, Verdict, View};
+use crate::upstream::{self, UpstreamConn, View};
 
 /// Where the request body stands before the upstream exchange.
 struct BodyState {
@@ -215,18 +214,15 @@ pub(super) async fn forward(
         fresh = false;
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => match connect(ep.addr, settings.connect_timeout).await {
-                Ok(stream) => {
-                    w.health.success(ep.addr);
-                    UpstreamConn {
-                        stream,
-                        addr: ep.addr,
-                        requests: 0,
-                        reused: false,
-                    }
-                }
+            None => match upstream::connect(&w.health, upstream, stats, ep.addr, w.id).await {
+                Ok(stream) => UpstreamConn {
+                    stream,
+                    addr: ep.addr,
+                    requests: 0,
+                    reused: false,
+                },
                 Err(kind) => {
-                    last = connect_failed(c, w, upstream, stats, ep.addr, kind);
+                    last = connect_failed(c, w, ep.addr, kind);
                     tried.push(ep.addr);
                     used += 1;
                     continue;
@@ -400,31 +396,17 @@ pub(super) fn unavailable(upstream: &Upstream) -> Option<&'static str> {
     }
 }
 
-/// Records a failed connect to `addr` of `upstream`: the attempt in the access log, the
-/// failure in the worker's passive health (an ejection is logged). Returns the error,
-/// safe to retry on another endpoint.
+/// Records a failed connect to `addr` in the access log (passive health and the
+/// upstream's counters already know, see [`upstream::connect`]). Returns the error, safe
+/// to retry on another endpoint.
 pub(super) fn connect_failed(
     c: &mut Client,
     w: &Worker,
-    upstream: &Upstream,
-    stats: &UpstreamStats,
     addr: SocketAddr,
     kind: ErrorKind,
 ) -> ProxyError {
-    stats.connect_failures.inc();
     let err = ProxyError::new(kind, Side::Upstream, Retry::Safe);
     note_attempt(c, w, addr, err.status());
-    tracing::debug!(endpoint = %addr, ?kind, "connect failed");
-    if let Verdict::Ejected(length) = w.health.failure(addr, upstream, Instant::now()) {
-        stats.ejections.inc();
-        tracing::warn!(
-            worker = w.id,
-            upstream = %upstream.name,
-            endpoint = %addr,
-            ejection = ?length,
-            "endpoint ejected after consecutive connect failures"
-        );
-    }
     err
 }
 

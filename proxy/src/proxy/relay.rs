@@ -1,11 +1,11 @@
 //! Byte movement for the request path: streaming one body between two sockets through a
 //! reused buffer (re-framing chunked / close-delimited bodies on the way), and the
-//! deadline-bound connect, read and write every step uses.
+//! deadline-bound read and write every step uses (the connect is
+//! [`crate::upstream::connect`]).
 //!
 //! Runs on: a worker, inside a client connection's task. Worker-local buffers only.
 
 use std::io;
-use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use monoio::buf::{IoBuf, IoBufMut};
@@ -234,18 +234,6 @@ pub(super) async fn relay(
                 };
             }
         }
-    }
-}
-
-/// Connects with a deadline; TCP_NODELAY on.
-pub(super) async fn connect(addr: SocketAddr, limit: Duration) -> Result<TcpStream, ErrorKind> {
-    match monoio::time::timeout(limit, TcpStream::connect_addr(addr)).await {
-        Ok(Ok(stream)) => {
-            let _ = stream.set_nodelay(true);
-            Ok(stream)
-        }
-        Ok(Err(_)) => Err(ErrorKind::ConnectRefused),
-        Err(_) => Err(ErrorKind::ConnectTimeout),
     }
 }
 

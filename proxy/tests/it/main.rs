@@ -14,6 +14,9 @@
 //! - [`tunnel`]: Upgrade (WebSocket) tunnels, half-close, idle timeout, graceful stop.
 //! - [`connect`]: CONNECT refused (405 with `Allow`, 404) or, on a route that names it,
 //!   tunnelled to the route's upstream; retries, 502/504, the access log.
+//! - [`tcp`]: `protocol: tcp` listeners: transfers by checksum, half-closes, many
+//!   connections, connect retries, endpoints leaving and draining, idle timeout,
+//!   graceful stop, a discovery-backed upstream.
 //! - [`draining`]: removed and terminating endpoints, safe retries with held bodies,
 //!   passive health, the in-process graceful stop.
 //! - [`e2e`]: Kubernetes discovery end to end: the fake API server, the real kube
@@ -45,5 +48,6 @@ mod restart;
 mod rolling;
 mod routing;
 mod support;
+mod tcp;
 mod tunnel;
 mod upstream;

@@ -84,7 +84,7 @@ pub(crate) struct Harness {
     pub(crate) backends: Vec<EchoServer>,
     /// Every `{bN}` address, echo or not.
     pub(crate) addrs: Vec<SocketAddr>,
-    /// The gateway's `http` listener.
+    /// The gateway's listener named `http` (or, when it has none, the one named `tcp`).
     pub(crate) addr: SocketAddr,
 }
 
@@ -104,7 +104,10 @@ impl Harness {
         let yaml = render(template, addrs);
         let gateway =
             Gateway::start(config(&yaml)).unwrap_or_else(|e| panic!("gateway start: {e}\n{yaml}"));
-        let addr = gateway.listen_addr("http").expect("listener http");
+        let addr = gateway
+            .listen_addr("http")
+            .or_else(|| gateway.listen_addr("tcp"))
+            .expect("a listener named http or tcp");
         Harness {
             gateway: Some(gateway),
             backends: Vec::new(),

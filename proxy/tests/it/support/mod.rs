@@ -3,7 +3,8 @@
 //! backends ([`raw`]) and [`eventually`] for conditions that settle asynchronously.
 //! For the end-to-end tests: `strait` child processes ([`child`]), echo pod processes
 //! ([`pod`]), the seed's discovery config and Kubernetes objects ([`kube`]) and a load
-//! generator ([`load`]).
+//! generator ([`load`]). For `tcp` listeners: byte streams, checksums and greeting
+//! backends ([`tcp`]).
 //!
 //! Runs on: the test threads. Real sockets on 127.0.0.x, timeouts on every socket,
 //! deadlines instead of sleeps.
@@ -15,6 +16,7 @@ pub(crate) mod kube;
 pub(crate) mod load;
 pub(crate) mod pod;
 pub(crate) mod raw;
+pub(crate) mod tcp;
 
 use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};

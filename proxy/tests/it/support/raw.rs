@@ -37,7 +37,15 @@ impl RawBackend {
         ip: &str,
         handler: impl Fn(TcpStream, usize) + Send + Sync + 'static,
     ) -> Self {
-        let listener = TcpListener::bind(format!("{ip}:0")).unwrap();
+        Self::start_at(format!("{ip}:0").parse().unwrap(), handler)
+    }
+
+    /// As [`RawBackend::start`], on `addr` (a given port: pods of one Service share it).
+    pub(crate) fn start_at(
+        addr: SocketAddr,
+        handler: impl Fn(TcpStream, usize) + Send + Sync + 'static,
+    ) -> Self {
+        let listener = TcpListener::bind(addr).unwrap_or_else(|e| panic!("backend on {addr}: {e}"));
         let addr = listener.local_addr().unwrap();
         let stop = Arc::new(AtomicBool::new(false));
         let accepted = Arc::new(AtomicUsize::new(0));

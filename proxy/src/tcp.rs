@@ -1,0 +1,202 @@
+//! L4 listeners (`protocol: tcp`): every accepted connection is proxied, bytes unchanged,
+//! to an endpoint of the listener's upstream.
+//!
+//! The life of a connection ([`serve`]): take the worker's current view → find the
+//! upstream (by name, cached per snapshot version) → pick an endpoint (the worker's own
+//! round-robin cursor, skipping ejected and already-tried ones) → connect within the
+//! upstream's `timeouts.connect`, retrying a failed connect on the next endpoint up to
+//! `retries` → copy both ways ([`copy`]) with two reused 64 KiB buffers until both sides
+//! closed, either side failed, or nothing moved for `idle_timeout`.
+//!
+//! Draining: the connection watches its endpoint ([`crate::upstream::Departures`]). When
+//! the endpoint leaves the table, new connections stop going to it at once (the pick
+//! uses the new view); this one goes on for `drain_timeout`, then is closed unless the
+//! endpoint came back meanwhile. A graceful stop of the gateway stops the accept loops
+//! like the HTTP ones and closes what is still open at `shutdown.timeout`.
+//!
+//! Runs on: a worker, one task per client connection. Touches only worker-local state
+//! (`Rc`, `Cell`, `RefCell`): no lock, no shared atomic, no cross-thread channel.
+
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use monoio::net::TcpStream;
+use strait_discovery::{SnapshotVersion, UpstreamStatus};
+
+use crate::config::TcpConfig;
+use crate::proxy::{Open, Worker};
+use crate::upstream::{self, View};
+
+pub(crate) mod copy;
+
+/// A `tcp` listener as one worker runs it, shared by that worker's connections on it.
+#[derive(Debug)]
+pub struct Listener {
+    /// Names the listener in logs.
+    name: String,
+    config: TcpConfig,
+    /// The upstream's index in the view of this snapshot version (`None` inside: not in
+    /// that table): one name lookup per table swap rather than per connection.
+    index: Cell<Option<(SnapshotVersion, Option<u32>)>>,
+}
+
+impl Listener {
+    pub fn new(name: String, config: TcpConfig) -> Listener {
+        Listener {
+            name,
+            config,
+            index: Cell::new(None),
+        }
+    }
+
+    /// The index of the listener's upstream in `view`.
+    fn upstream(&self, view: &View) -> Option<u32> {
+        let version = view.snapshot.version;
+        if let Some((v, idx)) = self.index.get() {
+            if v == version {
+                return idx;
+            }
+        }
+        let idx = view
+            .snapshot
+            .upstreams
+            .iter()
+            .position(|u| *u.name == *self.config.upstream)
+            .and_then(|i| u32::try_from(i).ok());
+        self.index.set(Some((version, idx)));
+        idx
+    }
+}
+
+/// Serves one client connection of a `tcp` listener until it ends, then closes both
+/// sides. A connection no endpoint could take is closed at once.
+pub async fn serve(client: TcpStream, peer: SocketAddr, open: Open, l: Rc<Listener>) {
+    let w = open.worker().clone();
+    let _ = client.set_nodelay(true);
+    let connected = {
+        let connect = std::pin::pin!(connect(&w, &l));
+        monoio::select! {
+            biased;
+            c = connect => c,
+            () = w.stop.wait() => None,
+        }
+    };
+    let Some((upstream, addr, view)) = connected else {
+        tracing::debug!(worker = w.id, listener = %l.name, client = %peer, "no endpoint took the connection: closing it");
+        return;
+    };
+    let limits = copy::Limits {
+        idle: l.config.idle_timeout,
+        client_write: l.config.idle_timeout,
+        upstream_write: l.config.idle_timeout,
+        buf: crate::proxy::READ_CHUNK,
+    };
+    let copy = std::pin::pin!(copy::both_ways(
+        client,
+        upstream,
+        w.take_buf(),
+        w.take_buf(),
+        limits
+    ));
+    let drain = std::pin::pin!(drained(&w, addr, view, l.config.drain_timeout));
+    let _active = w.metrics.pool_active.hold();
+    monoio::select! {
+        biased;
+        copied = copy => {
+            tracing::debug!(
+                worker = w.id,
+                listener = %l.name,
+                client = %peer,
+                endpoint = %addr,
+                outcome = ?copied.outcome,
+                up_bytes = copied.up_bytes,
+                down_bytes = copied.down_bytes,
+                "tcp connection ended"
+            );
+            let [a, b] = copied.bufs;
+            w.give_buf(a);
+            w.give_buf(b);
+        }
+        // A graceful stop's timeout.
+        () = w.stop.wait() => {}
+        () = drain => {
+            tracing::debug!(
+                worker = w.id,
+                listener = %l.name,
+                endpoint = %addr,
+                "the endpoint left the table longer than drain_timeout ago: closing its connection"
+            );
+        }
+    }
+}
+
+/// Connects to an endpoint of the listener's upstream, trying the next endpoint after a
+/// failed connect (1 + `retries` attempts in all, each endpoint once). Returns the
+/// connection, its endpoint and the view it was picked from (still current, or still
+/// sending to that endpoint).
+async fn connect(w: &Worker, l: &Listener) -> Option<(TcpStream, SocketAddr, Rc<View>)> {
+    let mut view = w.table.view();
+    let mut tried: Vec<SocketAddr> = Vec::new();
+    let mut used = 0;
+    loop {
+        let Some(idx) = l.upstream(&view) else {
+            tracing::warn!(worker = w.id, listener = %l.name, upstream = %l.config.upstream, "the listener's upstream is not in the routing table");
+            return None;
+        };
+        let up = &view.snapshot.upstreams[idx as usize];
+        if up.status != UpstreamStatus::Ready || !up.has_endpoints() {
+            tracing::debug!(worker = w.id, listener = %l.name, upstream = %up.name, status = ?up.status, "the upstream has no endpoint in rotation");
+            return None;
+        }
+        if used >= view.attempts(idx) {
+            return None;
+        }
+        let stats = &view.upstream_stats[idx as usize];
+        if used > 0 {
+            stats.retries.inc();
+        }
+        let ep = view.pick(idx, &tried, &w.health, Instant::now())?;
+        used += 1;
+        tried.push(ep.addr);
+        let Ok(stream) = upstream::connect(&w.health, up, stats, ep.addr, w.id).await else {
+            continue;
+        };
+        if w.table.still_sends_to(&view, ep.addr) {
+            return Some((stream, ep.addr, view));
+        }
+        // The endpoint left the table while we connected: it takes no new connection.
+        drop(stream);
+        view = w.table.view();
+    }
+}
+
+/// Resolves when the connection to `addr` (picked from `view`) must be cut: `drain`
+/// after the endpoint left the table, if it has not come back meanwhile. Never, with no
+/// `drain`.
+async fn drained(w: &Worker, addr: SocketAddr, view: Rc<View>, drain: Option<Duration>) {
+    // Not held while the connection lasts.
+    let mut in_table = w.table.still_sends_to(&view, addr);
+    drop(view);
+    let Some(drain) = drain else {
+        return std::future::pending().await;
+    };
+    loop {
+        let left = {
+            let watch = w.departures.watch(addr);
+            if in_table {
+                watch.departed().await
+            } else {
+                // It left before we watched (the signal went out unheard).
+                Instant::now()
+            }
+        };
+        monoio::time::sleep_until(monoio::time::Instant::from_std(left + drain)).await;
+        in_table = w.table.view().sends_to(addr);
+        if !in_table {
+            return;
+        }
+        // Back in the table (a flapping readiness): watch it again.
+    }
+}
