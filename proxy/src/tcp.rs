@@ -5,8 +5,9 @@
 //! upstream (by name, cached per snapshot version) → pick an endpoint (the worker's own
 //! round-robin cursor, skipping ejected and already-tried ones) → connect within the
 //! upstream's `timeouts.connect`, retrying a failed connect on the next endpoint up to
-//! `retries` → copy both ways ([`copy`]) with two reused 64 KiB buffers until both sides
-//! closed, either side failed, or nothing moved for `idle_timeout`.
+//! `retries` → copy both ways ([`copy`]: a small buffer per direction, one of the worker's
+//! 64 KiB buffers while a lot moves) until both sides closed, either side failed, or
+//! nothing moved for `idle_timeout`.
 //!
 //! Draining: the connection watches its endpoint ([`crate::upstream::Departures`]). When
 //! the endpoint leaves the table, new connections stop going to it at once (the pick
@@ -73,8 +74,8 @@ impl Listener {
 /// Serves one client connection of a `tcp` listener until it ends, then closes both
 /// sides. A connection no endpoint could take is closed at once.
 pub async fn serve(client: TcpStream, peer: SocketAddr, open: Open, l: Rc<Listener>) {
+    // TCP_NODELAY came with the accept: the listener has it.
     let w = open.worker().clone();
-    let _ = client.set_nodelay(true);
     let connected = {
         let connect = std::pin::pin!(connect(&w, &l));
         monoio::select! {
@@ -91,14 +92,14 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, open: Open, l: Rc<Listen
         idle: l.config.idle_timeout,
         client_write: l.config.idle_timeout,
         upstream_write: l.config.idle_timeout,
-        buf: crate::proxy::READ_CHUNK,
     };
     let copy = std::pin::pin!(copy::both_ways(
         client,
         upstream,
-        w.take_buf(),
-        w.take_buf(),
-        limits
+        Vec::new(),
+        Vec::new(),
+        limits,
+        &w
     ));
     let drain = std::pin::pin!(drained(&w, addr, view, l.config.drain_timeout));
     let _active = w.metrics.pool_active.hold();
@@ -115,9 +116,6 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, open: Open, l: Rc<Listen
                 down_bytes = copied.down_bytes,
                 "tcp connection ended"
             );
-            let [a, b] = copied.bufs;
-            w.give_buf(a);
-            w.give_buf(b);
         }
         // A graceful stop's timeout.
         () = w.stop.wait() => {}
@@ -198,5 +196,52 @@ async fn drained(w: &Worker, addr: SocketAddr, view: Rc<View>, drain: Option<Dur
             return;
         }
         // Back in the table (a flapping readiness): watch it again.
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::HttpConfig;
+    use crate::upstream::Table;
+
+    /// What an idle tcp connection costs beyond its sockets and two 4 KiB buffers: its
+    /// task's future (about 5 KB: both directions' read and write states, the idle and
+    /// drain timers).
+    #[test]
+    fn a_tcp_connections_future_stays_small() {
+        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+            .enable_timer()
+            .build()
+            .unwrap();
+        rt.block_on(async {
+            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+            let addr = listener.local_addr().unwrap();
+            let stream = TcpStream::connect_addr(addr).await.unwrap();
+            let snapshot =
+                strait_discovery::TableBuilder::try_new(strait_discovery::Spec::default())
+                    .unwrap()
+                    .snapshot(Instant::now());
+            let metrics = std::sync::Arc::new(crate::metrics::WorkerMetrics::default());
+            let w = Rc::new(Worker::new(
+                0,
+                Table::new(snapshot, 0, metrics.clone()),
+                HttpConfig::default(),
+                None,
+                metrics,
+            ));
+            let l = Rc::new(Listener::new(
+                "tcp".into(),
+                TcpConfig {
+                    upstream: "u".into(),
+                    idle_timeout: Duration::from_secs(60),
+                    drain_timeout: None,
+                },
+            ));
+            let fut = serve(stream, addr, Open::new(w.clone()), l);
+            let size = std::mem::size_of_val(&fut);
+            eprintln!("tcp serve future: {size} bytes");
+            assert!(size <= 6144, "tcp serve future: {size} bytes");
+        });
     }
 }

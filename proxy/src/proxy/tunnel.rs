@@ -4,8 +4,9 @@
 //! A CONNECT (`connect.rs`) becomes the same tunnel after its 200.
 //!
 //! Runs on: a worker, as the tail of the client connection's task. The copying itself is
-//! the L4 core of `tcp` listeners ([`crate::tcp::copy`]): each direction reuses one
-//! buffer, and a half-close becomes a write shutdown of the other side. The upstream
+//! the L4 core of `tcp` listeners ([`crate::tcp::copy`]): small buffers while idle, the
+//! worker's 64 KiB ones while busy, and a half-close becomes a write shutdown of the
+//! other side. The upstream
 //! connection is never returned to the pool: it is dropped with the tunnel.
 
 use std::time::Duration;
@@ -14,9 +15,6 @@ use monoio::net::TcpStream;
 
 use super::Worker;
 use crate::tcp::copy::{self, Limits, Outcome};
-
-/// Capacity of each direction's buffer: tunnels are often many and mostly idle.
-const TUNNEL_BUF: usize = 16 * 1024;
 
 /// An upstream connection that switched protocols, and what it already sent past its
 /// 101 head.
@@ -38,23 +36,9 @@ pub(super) async fn run(client: TcpStream, to_upstream: Vec<u8>, up: Upgraded, w
         idle,
         client_write: idle,
         upstream_write: up.write_timeout,
-        buf: TUNNEL_BUF,
     };
-    let to_client = fit(up.to_client, w);
-    let copied = copy::both_ways(client, up.upstream, fit(to_upstream, w), to_client, limits).await;
+    let copied = copy::both_ways(client, up.upstream, to_upstream, up.to_client, limits, w).await;
     if copied.outcome == Outcome::Idle {
         tracing::debug!(worker = w.id, "tunnel idle timeout");
     }
-}
-
-/// A buffer of [`TUNNEL_BUF`] holding `pending`: a larger one (the worker's 64 KiB
-/// response buffer) goes back to the worker when what it holds fits.
-fn fit(pending: Vec<u8>, w: &Worker) -> Vec<u8> {
-    if pending.capacity() <= TUNNEL_BUF || pending.len() > TUNNEL_BUF {
-        return pending;
-    }
-    let mut buf = Vec::with_capacity(TUNNEL_BUF);
-    buf.extend_from_slice(&pending);
-    w.give_buf(pending);
-    buf
 }

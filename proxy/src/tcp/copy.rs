@@ -3,9 +3,15 @@
 //! connections (`proxy/tunnel.rs`).
 //!
 //! Runs on: a worker, inside one client connection's task (both directions are polled by
-//! that one task). Each direction reuses one buffer for its whole life; a read of 0 (the
-//! peer's half-close) becomes a write shutdown of the other side while the other
-//! direction keeps flowing. Nothing shared: the idle clock is a `Cell` of this task.
+//! that one task). A read of 0 (the peer's half-close) becomes a write shutdown of the
+//! other side while the other direction keeps flowing. Nothing shared: the idle clock is
+//! a `Cell` of this task.
+//!
+//! Buffers: each direction owns a small buffer ([`SMALL_BUF`]) for its whole life and
+//! reads into it while little moves; a read that fills it borrows one of the worker's
+//! 64 KiB buffers for the next reads, given back as soon as a read does not fill it. So
+//! a busy stream moves 64 KiB per read, and an idle connection (a pooled database
+//! connection, a quiet WebSocket) holds 2 × 4 KiB, not 2 × 64 KiB.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -13,6 +19,11 @@ use std::time::{Duration, Instant};
 use monoio::buf::IoBufMut;
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
 use monoio::net::TcpStream;
+
+use crate::proxy::{Worker, READ_CHUNK};
+
+/// A direction's own buffer, read into while little moves.
+pub(crate) const SMALL_BUF: usize = 4 * 1024;
 
 /// Bounds of one copy.
 #[derive(Debug, Clone, Copy)]
@@ -23,8 +34,6 @@ pub(crate) struct Limits {
     pub(crate) client_write: Duration,
     /// How long one write to the upstream may stay blocked.
     pub(crate) upstream_write: Duration,
-    /// Each direction's buffer holds at least this much (one read's worth).
-    pub(crate) buf: usize,
 }
 
 /// How a copy ended.
@@ -38,15 +47,13 @@ pub(crate) enum Outcome {
     Idle,
 }
 
-/// What a copy did, and its buffers back (empty where one was lost with a cancelled
-/// operation), for the caller to reuse.
-#[derive(Debug)]
+/// What a copy did.
+#[derive(Debug, Clone, Copy)]
 pub(crate) struct Copied {
     pub(crate) outcome: Outcome,
     /// Bytes written to the upstream and to the client.
     pub(crate) up_bytes: u64,
     pub(crate) down_bytes: u64,
-    pub(crate) bufs: [Vec<u8>; 2],
 }
 
 /// Why one direction stopped.
@@ -60,13 +67,14 @@ enum End {
 
 /// Copies between `client` and `upstream` until both directions closed, either failed,
 /// or nothing moved for `limits.idle`. `to_upstream` and `to_client` hold bytes already
-/// read for that side (sent first); their capacity is reused.
+/// read for that side (sent first; a 64 KiB one goes back to the worker after).
 pub(crate) async fn both_ways(
     client: TcpStream,
     upstream: TcpStream,
     to_upstream: Vec<u8>,
     to_client: Vec<u8>,
     limits: Limits,
+    w: &Worker,
 ) -> Copied {
     let (mut client_r, mut client_w) = client.into_split();
     let (mut up_r, mut up_w) = upstream.into_split();
@@ -76,37 +84,34 @@ pub(crate) async fn both_ways(
         &mut up_r,
         &mut client_w,
         to_client,
-        limits.buf,
         limits.client_write,
-        &last
+        &last,
+        w
     ));
     let mut upward = std::pin::pin!(pipe(
         &mut client_r,
         &mut up_w,
         to_upstream,
-        limits.buf,
         limits.upstream_write,
-        &last
+        &last,
+        w
     ));
     let mut idle_timer = std::pin::pin!(idle_timer(&last, limits.idle));
     let mut copied = Copied {
         outcome: Outcome::Closed,
         up_bytes: 0,
         down_bytes: 0,
-        bufs: [Vec::new(), Vec::new()],
     };
     let (mut down_end, mut up_end) = (None, None);
     while down_end.is_none() || up_end.is_none() {
         monoio::select! {
-            (end, n, buf) = &mut down, if down_end.is_none() => {
+            (end, n) = &mut down, if down_end.is_none() => {
                 down_end = Some(end);
                 copied.down_bytes = n;
-                copied.bufs[1] = buf;
             }
-            (end, n, buf) = &mut upward, if up_end.is_none() => {
+            (end, n) = &mut upward, if up_end.is_none() => {
                 up_end = Some(end);
                 copied.up_bytes = n;
-                copied.bufs[0] = buf;
             }
             _ = &mut idle_timer => {
                 copied.outcome = Outcome::Idle;
@@ -121,33 +126,53 @@ pub(crate) async fn both_ways(
     copied
 }
 
-/// Copies `src` to `dst` through `buf` (starting with what it holds) until `src`
-/// half-closes (then `dst` is shut down for writing) or something fails. Each write may
-/// block for `write_timeout`. Returns how it ended, the bytes written, and the buffer.
+/// Copies `src` to `dst`, starting with what `buf` holds, until `src` half-closes (then
+/// `dst` is shut down for writing) or something fails. Each write may block for
+/// `write_timeout`. Returns how it ended and the bytes written.
 async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(
     src: &mut R,
     dst: &mut W,
     mut buf: Vec<u8>,
-    size: usize,
     write_timeout: Duration,
     last: &Cell<Instant>,
-) -> (End, u64, Vec<u8>) {
-    if buf.capacity() < size {
-        buf.reserve(size - buf.len());
+    w: &Worker,
+) -> (End, u64) {
+    if buf.capacity() < SMALL_BUF {
+        buf.reserve(SMALL_BUF - buf.len());
     }
+    // The direction's own buffer while `buf` is a lent one (allocated on the first
+    // return to small reads when the copy started with a lent one).
+    let mut own = Vec::new();
     let mut written = 0u64;
-    loop {
+    // The last read filled its buffer: more is probably waiting.
+    let mut full = false;
+    let end = loop {
         if !buf.is_empty() {
+            full = buf.len() == buf.capacity();
             match monoio::time::timeout(write_timeout, dst.write_all(buf)).await {
                 Ok((Ok(n), b)) => {
                     buf = b;
                     written += n as u64;
                 }
-                Ok((Err(_), b)) => return (End::Failed, written, b),
-                Err(_) => return (End::Failed, written, Vec::new()),
+                Ok((Err(_), b)) => {
+                    buf = b;
+                    break End::Failed;
+                }
+                // The buffer went with the cancelled write.
+                Err(_) => return (End::Failed, written),
             }
             last.set(Instant::now());
             buf.clear();
+        }
+        let lent = buf.capacity() >= READ_CHUNK;
+        if full && !lent {
+            own = std::mem::replace(&mut buf, w.take_buf());
+        } else if !full && lent {
+            let small = match std::mem::take(&mut own) {
+                own if own.capacity() > 0 => own,
+                _ => Vec::with_capacity(SMALL_BUF),
+            };
+            w.give_buf(std::mem::replace(&mut buf, small));
         }
         let cap = buf.capacity();
         let (res, slice) = src.read(buf.slice_mut(0..cap)).await;
@@ -155,12 +180,14 @@ async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(
         match res {
             Ok(0) => {
                 let _ = dst.shutdown().await;
-                return (End::Closed, written, buf);
+                break End::Closed;
             }
             Ok(_) => last.set(Instant::now()),
-            Err(_) => return (End::Failed, written, buf),
+            Err(_) => break End::Failed,
         }
-    }
+    };
+    w.give_buf(buf);
+    (end, written)
 }
 
 /// Resolves once nothing moved for `idle`.
