@@ -5,9 +5,9 @@
 //! upstream (by name, cached per snapshot version) → pick an endpoint (the worker's own
 //! round-robin cursor, skipping ejected and already-tried ones) → connect within the
 //! upstream's `timeouts.connect`, retrying a failed connect on the next endpoint up to
-//! `retries` → copy both ways ([`copy`]: a small buffer per direction, one of the worker's
-//! 64 KiB buffers while a lot moves) until both sides closed, either side failed, or
-//! nothing moved for `idle_timeout`.
+//! `retries` → copy both ways (`tcp/copy.rs`: a small buffer per direction, one of the
+//! worker's 64 KiB buffers while a lot moves) until both sides closed, either side
+//! failed, or nothing moved for `idle_timeout`.
 //!
 //! Draining: the connection watches its endpoint ([`crate::upstream::Departures`]). When
 //! the endpoint leaves the table, new connections stop going to it at once (the pick
