@@ -1,4 +1,4 @@
-# Shared by the wrk harnesses (run.sh, rolling.sh): fail with a message, and install the
+# Shared by the harnesses (run.sh, rolling.sh, tcp.sh): fail with a message, and install the
 # Debian packages a harness needs (as root, or with sudo). Sourced, not run.
 
 die() {
@@ -8,7 +8,7 @@ die() {
 
 SUDO=()
 if [[ $(id -u) != 0 ]]; then
-    command -v sudo >/dev/null || die "not root and no sudo: install wrk and nginx yourself"
+    command -v sudo >/dev/null || die "not root and no sudo: install the packages yourself"
     SUDO=(sudo)
 fi
 

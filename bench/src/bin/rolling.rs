@@ -51,6 +51,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use clap::{Parser, ValueEnum};
+use strait_bench::find_program;
 
 use proxies::{final_backends, wait_serving, NginxRig, Proxy, StraitRig};
 use report::{machine_header, nginx_log_summary, report, strait_log_summary, WrkResult};
@@ -488,13 +489,4 @@ fn signal(child: &Child, name: &str) -> Result<()> {
         .context("running kill")?;
     ensure!(status.success(), "kill -{name} {} failed", child.id());
     Ok(())
-}
-
-/// `name` in PATH, or in /usr/sbin and /sbin (where Debian puts nginx).
-fn find_program(name: &str) -> Option<PathBuf> {
-    let path = std::env::var_os("PATH").unwrap_or_default();
-    std::env::split_paths(&path)
-        .chain([PathBuf::from("/usr/sbin"), PathBuf::from("/sbin")])
-        .map(|d| d.join(name))
-        .find(|p| p.is_file())
 }

@@ -7,7 +7,6 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::fs;
 use std::path::Path;
-use std::process::Command;
 
 use anyhow::{ensure, Context, Result};
 
@@ -176,83 +175,19 @@ fn strip_ansi(s: &str) -> String {
 
 pub(crate) fn machine_header(setup: &Setup) -> String {
     let a = &setup.args;
-    let cpuinfo = fs::read_to_string("/proc/cpuinfo").unwrap_or_default();
-    let model = cpuinfo
-        .lines()
-        .find_map(|l| l.strip_prefix("model name").and_then(|r| r.split_once(':')))
-        .map_or("unknown", |(_, m)| m.trim());
-    let cores = cpuinfo
-        .lines()
-        .filter(|l| l.starts_with("processor"))
-        .count();
-    let git = |args: &[&str]| {
-        Command::new("git")
-            .arg("-C")
-            .arg(&setup.root)
-            .args(args)
-            .output()
-            .ok()
-    };
-    let commit = git(&["rev-parse", "--short", "HEAD"])
-        .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
-        .unwrap_or_else(|| "unknown".into());
-    let dirty = git(&["diff", "--quiet", "HEAD", "--", "proxy", "discovery"])
-        .is_some_and(|o| !o.status.success());
-    let version = |prog: &Path, flag: &str| {
-        Command::new(prog)
-            .arg(flag)
-            .output()
-            .map(|o| {
-                let mut s = String::from_utf8_lossy(&o.stdout).into_owned();
-                s.push_str(&String::from_utf8_lossy(&o.stderr));
-                s.lines().next().unwrap_or("").trim().to_string()
-            })
-            .unwrap_or_default()
-    };
-    let wrk = version(Path::new("wrk"), "-v");
+    let wrk = strait_bench::version(Path::new("wrk"), "-v");
     let mut h = String::new();
     let _ = writeln!(h, "strait vs nginx during rolling updates (wrk)");
-    let _ = writeln!(
-        h,
-        "date:     {}",
-        jiff::Timestamp::now().strftime("%Y-%m-%dT%H:%M:%SZ")
-    );
-    let _ = writeln!(
-        h,
-        "commit:   {commit}{}",
-        if dirty {
-            " (+ uncommitted changes in proxy/ or discovery/)"
-        } else {
-            ""
-        }
-    );
-    let _ = writeln!(h, "cpu:      {model}, {cores} cores");
-    let _ = writeln!(
-        h,
-        "kernel:   {}",
-        fs::read_to_string("/proc/sys/kernel/osrelease")
-            .unwrap_or_default()
-            .trim()
-    );
+    h.push_str(&strait_bench::machine_lines(&setup.root));
     let _ = writeln!(
         h,
         "nginx:    {}",
-        version(&setup.nginx_bin, "-v").trim_start_matches("nginx version: ")
+        strait_bench::version(&setup.nginx_bin, "-v").trim_start_matches("nginx version: ")
     );
     let _ = writeln!(
         h,
         "wrk:      {}",
         wrk.split(' ').take(2).collect::<Vec<_>>().join(" ")
-    );
-    let _ = writeln!(
-        h,
-        "loadavg:  {} (at start)",
-        fs::read_to_string("/proc/loadavg")
-            .unwrap_or_default()
-            .split(' ')
-            .take(3)
-            .collect::<Vec<_>>()
-            .join(" ")
     );
     let _ = writeln!(
         h,
