@@ -11,7 +11,7 @@
 //! reads into it while little moves; a read that fills it borrows one of the worker's
 //! 64 KiB buffers for the next reads, given back as soon as a read does not fill it. So
 //! a busy stream moves 64 KiB per read, and an idle connection (a pooled database
-//! connection, a quiet WebSocket) holds 2 × 4 KiB, not 2 × 64 KiB.
+//! connection, a quiet WebSocket) holds 2 × 2 KiB, not 2 × 64 KiB.
 
 use std::cell::Cell;
 use std::time::{Duration, Instant};
@@ -23,7 +23,7 @@ use monoio::net::TcpStream;
 use crate::proxy::{Worker, READ_CHUNK};
 
 /// A direction's own buffer, read into while little moves.
-pub(crate) const SMALL_BUF: usize = 4 * 1024;
+pub(crate) const SMALL_BUF: usize = 2 * 1024;
 
 /// Bounds of one copy.
 #[derive(Debug, Clone, Copy)]
@@ -41,7 +41,7 @@ pub(crate) struct Limits {
 pub(crate) enum Outcome {
     /// Both sides half-closed and each close was passed on.
     Closed,
-    /// A read or write failed (reset, broken pipe) or a write timed out.
+    /// A read or write failed (reset, broken pipe) or a write stayed blocked too long.
     Failed,
     /// Nothing moved for `Limits::idle`.
     Idle,
@@ -61,8 +61,18 @@ pub(crate) struct Copied {
 enum End {
     /// Its source half-closed; the close was passed on.
     Closed,
-    /// A read or write failed or a write timed out.
+    /// A read or write failed.
     Failed,
+}
+
+/// When bytes moved, shared by the two directions and the timer of one copy.
+#[derive(Debug)]
+struct Clock {
+    /// When a byte last moved either way.
+    last: Cell<Instant>,
+    /// When the write in flight to the upstream, and to the client, began.
+    up_write: Cell<Option<Instant>>,
+    down_write: Cell<Option<Instant>>,
 }
 
 /// Copies between `client` and `upstream` until both directions closed, either failed,
@@ -78,25 +88,28 @@ pub(crate) async fn both_ways(
 ) -> Copied {
     let (mut client_r, mut client_w) = client.into_split();
     let (mut up_r, mut up_w) = upstream.into_split();
-    // When a byte last moved either way; the idle timer re-arms from it.
-    let last = Cell::new(Instant::now());
+    let clock = Clock {
+        last: Cell::new(Instant::now()),
+        up_write: Cell::new(None),
+        down_write: Cell::new(None),
+    };
     let mut down = std::pin::pin!(pipe(
         &mut up_r,
         &mut client_w,
         to_client,
-        limits.client_write,
-        &last,
+        &clock.down_write,
+        &clock.last,
         w
     ));
     let mut upward = std::pin::pin!(pipe(
         &mut client_r,
         &mut up_w,
         to_upstream,
-        limits.upstream_write,
-        &last,
+        &clock.up_write,
+        &clock.last,
         w
     ));
-    let mut idle_timer = std::pin::pin!(idle_timer(&last, limits.idle));
+    let mut timer = std::pin::pin!(timer(&clock, &limits));
     let mut copied = Copied {
         outcome: Outcome::Closed,
         up_bytes: 0,
@@ -113,8 +126,8 @@ pub(crate) async fn both_ways(
                 up_end = Some(end);
                 copied.up_bytes = n;
             }
-            _ = &mut idle_timer => {
-                copied.outcome = Outcome::Idle;
+            outcome = &mut timer => {
+                copied.outcome = outcome;
                 return copied;
             }
         }
@@ -127,13 +140,14 @@ pub(crate) async fn both_ways(
 }
 
 /// Copies `src` to `dst`, starting with what `buf` holds, until `src` half-closes (then
-/// `dst` is shut down for writing) or something fails. Each write may block for
-/// `write_timeout`. Returns how it ended and the bytes written.
+/// `dst` is shut down for writing) or something fails. `writing` holds when the write in
+/// flight began (the copy's timer bounds it); `last`, when a byte last moved. Returns how
+/// it ended and the bytes written.
 async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(
     src: &mut R,
     dst: &mut W,
     mut buf: Vec<u8>,
-    write_timeout: Duration,
+    writing: &Cell<Option<Instant>>,
     last: &Cell<Instant>,
     w: &Worker,
 ) -> (End, u64) {
@@ -146,20 +160,17 @@ async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(
     let mut written = 0u64;
     // The last read filled its buffer: more is probably waiting.
     let mut full = false;
+    let mut now = Instant::now();
     let end = loop {
         if !buf.is_empty() {
             full = buf.len() == buf.capacity();
-            match monoio::time::timeout(write_timeout, dst.write_all(buf)).await {
-                Ok((Ok(n), b)) => {
-                    buf = b;
-                    written += n as u64;
-                }
-                Ok((Err(_), b)) => {
-                    buf = b;
-                    break End::Failed;
-                }
-                // The buffer went with the cancelled write.
-                Err(_) => return (End::Failed, written),
+            writing.set(Some(now));
+            let (res, b) = dst.write_all(buf).await;
+            buf = b;
+            writing.set(None);
+            match res {
+                Ok(n) => written += n as u64,
+                Err(_) => break End::Failed,
             }
             last.set(Instant::now());
             buf.clear();
@@ -182,7 +193,10 @@ async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(
                 let _ = dst.shutdown().await;
                 break End::Closed;
             }
-            Ok(_) => last.set(Instant::now()),
+            Ok(_) => {
+                now = Instant::now();
+                last.set(now);
+            }
             Err(_) => break End::Failed,
         }
     };
@@ -190,13 +204,26 @@ async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(
     (end, written)
 }
 
-/// Resolves once nothing moved for `idle`.
-async fn idle_timer(last: &Cell<Instant>, idle: Duration) {
+/// Resolves when nothing moved for `limits.idle` ([`Outcome::Idle`]), or a write stayed
+/// blocked longer than its bound ([`Outcome::Failed`]). One timer for the whole copy:
+/// it re-arms at the earliest moment either can happen.
+async fn timer(clock: &Clock, limits: &Limits) -> Outcome {
     loop {
-        let until = last.get() + idle;
-        if Instant::now() >= until {
-            return;
+        let now = Instant::now();
+        let idle_at = clock.last.get() + limits.idle;
+        if now >= idle_at {
+            return Outcome::Idle;
         }
-        monoio::time::sleep_until(monoio::time::Instant::from_std(until)).await;
+        // A write in flight is due at its start plus its bound; one that starts later,
+        // no earlier than now plus its bound.
+        let up_at = clock.up_write.get().unwrap_or(now) + limits.upstream_write;
+        let down_at = clock.down_write.get().unwrap_or(now) + limits.client_write;
+        if clock.up_write.get().is_some() && now >= up_at
+            || clock.down_write.get().is_some() && now >= down_at
+        {
+            return Outcome::Failed;
+        }
+        let next = idle_at.min(up_at).min(down_at);
+        monoio::time::sleep_until(monoio::time::Instant::from_std(next)).await;
     }
 }

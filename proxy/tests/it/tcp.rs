@@ -1,16 +1,17 @@
 //! `protocol: tcp` listeners: large transfers both ways compared by checksum, half-closes
 //! in each direction, many concurrent connections spread round-robin, connect failures
 //! (refused, timed out) retried on the next endpoint, endpoints leaving during a transfer
-//! (the transfer completes; `drain_timeout` cuts what is left), the idle timeout, the
-//! graceful stop, and a discovery-backed upstream that no HTTP service refers to.
+//! (the transfer completes; `drain_timeout` cuts what is left), the idle timeout and the
+//! bound on a blocked write, the graceful stop, and a discovery-backed upstream that no
+//! HTTP service refers to.
 //!
 //! Runs on: the test threads; the gateway's workers and the backends on their own
 //! threads. Addresses 127.0.9.x are this module's.
 
 use std::io::{Read, Write};
 use std::net::Shutdown;
-use std::sync::mpsc::Receiver;
-use std::sync::{Arc, Barrier};
+use std::sync::mpsc::{self, Receiver};
+use std::sync::{Arc, Barrier, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -320,6 +321,44 @@ fn an_idle_connection_is_closed_after_the_idle_timeout() {
     );
     seen.recv_timeout(SETTLE)
         .expect("the backend connection is closed");
+}
+
+#[test]
+fn a_write_blocked_for_the_idle_timeout_ends_the_connection_while_the_other_way_flows() {
+    // The backend pushes data the client never reads, and reads what the client sends.
+    let (ended_tx, ended) = mpsc::channel();
+    let ended_tx = Mutex::new(ended_tx);
+    let backend = RawBackend::start("127.0.9.22", move |mut stream, _| {
+        let mut reader = stream.try_clone().unwrap();
+        let uploads = thread::spawn(move || {
+            let mut buf = [0u8; 4096];
+            while let Ok(1..) = reader.read(&mut buf) {}
+        });
+        let chunk = pattern(7, 64 << 10);
+        while stream.write_all(&chunk).is_ok() {}
+        uploads.join().unwrap();
+        let _ = ended_tx.lock().unwrap().send(Instant::now());
+    });
+    let h = Harness::with_addrs(
+        &template("{address: '{b0}'}", ", idle_timeout: 300ms", ""),
+        &[backend.addr()],
+    );
+    let mut client = std::net::TcpStream::connect(h.addr).unwrap();
+    let began = Instant::now();
+    // A byte every 50 ms: the connection is never idle, only its download is stuck.
+    let ended = loop {
+        if let Ok(at) = ended.try_recv() {
+            break at;
+        }
+        assert!(began.elapsed() < SETTLE, "the connection was not closed");
+        let _ = client.write_all(b"x");
+        thread::park_timeout(Duration::from_millis(50));
+    };
+    let after = ended - began;
+    assert!(
+        after >= Duration::from_millis(300),
+        "closed after {after:?}"
+    );
 }
 
 #[test]
