@@ -22,6 +22,8 @@ ensure_packages haproxy:haproxy taskset:util-linux getconf:libc-bin
 
 (cd "$ROOT" && cargo build --release -p strait -p strait-bench --bin strait --bin tcp-bench)
 
+# The idle phase holds 2 descriptors per connection in this process.
+ulimit -n "$(ulimit -Hn)"
 # The binary finds `strait` beside itself, pins itself (load + backend) to --load-core and
 # the proxies to --proxy-cpus.
 exec "$TARGET_DIR/release/tcp-bench" "$@"

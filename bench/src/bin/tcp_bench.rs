@@ -2,12 +2,14 @@
 //! with HAProxy in TCP mode, on loopback, with the same number of worker threads? For one
 //! large stream each way: MiB/s and the proxy's CPU time per MiB. For many short
 //! connections (connect, 64 bytes up, 64 bytes down, close): connections/s, p50 and p99
-//! of one connection's time, and the proxy's CPU time per connection.
+//! of one connection's time, and the proxy's CPU time per connection. For idle
+//! connections (a database pool's): the proxy's resident memory per connection.
 //!
 //! Inputs: one backend in this process (one thread per concurrent connection, on the load
 //! core) speaking a tiny protocol: `D` + a length → it sends that many bytes and closes;
 //! `U` → it reads to EOF and answers the byte count; `S` + 63 bytes → it answers 64 bytes
-//! and closes. In front of it, both running throughout and both pinned to the proxy
+//! and closes; `H` → it holds the connection open, idle. In front of it, both running
+//! throughout and both pinned to the proxy
 //! cores with taskset:
 //! - strait: `strait run`, `workers: N`, one `protocol: tcp` listener, one static upstream,
 //!   admin off (64 KiB buffers per direction, the listener's defaults);
@@ -18,7 +20,9 @@
 //! Each round runs strait then HAProxy (a warm-up, then the download, the upload and the
 //! short connections phase, the load from this process on the load core); a proxy's CPU
 //! time is utime + stime from `/proc/PID/stat` over each phase. Ratios are strait/HAProxy
-//! within a round; the report gives every run, and the median ratios.
+//! within a round; the report gives every run, and the median ratios. After the rounds,
+//! `--idle` connections are opened through each proxy (one byte each, then idle) and its
+//! `VmRSS` (`/proc/PID/status`) read before and after; kernel socket buffers are not in it.
 //!
 //! Output: a table on stdout and in `bench/results/tcp-<timestamp>.txt`; configs and proxy
 //! logs in the directory of the same name.
@@ -33,7 +37,7 @@ use std::net::{Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
@@ -63,6 +67,9 @@ struct Args {
     /// Concurrent short-connection clients (threads).
     #[arg(long, default_value_t = 32)]
     clients: usize,
+    /// Idle connections opened through each proxy for the memory figure (0: none).
+    #[arg(long, default_value_t = 2000)]
+    idle: usize,
     /// Worker threads of each proxy (strait `workers`, HAProxy `nbthread`).
     #[arg(long, default_value_t = 1)]
     workers: usize,
@@ -171,7 +178,7 @@ fn main() -> Result<()> {
     );
     eprint!("{header}");
 
-    start_backend(args.backend, args.clients + 4)?;
+    let held = start_backend(args.backend, args.clients + 4)?;
     let cpu = CpuClock::new();
     let mut proxies = Vec::new();
     for kind in &args.proxies {
@@ -192,7 +199,31 @@ fn main() -> Result<()> {
             rows.push((round, p.kind, run));
         }
     }
-    let report = format!("{header}\n{}", report(&rows, &args));
+    let mut idle = Vec::new();
+    if args.idle > 0 {
+        for p in &proxies {
+            eprintln!(
+                "idle: {} connections through {} ...",
+                args.idle,
+                p.kind.name()
+            );
+            let kb = idle_memory(p, args.idle, &held)
+                .with_context(|| format!("idle connections through {}", p.kind.name()))?;
+            eprintln!("  {kb:.1} KB per idle connection");
+            idle.push((p.kind, kb));
+        }
+    }
+    let mut report = format!("{header}\n{}", report(&rows, &args));
+    if !idle.is_empty() {
+        let _ = writeln!(
+            report,
+            "\nidle connections: proxy VmRSS growth with {} open, per connection",
+            args.idle
+        );
+        for (kind, kb) in &idle {
+            let _ = writeln!(report, "{:<8} {kb:>8.1} KB", kind.name());
+        }
+    }
     print!("{report}");
     let out = results.join(format!("tcp-{stamp}.txt"));
     fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
@@ -202,23 +233,35 @@ fn main() -> Result<()> {
 
 // === The backend ===
 
+/// Connections the backend holds open (`H`).
+type Held = Arc<Mutex<Vec<TcpStream>>>;
+
 /// Serves the bench protocol on `addr` with `threads` threads sharing the listener.
-fn start_backend(addr: SocketAddr, threads: usize) -> Result<()> {
+fn start_backend(addr: SocketAddr, threads: usize) -> Result<Held> {
     let listener = TcpListener::bind(addr).with_context(|| format!("backend on {addr}"))?;
+    let held = Held::default();
     for _ in 0..threads {
         let l = listener.try_clone()?;
+        let held = held.clone();
         thread::spawn(move || {
             let data = vec![0x5au8; CHUNK];
             let mut buf = vec![0u8; CHUNK];
             for stream in l.incoming().flatten() {
-                let _ = serve_backend(stream, &data, &mut buf);
+                if let Ok(Some(s)) = serve_backend(stream, &data, &mut buf) {
+                    held.lock().unwrap_or_else(|e| e.into_inner()).push(s);
+                }
             }
         });
     }
-    Ok(())
+    Ok(held)
 }
 
-fn serve_backend(mut s: TcpStream, data: &[u8], buf: &mut [u8]) -> std::io::Result<()> {
+/// Serves one connection; returns it when it is to be held open.
+fn serve_backend(
+    mut s: TcpStream,
+    data: &[u8],
+    buf: &mut [u8],
+) -> std::io::Result<Option<TcpStream>> {
     s.set_nodelay(true)?;
     s.set_read_timeout(Some(IO_TIMEOUT))?;
     s.set_write_timeout(Some(IO_TIMEOUT))?;
@@ -249,9 +292,10 @@ fn serve_backend(mut s: TcpStream, data: &[u8], buf: &mut [u8]) -> std::io::Resu
             s.read_exact(&mut buf[..SHORT - 1])?;
             s.write_all(&data[..SHORT])?;
         }
+        b'H' => return Ok(Some(s)),
         _ => {}
     }
-    Ok(())
+    Ok(None)
 }
 
 // === The proxies ===
@@ -579,6 +623,41 @@ fn short_phase(
         errors += e;
     }
     Ok((all, errors, began.elapsed()))
+}
+
+/// Opens `n` connections through `p`, each sending `H`, waits until the backend holds
+/// them all, and returns the growth of the proxy's `VmRSS` per connection, in KB.
+fn idle_memory(p: &Proxy, n: usize, held: &Held) -> Result<f64> {
+    let rss = || -> Result<u64> {
+        let status = fs::read_to_string(format!("/proc/{}/status", p.child.id()))?;
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+            .context("no VmRSS")
+    };
+    let lock = || held.lock().unwrap_or_else(|e| e.into_inner());
+    lock().clear();
+    let before = rss()?;
+    let mut conns = Vec::with_capacity(n);
+    for _ in 0..n {
+        let mut s = connect(p.addr)?;
+        s.write_all(b"H")?;
+        conns.push(s);
+    }
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while lock().len() < n {
+        ensure!(
+            Instant::now() < deadline,
+            "only {} of {n} connections reached the backend",
+            lock().len()
+        );
+        thread::park_timeout(Duration::from_millis(10));
+    }
+    let after = rss()?;
+    drop(conns);
+    lock().clear();
+    Ok(after.saturating_sub(before) as f64 / n as f64)
 }
 
 // === Report ===
