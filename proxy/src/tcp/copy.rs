@@ -70,9 +70,18 @@ enum End {
 struct Clock {
     /// When a byte last moved either way.
     last: Cell<Instant>,
-    /// When the write in flight to the upstream, and to the client, began.
-    up_write: Cell<Option<Instant>>,
-    down_write: Cell<Option<Instant>>,
+    /// Towards the upstream, and towards the client.
+    up: Direction,
+    down: Direction,
+}
+
+/// One direction's state that the timer and the result read.
+#[derive(Debug, Default)]
+struct Direction {
+    /// When the write in flight began.
+    writing: Cell<Option<Instant>>,
+    /// Bytes written so far.
+    written: Cell<u64>,
 }
 
 /// Copies between `client` and `upstream` until both directions closed, either failed,
@@ -90,14 +99,14 @@ pub(crate) async fn both_ways(
     let (mut up_r, mut up_w) = upstream.into_split();
     let clock = Clock {
         last: Cell::new(Instant::now()),
-        up_write: Cell::new(None),
-        down_write: Cell::new(None),
+        up: Direction::default(),
+        down: Direction::default(),
     };
     let mut down = std::pin::pin!(pipe(
         &mut up_r,
         &mut client_w,
         to_client,
-        &clock.down_write,
+        &clock.down,
         &clock.last,
         w
     ));
@@ -105,71 +114,62 @@ pub(crate) async fn both_ways(
         &mut client_r,
         &mut up_w,
         to_upstream,
-        &clock.up_write,
+        &clock.up,
         &clock.last,
         w
     ));
     let mut timer = std::pin::pin!(timer(&clock, &limits));
-    let mut copied = Copied {
-        outcome: Outcome::Closed,
-        up_bytes: 0,
-        down_bytes: 0,
-    };
     let (mut down_end, mut up_end) = (None, None);
-    while down_end.is_none() || up_end.is_none() {
+    let outcome = loop {
+        if down_end.is_some() && up_end.is_some() {
+            break Outcome::Closed;
+        }
         monoio::select! {
-            (end, n) = &mut down, if down_end.is_none() => {
-                down_end = Some(end);
-                copied.down_bytes = n;
-            }
-            (end, n) = &mut upward, if up_end.is_none() => {
-                up_end = Some(end);
-                copied.up_bytes = n;
-            }
-            outcome = &mut timer => {
-                copied.outcome = outcome;
-                return copied;
-            }
+            end = &mut down, if down_end.is_none() => down_end = Some(end),
+            end = &mut upward, if up_end.is_none() => up_end = Some(end),
+            outcome = &mut timer => break outcome,
         }
         if down_end == Some(End::Failed) || up_end == Some(End::Failed) {
-            copied.outcome = Outcome::Failed;
-            return copied;
+            break Outcome::Failed;
         }
+    };
+    Copied {
+        outcome,
+        up_bytes: clock.up.written.get(),
+        down_bytes: clock.down.written.get(),
     }
-    copied
 }
 
 /// Copies `src` to `dst`, starting with what `buf` holds, until `src` half-closes (then
-/// `dst` is shut down for writing) or something fails. `writing` holds when the write in
-/// flight began (the copy's timer bounds it); `last`, when a byte last moved. Returns how
-/// it ended and the bytes written.
+/// `dst` is shut down for writing) or something fails. `dir` tells the copy's timer when
+/// the write in flight began, and counts the bytes written; `last` is when a byte last
+/// moved either way.
 async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(
     src: &mut R,
     dst: &mut W,
     mut buf: Vec<u8>,
-    writing: &Cell<Option<Instant>>,
+    dir: &Direction,
     last: &Cell<Instant>,
     w: &Worker,
-) -> (End, u64) {
+) -> End {
     if buf.capacity() < SMALL_BUF {
         buf.reserve(SMALL_BUF - buf.len());
     }
     // The direction's own buffer while `buf` is a lent one (allocated on the first
     // return to small reads when the copy started with a lent one).
     let mut own = Vec::new();
-    let mut written = 0u64;
     // The last read filled its buffer: more is probably waiting.
     let mut full = false;
     let mut now = Instant::now();
     let end = loop {
         if !buf.is_empty() {
             full = buf.len() == buf.capacity();
-            writing.set(Some(now));
+            dir.writing.set(Some(now));
             let (res, b) = dst.write_all(buf).await;
             buf = b;
-            writing.set(None);
+            dir.writing.set(None);
             match res {
-                Ok(n) => written += n as u64,
+                Ok(n) => dir.written.set(dir.written.get() + n as u64),
                 Err(_) => break End::Failed,
             }
             last.set(Instant::now());
@@ -201,7 +201,7 @@ async fn pipe<R: AsyncReadRent, W: AsyncWriteRent>(
         }
     };
     w.give_buf(buf);
-    (end, written)
+    end
 }
 
 /// Resolves when nothing moved for `limits.idle` ([`Outcome::Idle`]), or a write stayed
@@ -216,11 +216,11 @@ async fn timer(clock: &Clock, limits: &Limits) -> Outcome {
         }
         // A write in flight is due at its start plus its bound; one that starts later,
         // no earlier than now plus its bound.
-        let up_at = clock.up_write.get().unwrap_or(now) + limits.upstream_write;
-        let down_at = clock.down_write.get().unwrap_or(now) + limits.client_write;
-        if clock.up_write.get().is_some() && now >= up_at
-            || clock.down_write.get().is_some() && now >= down_at
-        {
+        let up = clock.up.writing.get();
+        let down = clock.down.writing.get();
+        let up_at = up.unwrap_or(now) + limits.upstream_write;
+        let down_at = down.unwrap_or(now) + limits.client_write;
+        if up.is_some() && now >= up_at || down.is_some() && now >= down_at {
             return Outcome::Failed;
         }
         let next = idle_at.min(up_at).min(down_at);
