@@ -10,6 +10,74 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
+/// The workspace root (the parent of `bench/`).
+pub fn workspace_root() -> PathBuf {
+    let bench = Path::new(env!("CARGO_MANIFEST_DIR"));
+    bench.parent().unwrap_or(bench).to_path_buf()
+}
+
+/// Pins the calling thread (and the threads it spawns later, which inherit its mask) to
+/// `core`; says so on stderr when it cannot.
+pub fn pin_to(core: usize, who: &str) {
+    if !core_affinity::set_for_current(core_affinity::CoreId { id: core }) {
+        eprintln!("{who}: could not pin to core {core}");
+    }
+}
+
+/// The `strait` binary to run: `given`, else `strait` beside the running binary (built
+/// together, they sit side by side in target/release), else
+/// `$CARGO_TARGET_DIR/release/strait`; an error when it is not a file.
+pub fn strait_binary(given: Option<&Path>) -> anyhow::Result<PathBuf> {
+    let path = match given {
+        Some(p) => p.to_path_buf(),
+        None => std::env::current_exe()
+            .ok()
+            .and_then(|exe| Some(exe.parent()?.join("strait")))
+            .filter(|p| p.is_file())
+            .unwrap_or_else(|| {
+                std::env::var_os("CARGO_TARGET_DIR")
+                    .map(PathBuf::from)
+                    .unwrap_or_else(|| workspace_root().join("target"))
+                    .join("release/strait")
+            }),
+    };
+    anyhow::ensure!(
+        path.is_file(),
+        "{} not found: cargo build --release -p strait (or pass --strait-bin)",
+        path.display()
+    );
+    Ok(path)
+}
+
+/// Where one run's results go: `<dir>/<prefix>-<timestamp>.txt` for the summary and the
+/// directory of the same name (created) for raw output, configs and logs. `dir` defaults
+/// to `bench/results`.
+pub struct ResultPaths {
+    pub summary: PathBuf,
+    pub raw: PathBuf,
+}
+
+impl ResultPaths {
+    pub fn create(dir: Option<&Path>, prefix: &str) -> anyhow::Result<ResultPaths> {
+        let dir = dir.map_or_else(|| workspace_root().join("bench/results"), Path::to_path_buf);
+        let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
+        let raw = dir.join(format!("{prefix}-{stamp}"));
+        fs::create_dir_all(&raw).map_err(|e| anyhow::anyhow!("creating {}: {e}", raw.display()))?;
+        Ok(ResultPaths {
+            summary: dir.join(format!("{prefix}-{stamp}.txt")),
+            raw,
+        })
+    }
+
+    /// Writes the summary and says where on stderr.
+    pub fn write_summary(&self, report: &str) -> anyhow::Result<()> {
+        fs::write(&self.summary, report)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", self.summary.display()))?;
+        eprintln!("results: {}", self.summary.display());
+        Ok(())
+    }
+}
+
 /// `name` on `PATH`, or in `/usr/sbin` or `/sbin` (where Debian puts nginx and haproxy).
 pub fn find_program(name: &str) -> Option<PathBuf> {
     let path = std::env::var_os("PATH").unwrap_or_default();

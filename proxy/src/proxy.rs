@@ -207,6 +207,36 @@ impl Worker {
     }
 }
 
+/// The size of the future `serve` makes for a client connection on a worker with an
+/// empty table (what an idle connection costs beyond its buffers and sockets).
+#[cfg(test)]
+pub(crate) fn connection_future_size<F: std::future::Future>(
+    serve: impl FnOnce(TcpStream, SocketAddr, Open) -> F,
+) -> usize {
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .expect("a legacy runtime");
+    rt.block_on(async {
+        let listener = monoio::net::TcpListener::bind("127.0.0.1:0").expect("bind");
+        let addr = listener.local_addr().expect("local address");
+        let stream = TcpStream::connect_addr(addr).await.expect("connect");
+        let snapshot = strait_discovery::TableBuilder::try_new(strait_discovery::Spec::default())
+            .expect("an empty spec builds")
+            .snapshot(Instant::now());
+        let metrics = Arc::new(crate::metrics::WorkerMetrics::default());
+        let w = Rc::new(Worker::new(
+            0,
+            Table::new(snapshot, 0, metrics.clone()),
+            HttpConfig::default(),
+            None,
+            metrics,
+        ));
+        let fut = serve(stream, addr, Open::new(w));
+        std::mem::size_of_val(&fut)
+    })
+}
+
 /// One client connection's state, reused across its requests.
 struct Client {
     stream: TcpStream,
@@ -819,35 +849,9 @@ mod tests {
     /// What an idle keep-alive connection costs beyond its buffers: its task's future.
     #[test]
     fn a_connections_future_stays_small() {
-        let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
-            .enable_timer()
-            .build()
-            .unwrap();
-        rt.block_on(async {
-            let listener = monoio::net::TcpListener::bind("127.0.0.1:0").unwrap();
-            let addr = listener.local_addr().unwrap();
-            let stream = TcpStream::connect_addr(addr).await.unwrap();
-            let spec = strait_discovery::Spec {
-                registries: Vec::new(),
-                services: Vec::new(),
-                upstreams: Vec::new(),
-            };
-            let snapshot = strait_discovery::TableBuilder::try_new(spec)
-                .unwrap()
-                .snapshot(Instant::now());
-            let metrics = std::sync::Arc::new(crate::metrics::WorkerMetrics::default());
-            let w = Rc::new(Worker::new(
-                0,
-                Table::new(snapshot, 0, metrics.clone()),
-                HttpConfig::default(),
-                None,
-                metrics,
-            ));
-            let fut = serve(stream, addr, Open::new(w.clone()));
-            let size = std::mem::size_of_val(&fut);
-            eprintln!("serve future: {size} bytes");
-            assert!(size <= 4096, "serve future: {size} bytes");
-        });
+        let size = connection_future_size(serve);
+        eprintln!("serve future: {size} bytes");
+        assert!(size <= 4096, "serve future: {size} bytes");
     }
 
     use proptest::prelude::*;

@@ -45,13 +45,13 @@ use std::fmt::Write as _;
 use std::fs;
 use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::process::{Child, ChildStdout, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{ensure, Context, Result};
 use clap::{Parser, ValueEnum};
-use strait_bench::find_program;
+use strait_bench::{find_program, pin_to, strait_binary, workspace_root, ResultPaths};
 
 use proxies::{final_backends, wait_serving, NginxRig, Proxy, StraitRig};
 use report::{machine_header, nginx_log_summary, report, strait_log_summary, WrkResult};
@@ -177,43 +177,14 @@ fn main() -> Result<()> {
     ensure!(args.rounds > 0, "--rounds must be at least 1");
     ensure!(args.connections > 0, "--connections must be at least 1");
     // The API server thread and this one share the load core with wrk and the pods.
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: args.load_core }) {
-        eprintln!("rolling: could not pin to core {}", args.load_core);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("bench/ has a parent")?
-        .to_path_buf();
-    let strait_bin = match &args.strait_bin {
-        Some(p) => p.clone(),
-        // Built together, the two binaries sit side by side in target/release.
-        None => std::env::current_exe()
-            .ok()
-            .and_then(|exe| Some(exe.parent()?.join("strait")))
-            .filter(|p| p.is_file())
-            .unwrap_or_else(|| {
-                std::env::var_os("CARGO_TARGET_DIR")
-                    .map(PathBuf::from)
-                    .unwrap_or_else(|| root.join("target"))
-                    .join("release/strait")
-            }),
-    };
-    ensure!(
-        strait_bin.is_file(),
-        "{} not found: cargo build --release -p strait (or pass --strait-bin)",
-        strait_bin.display()
-    );
+    pin_to(args.load_core, "rolling");
+    let root = workspace_root();
+    let strait_bin = strait_binary(args.strait_bin.as_deref())?;
     let nginx_bin = find_program("nginx").context("nginx not found (apt-get install nginx)")?;
     find_program("wrk").context("wrk not found (apt-get install wrk)")?;
     find_program("taskset").context("taskset not found (apt-get install util-linux)")?;
-    let results = args
-        .results_dir
-        .clone()
-        .unwrap_or_else(|| root.join("bench/results"));
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
-    let out_path = results.join(format!("rolling-{stamp}.txt"));
-    let raw = results.join(format!("rolling-{stamp}"));
-    fs::create_dir_all(&raw).with_context(|| format!("creating {}", raw.display()))?;
+    let paths = ResultPaths::create(args.results_dir.as_deref(), "rolling")?;
+    let raw = paths.raw.clone();
     let mut setup = Setup {
         args,
         strait_bin,
@@ -240,8 +211,7 @@ fn main() -> Result<()> {
     }
     let report = format!("{header}\n{}", report(&setup, &rows));
     print!("{report}");
-    fs::write(&out_path, &report).with_context(|| format!("writing {}", out_path.display()))?;
-    eprintln!("results: {}", out_path.display());
+    paths.write_summary(&report)?;
     Ok(())
 }
 

@@ -43,7 +43,10 @@ use std::time::{Duration, Instant};
 
 use anyhow::{bail, ensure, Context, Result};
 use clap::{Parser, ValueEnum};
-use strait_bench::{find_program, machine_lines, version, CpuClock, CpuTime};
+use strait_bench::{
+    find_program, machine_lines, pin_to, strait_binary, version, workspace_root, CpuClock, CpuTime,
+    ResultPaths,
+};
 
 /// A short connection's request and answer size.
 const SHORT: usize = 64;
@@ -91,7 +94,8 @@ struct Args {
     strait_addr: SocketAddr,
     #[arg(long, default_value = "127.0.0.53:28102")]
     haproxy_addr: SocketAddr,
-    /// The strait binary (default: `strait` beside this binary).
+    /// The strait binary (default: `strait` beside this binary, else
+    /// `$CARGO_TARGET_DIR/release/strait`).
     #[arg(long)]
     strait_bin: Option<PathBuf>,
     /// Where the result file and raw directory go (default: bench/results).
@@ -132,36 +136,15 @@ fn main() -> Result<()> {
             "{a} is not a loopback address (the load stays on this machine)"
         );
     }
-    // The load, the backend and their threads (which inherit the mask) on the load core.
-    if !core_affinity::set_for_current(core_affinity::CoreId { id: args.load_core }) {
-        eprintln!("tcp-bench: could not pin to core {}", args.load_core);
-    }
-    let root = Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .context("bench/ has a parent")?
-        .to_path_buf();
-    let strait_bin = match &args.strait_bin {
-        Some(p) => p.clone(),
-        None => std::env::current_exe()?
-            .parent()
-            .context("the binary's directory")?
-            .join("strait"),
-    };
-    ensure!(
-        strait_bin.is_file(),
-        "{} not found: cargo build --release -p strait (or pass --strait-bin)",
-        strait_bin.display()
-    );
+    // The load, the backend and their threads on the load core.
+    pin_to(args.load_core, "tcp-bench");
+    let root = workspace_root();
+    let strait_bin = strait_binary(args.strait_bin.as_deref())?;
     let haproxy_bin =
         find_program("haproxy").context("haproxy not found (apt-get install haproxy)")?;
     find_program("taskset").context("taskset not found (apt-get install util-linux)")?;
-    let results = args
-        .results_dir
-        .clone()
-        .unwrap_or_else(|| root.join("bench/results"));
-    let stamp = jiff::Timestamp::now().strftime("%Y%m%d-%H%M%S").to_string();
-    let raw = results.join(format!("tcp-{stamp}"));
-    fs::create_dir_all(&raw).with_context(|| format!("creating {}", raw.display()))?;
+    let paths = ResultPaths::create(args.results_dir.as_deref(), "tcp")?;
+    let raw = paths.raw.clone();
 
     let mut header = String::from("strait vs HAProxy, plain TCP on loopback (tcp-bench)\n");
     header.push_str(&machine_lines(&root));
@@ -225,9 +208,7 @@ fn main() -> Result<()> {
         }
     }
     print!("{report}");
-    let out = results.join(format!("tcp-{stamp}.txt"));
-    fs::write(&out, &report).with_context(|| format!("writing {}", out.display()))?;
-    eprintln!("results: {}", out.display());
+    paths.write_summary(&report)?;
     Ok(())
 }
 
