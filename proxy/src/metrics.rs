@@ -521,7 +521,8 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
     out
 }
 
-const STATES: [&str; 3] = ["ready", "terminating", "not_serving"];
+/// Endpoint state labels, in [`state_index`] order.
+pub const STATES: [&str; 3] = ["ready", "terminating", "not_serving"];
 
 /// The position of `s` in [`STATES`].
 pub fn state_index(s: EndpointState) -> usize {

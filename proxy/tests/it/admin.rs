@@ -72,6 +72,15 @@ fn metrics_count_requests_by_route_and_status_class_with_durations() {
     assert_eq!(h.client().request(post).status, 405);
     assert_eq!(h.get("nowhere.test", "/").status, 404);
     assert_eq!(h.client().request("GET / HTTP/1.1\r\n\r\n").status, 400);
+    // A request is counted once its response is written: the client may read it first.
+    eventually("the last requests to be counted", || {
+        let m = admin(h.gateway_ref(), "/metrics").text();
+        let total = |series: &str| sample(&m, series).unwrap_or(0.0);
+        (total(r#"strait_requests_total{service="",route="",code="4xx"}"#) == 3.0
+            && total(r#"strait_requests_total{service="shop",route="pay",code="2xx"}"#) == 1.0
+            && total(r#"strait_requests_total{service="shop",route="cart",code="2xx"}"#) == 3.0)
+            .then_some(())
+    });
     let m = admin(h.gateway_ref(), "/metrics");
     assert_eq!(m.status, 200);
     assert!(m
