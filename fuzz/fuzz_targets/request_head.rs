@@ -36,8 +36,10 @@ fn outcome(buf: &[u8]) -> Option<Result<(usize, String), u16>> {
                     HostHeader::Pass,
                 );
                 head::finish_upstream_head(&mut out, info.framing.close);
-                // The head written upstream must itself parse, with the same framing.
-                let mut hb2 = head::header_buf();
+                // The head written upstream must itself parse, with the same framing. It may
+                // carry up to MAX_HEADERS fields plus the ones strait adds (X-Forwarded-*),
+                // so it is re-parsed with room for more.
+                let mut hb2 = [const { std::mem::MaybeUninit::uninit() }; 2 * head::MAX_HEADERS];
                 let again = head::parse_request(&out, &mut hb2)
                     .expect("the upstream head parses")
                     .expect("the upstream head is complete");
