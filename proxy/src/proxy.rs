@@ -761,14 +761,16 @@ async fn send_reply(
     c.out.clear();
     write_reply(&mut c.out, reply);
     let sent = c.out.len() as u64;
-    let (res, out) = write_all(
-        &mut c.stream,
-        std::mem::take(&mut c.out),
-        w.http.client_body_timeout,
-    )
-    .await;
-    c.out = out;
+    let written = write_client(&mut c.stream, &mut c.out, w).await;
     log(c, w, stats, reply.status, sent, started);
+    written
+}
+
+/// Writes all of `buf` (one of the client's reused buffers, which it keeps) to the
+/// client, within `http.client_body_timeout`; false when the write failed.
+async fn write_client(stream: &mut TcpStream, buf: &mut Vec<u8>, w: &Worker) -> bool {
+    let (res, back) = write_all(stream, std::mem::take(buf), w.http.client_body_timeout).await;
+    *buf = back;
     res.is_ok()
 }
 

@@ -13,9 +13,9 @@ use monoio::net::TcpStream;
 use strait_discovery::route::RouteEntry;
 
 use super::forward::{connect_failed, unavailable};
-use super::relay::write_all;
+
 use super::tunnel::Upgraded;
-use super::{finish_with_status, log, push_list, Client, Next, Prepared, Worker};
+use super::{finish_with_status, log, push_list, write_client, Client, Next, Prepared, Worker};
 use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::reply::CONNECT_ESTABLISHED;
 use crate::upstream::{self, View};
@@ -91,14 +91,7 @@ async fn established(
     c.buf.drain(..p.head_len);
     c.out.clear();
     c.out.extend_from_slice(CONNECT_ESTABLISHED);
-    let (res, out) = write_all(
-        &mut c.stream,
-        std::mem::take(&mut c.out),
-        w.http.client_body_timeout,
-    )
-    .await;
-    c.out = out;
-    if res.is_err() {
+    if !write_client(&mut c.stream, &mut c.out, w).await {
         return Next::Close;
     }
     log(

@@ -13,8 +13,8 @@ use strait_discovery::{Upstream, UpstreamStatus};
 use super::relay::{read_more, relay, write_all, Mode, Timeouts};
 use super::tunnel::Upgraded;
 use super::{
-    finish_with_status, log, note_attempt, push_list, reply_error, Client, Next, Prepared, Worker,
-    MAX_RESPONSE_HEAD, READ_CHUNK,
+    finish_with_status, log, note_attempt, push_list, reply_error, write_client, Client, Next,
+    Prepared, Worker, MAX_RESPONSE_HEAD, READ_CHUNK,
 };
 use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::chunked::ChunkedDecoder;
@@ -479,32 +479,17 @@ async fn respond(
                 Err(e) => return Err(Failure::BeforeHead(e)),
                 Ok(None) => {}
                 Ok(Some(UpHead::Interim { len, forward })) => {
-                    if forward {
-                        let (res, out) = write_all(
-                            &mut c.stream,
-                            std::mem::take(&mut c.cout),
-                            w.http.client_body_timeout,
-                        )
-                        .await;
-                        c.cout = out;
-                        if res.is_err() {
-                            return Err(Failure::ClientGone);
-                        }
+                    if forward && !write_client(&mut c.stream, &mut c.cout, w).await {
+                        return Err(Failure::ClientGone);
                     }
                     ub.drain(..len);
                     continue;
                 }
                 Ok(Some(UpHead::Switch { len })) => {
                     let head_bytes = c.cout.len() as u64;
-                    let (res, out) = write_all(
-                        &mut c.stream,
-                        std::mem::take(&mut c.cout),
-                        w.http.client_body_timeout,
-                    )
-                    .await;
-                    c.cout = out;
+                    let written = write_client(&mut c.stream, &mut c.cout, w).await;
                     c.cout.clear();
-                    if res.is_err() {
+                    if !written {
                         w.give_buf(ub);
                         return Err(Failure::ClientGone);
                     }

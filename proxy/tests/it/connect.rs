@@ -8,13 +8,14 @@
 //! threads. Addresses 127.0.13.20–29 are this module's (127.0.13.1–10 are the client
 //! sources of `process.rs`).
 
-use std::io::{Read, Write};
+use std::io::Write;
 use std::net::{Shutdown, TcpStream};
 use std::sync::{mpsc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
 use crate::draining::{access_log, access_log_block, attempts, log_lines};
+use crate::support::raw::echo_then_bye;
 use crate::support::{dead_addr, Client, FullBacklog, Harness, RawBackend, SETTLE};
 
 /// `tunnel.test`: a web route and a CONNECT route on one upstream, `{b0}`; any other host
@@ -43,25 +44,8 @@ fn tcp_echo(ip: &str) -> (RawBackend, mpsc::Receiver<()>) {
     let (closed_tx, closed) = mpsc::channel();
     let closed_tx = Mutex::new(closed_tx);
     let backend = RawBackend::start(ip, move |mut stream: TcpStream, _| {
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match stream.read(&mut buf) {
-                Ok(0) => {
-                    let _ = stream.write_all(b"bye");
-                    let _ = stream.shutdown(Shutdown::Write);
-                    break;
-                }
-                Ok(n) => {
-                    if stream.write_all(&buf[..n]).is_err() {
-                        return;
-                    }
-                }
-                Err(_) => return,
-            }
-        }
-        // Wait for the proxy's close of this connection.
-        let _ = stream.read(&mut buf);
-        let _ = closed_tx.lock().unwrap().send(());
+        let mut to = stream.try_clone().unwrap();
+        echo_then_bye(&mut stream, &mut to, &closed_tx);
     });
     (backend, closed)
 }

@@ -4,12 +4,13 @@
 //! tunnel at its timeout, a non-101 answer is an ordinary response. CONNECT tunnels are
 //! `connect.rs`'s.
 
-use std::io::{BufReader, Read, Write};
+use std::io::{BufReader, Write};
 use std::net::{Shutdown, TcpStream};
 use std::sync::mpsc;
 use std::thread;
 use std::time::{Duration, Instant};
 
+use crate::support::raw::echo_then_bye;
 use crate::support::{get, read_head, Harness, RawBackend, SETTLE};
 
 const UPGRADE: &str = "GET /chat HTTP/1.1\r\nHost: ws.test\r\nConnection: keep-alive, Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n";
@@ -44,25 +45,7 @@ fn websocket_echo(ip: &str) -> (RawBackend, mpsc::Receiver<String>, mpsc::Receiv
         stream
             .write_all(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\nSec-WebSocket-Accept: s3pPLMBiTxaQ9kYGzzhZRbK+xOo=\r\n\r\nhi")
             .unwrap();
-        let mut buf = [0u8; 64 * 1024];
-        loop {
-            match reader.read(&mut buf) {
-                Ok(0) => {
-                    let _ = stream.write_all(b"bye");
-                    let _ = stream.shutdown(Shutdown::Write);
-                    break;
-                }
-                Ok(n) => {
-                    if stream.write_all(&buf[..n]).is_err() {
-                        break;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        // Wait for the proxy's close of this connection.
-        let _ = reader.read(&mut buf);
-        let _ = closed_tx.lock().unwrap().send(());
+        echo_then_bye(&mut reader, &mut stream, &closed_tx);
     });
     (backend, heads, closed)
 }

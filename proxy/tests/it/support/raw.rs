@@ -7,7 +7,7 @@
 //! running the test's handler. The handler's reads have timeouts, so its thread ends
 //! even if the proxy keeps the connection open.
 
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{self, Receiver, Sender};
@@ -214,4 +214,28 @@ impl FullBacklog {
         }
         None
     }
+}
+
+/// A tunnel's far end: echoes what `from` reads to `to` until EOF, then writes `bye` and
+/// half-closes `to`; then waits until the proxy closes the connection and tells `closed`.
+pub(crate) fn echo_then_bye(from: &mut impl Read, to: &mut TcpStream, closed: &Mutex<Sender<()>>) {
+    let mut buf = [0u8; 64 * 1024];
+    loop {
+        match from.read(&mut buf) {
+            Ok(0) => {
+                let _ = to.write_all(b"bye");
+                let _ = to.shutdown(std::net::Shutdown::Write);
+                break;
+            }
+            Ok(n) => {
+                if to.write_all(&buf[..n]).is_err() {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    // Wait for the proxy's close of this connection.
+    let _ = from.read(&mut buf);
+    let _ = closed.lock().unwrap().send(());
 }
