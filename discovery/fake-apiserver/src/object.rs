@@ -23,7 +23,7 @@ pub enum ApplyError {
         index: usize,
         /// The parser's error.
         #[source]
-        source: serde_yaml::Error,
+        source: serde_norway::Error,
     },
     /// Not an object with `apiVersion`/`kind` of a served kind.
     #[error("unsupported object type apiVersion={api_version:?} kind={kind:?} (served: v1 Endpoints/Service/Namespace, discovery.k8s.io/v1 EndpointSlice)")]
@@ -229,7 +229,7 @@ fn apply_defaults(kind: Kind, name: &str, value: &mut Value) {
 pub(crate) fn parse_yaml_stream(yaml: &str) -> Result<Vec<Value>, ApplyError> {
     use serde::Deserialize;
     let mut out = Vec::new();
-    for (index, doc) in serde_yaml::Deserializer::from_str(yaml).enumerate() {
+    for (index, doc) in serde_norway::Deserializer::from_str(yaml).enumerate() {
         let value = Value::deserialize(doc).map_err(|source| ApplyError::Yaml { index, source })?;
         match value {
             Value::Null => {}

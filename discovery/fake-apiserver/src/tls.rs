@@ -9,7 +9,7 @@ use std::sync::Arc;
 use base64::Engine as _;
 use rcgen::{
     BasicConstraints, CertificateParams, DistinguishedName, DnType, ExtendedKeyUsagePurpose, IsCa,
-    KeyPair, KeyUsagePurpose,
+    Issuer, KeyPair, KeyUsagePurpose,
 };
 use rustls::pki_types::{CertificateDer, PrivateKeyDer, PrivatePkcs8KeyDer};
 use tokio_rustls::TlsAcceptor;
@@ -60,6 +60,7 @@ pub(crate) fn generate(addr: SocketAddr) -> Result<TlsMaterial, TlsError> {
         KeyUsagePurpose::DigitalSignature,
     ];
     let ca = ca_params.self_signed(&ca_key)?;
+    let issuer = Issuer::from_params(&ca_params, &ca_key);
 
     let mut names = vec![
         "localhost".to_string(),
@@ -78,7 +79,7 @@ pub(crate) fn generate(addr: SocketAddr) -> Result<TlsMaterial, TlsError> {
         KeyUsagePurpose::KeyEncipherment,
     ];
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
-    let cert = params.signed_by(&key, &ca, &ca_key)?;
+    let cert = params.signed_by(&key, &issuer)?;
 
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let mut config = rustls::ServerConfig::builder_with_provider(provider)

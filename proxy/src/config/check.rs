@@ -45,7 +45,7 @@ pub(super) fn from_yaml(text: &str) -> Result<Config> {
 
 /// Runs serde, turning its error into a [`ConfigError`] with one path and one line.
 fn deserialize(text: &str, lines: &Lines) -> Result<FileConfig> {
-    // serde_yaml places a duplicate key at the start of its mapping; yaml-rust2 knows better.
+    // serde_norway places a duplicate key at the start of its mapping; yaml-rust2 knows better.
     if let Some((field, line)) = lines.duplicate() {
         let key = field.rsplit('.').next().unwrap_or(field);
         let first = lines
@@ -58,12 +58,12 @@ fn deserialize(text: &str, lines: &Lines) -> Result<FileConfig> {
             message: format!("duplicate key `{key}`{first}"),
         });
     }
-    // Syntax first: serde_yaml hands the events before a syntax error to the struct, which
+    // Syntax first: serde_norway hands the events before a syntax error to the struct, which
     // may then complain of a missing field instead of the real problem.
-    if let Err(e) = serde_yaml::from_str::<serde_yaml::Value>(text) {
+    if let Err(e) = serde_norway::from_str::<serde_norway::Value>(text) {
         return Err(yaml_error(String::new(), &e, lines));
     }
-    let de = serde_yaml::Deserializer::from_str(text);
+    let de = serde_norway::Deserializer::from_str(text);
     serde_path_to_error::deserialize(de).map_err(|e| {
         let field = match e.path().to_string() {
             root if root == "." => String::new(),
@@ -73,8 +73,8 @@ fn deserialize(text: &str, lines: &Lines) -> Result<FileConfig> {
     })
 }
 
-/// A serde_yaml error at `field` as a [`ConfigError`].
-fn yaml_error(field: String, e: &serde_yaml::Error, lines: &Lines) -> ConfigError {
+/// A serde_norway error at `field` as a [`ConfigError`].
+fn yaml_error(field: String, e: &serde_norway::Error, lines: &Lines) -> ConfigError {
     let location = e.location();
     let mut message = e.to_string();
     // The line goes into `line`, not into the message.
@@ -82,7 +82,7 @@ fn yaml_error(field: String, e: &serde_yaml::Error, lines: &Lines) -> ConfigErro
         let at = format!(" at line {} column {}", loc.line(), loc.column());
         message = message.replacen(&at, "", 1);
     }
-    // serde_yaml puts its own (sometimes shorter) path first; `field` has the full one.
+    // serde_norway puts its own (sometimes shorter) path first; `field` has the full one.
     if let Some((head, rest)) = message.split_once(": ") {
         if !field.is_empty() && !head.contains(' ') && field.starts_with(head) {
             message = rest.to_owned();

@@ -627,7 +627,7 @@ mod tests {
     /// What serde accepts for `T`, read from the error it gives for an unknown key (or
     /// variant): "unknown field `x`, expected one of `a`, `b`".
     fn accepted<T: DeserializeOwned + std::fmt::Debug>(probe: &str) -> Vec<String> {
-        let err = serde_yaml::from_str::<T>(probe).expect_err("the probe must be refused");
+        let err = serde_norway::from_str::<T>(probe).expect_err("the probe must be refused");
         let msg = err.to_string();
         let (_, expected) = msg
             .split_once("expected")

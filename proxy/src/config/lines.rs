@@ -1,6 +1,6 @@
 //! Field path → line number, so that a semantic error can say where it is.
 //!
-//! serde_yaml 0.9 keeps no spans, so the text is parsed a second time with yaml-rust2's
+//! serde_norway (a maintained fork of serde_yaml 0.9) keeps no spans, so the text is parsed a second time with yaml-rust2's
 //! marked event parser, recording the line of every mapping key and sequence item under a
 //! path written like the checker's (`services[0].routes[1].upstream`).
 //!
