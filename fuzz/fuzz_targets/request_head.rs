@@ -1,4 +1,5 @@
-//! Fuzzes the request path's pure parsing: the request-line limit, the head parser, the
+//! Fuzzes the request path's pure parsing: the request-line limit, the incremental head
+//! reader, the head parser, the
 //! framing analysis (a CONNECT's too), path normalisation and the upstream head writer,
 //! on whole input and split in two (the split must agree with the whole: never a
 //! different request).
@@ -32,7 +33,7 @@ fn outcome(buf: &[u8]) -> Option<Result<(usize, String), u16>> {
                     &req,
                     &info,
                     &path,
-                    std::net::IpAddr::from([127, 0, 0, 1]),
+                    Some(std::net::IpAddr::from([127, 0, 0, 1])),
                     HostHeader::Pass,
                 );
                 head::finish_upstream_head(&mut out, info.framing.close);
@@ -53,6 +54,13 @@ fn outcome(buf: &[u8]) -> Option<Result<(usize, String), u16>> {
 
 fuzz_target!(|data: &[u8]| {
     let _ = head::check_request_line(data, 8192);
+    // The incremental reader, as a connection drives it: never a panic, and a head it
+    // calls whole is one the parser finishes (or refuses).
+    let limits = head::HeadLimits::new(8192, 32 * 1024, 100);
+    if let Ok(true) = head::HeadReader::default().poll(data, &limits) {
+        let mut hb = head::header_buf();
+        let _ = head::reader::parse_complete(data, &mut hb, &limits);
+    }
     let whole = outcome(data);
     if let Some(Ok((len, _))) = &whole {
         // A complete head: every prefix of it is incomplete or already an error.

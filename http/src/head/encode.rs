@@ -1,0 +1,253 @@
+//! The heads strait writes: the upstream request head (hop-by-hop fields dropped,
+//! `X-Forwarded-*` added, framing re-emitted), the client's response head, interim (1xx)
+//! heads and the 101 of an upgrade.
+//!
+//! Runs on: a worker, per request. Appends to the caller's reused buffer; nothing else
+//! is allocated.
+
+use std::net::IpAddr;
+
+use super::framing::{is_hop_by_hop, trim, upgrade, Framing, RequestInfo};
+use super::{Request, Response};
+use crate::BodyKind;
+
+/// The start of the `X-Forwarded-For` field written upstream.
+const XFF: &[u8] = b"X-Forwarded-For: ";
+
+/// How the upstream request's `Host` header is produced.
+#[derive(Debug, Clone, Copy)]
+pub enum HostHeader<'a> {
+    /// Copy the client's header.
+    Pass,
+    /// This value.
+    Set(&'a str),
+    /// None here: the caller appends one per endpoint.
+    Omit,
+}
+
+/// Writes the upstream request head, without the final blank line, into `out`:
+/// request line with `path`, the client's end-to-end headers, `X-Forwarded-*`.
+/// `client_ip`: the client's address, appended to `X-Forwarded-For`; `None` for a client
+/// without one (a Unix socket), which passes the earlier hops only, as Envoy does.
+/// Call [`finish_upstream_head`] after it.
+pub fn write_upstream_head(
+    out: &mut Vec<u8>,
+    req: &Request<'_, '_>,
+    info: &RequestInfo<'_>,
+    path: &str,
+    client_ip: Option<IpAddr>,
+    host: HostHeader<'_>,
+) {
+    out.extend_from_slice(req.method.as_bytes());
+    out.push(b' ');
+    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(b" HTTP/1.1\r\n");
+    match host {
+        HostHeader::Pass => push_header(out, "Host", info.host.as_bytes()),
+        HostHeader::Set(h) => push_header(out, "Host", h.as_bytes()),
+        HostHeader::Omit => {}
+    }
+    // An upgrade is the one hop-by-hop request the proxy passes on (see [`upgrade`]).
+    let upgrading = upgrade(req, info).is_some();
+    for h in req.headers {
+        let name = h.name;
+        if upgrading && name.eq_ignore_ascii_case("upgrade") {
+            push_header(out, name, h.value);
+            continue;
+        }
+        if is_hop_by_hop(name) || info.framing.listed_in_connection(name) {
+            continue;
+        }
+        if name.eq_ignore_ascii_case("host")
+            || name.eq_ignore_ascii_case("expect")
+            || name.eq_ignore_ascii_case("content-length")
+            || name.eq_ignore_ascii_case("x-forwarded-for")
+            || name.eq_ignore_ascii_case("x-forwarded-proto")
+            || name.eq_ignore_ascii_case("x-forwarded-host")
+        {
+            continue;
+        }
+        push_header(out, name, h.value);
+    }
+    // Every earlier hop, in order (several fields combine into one list, RFC 9110
+    // §5.3), then the client.
+    let mut hops = 0;
+    for h in req.headers {
+        if h.name.eq_ignore_ascii_case("x-forwarded-for") {
+            let prev = trim(h.value);
+            if !prev.is_empty() {
+                out.extend_from_slice(if hops == 0 { XFF } else { b", " });
+                out.extend_from_slice(prev);
+                hops += 1;
+            }
+        }
+    }
+    if let Some(ip) = client_ip {
+        out.extend_from_slice(if hops == 0 { XFF } else { b", " });
+        push_ip(out, ip);
+        hops += 1;
+    }
+    if hops > 0 {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+    push_header(out, "X-Forwarded-Host", info.host.as_bytes());
+    match info.framing.body {
+        BodyKind::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        BodyKind::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        BodyKind::None | BodyKind::Close => {}
+    }
+    if upgrading {
+        out.extend_from_slice(b"Connection: upgrade\r\n");
+    }
+}
+
+
+/// Writes a `101 Switching Protocols` for the client: the upstream's head minus
+/// hop-by-hop fields, with its `Upgrade` and `Connection: upgrade` kept.
+pub fn write_switching_head(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
+    out.extend_from_slice(b"HTTP/1.1 101 ");
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        if h.name.eq_ignore_ascii_case("upgrade") || !is_hop_by_hop(h.name) {
+            push_header(out, h.name, h.value);
+        }
+    }
+    out.extend_from_slice(b"Connection: upgrade\r\n\r\n");
+}
+
+/// Ends a head written by [`write_upstream_head`].
+pub fn finish_upstream_head(out: &mut Vec<u8>, close: bool) {
+    if close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// How the response body travels to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ClientFraming {
+    /// No body (HEAD, 1xx, 204, 304).
+    None,
+    /// `Content-Length: n`.
+    Length(u64),
+    /// Chunked, either passed through or produced from a close-delimited body.
+    Chunked,
+    /// Delimited by closing the connection (HTTP/1.0 clients).
+    Close,
+}
+
+/// Writes the response head for the client.
+pub fn write_client_head(
+    out: &mut Vec<u8>,
+    resp: &Response<'_, '_>,
+    framing: &Framing<'_>,
+    client_framing: ClientFraming,
+    keep_alive: bool,
+    client_minor: u8,
+) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(resp.status));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        let name = h.name;
+        if is_hop_by_hop(name)
+            || framing.listed_in_connection(name)
+            || name.eq_ignore_ascii_case("content-length")
+        {
+            continue;
+        }
+        push_header(out, name, h.value);
+    }
+    match client_framing {
+        ClientFraming::Length(n) => {
+            out.extend_from_slice(b"Content-Length: ");
+            push_u64(out, n);
+            out.extend_from_slice(b"\r\n");
+        }
+        ClientFraming::Chunked => out.extend_from_slice(b"Transfer-Encoding: chunked\r\n"),
+        ClientFraming::None | ClientFraming::Close => {
+            // A HEAD or 304 response keeps the upstream's Content-Length as metadata.
+            if let Some(h) = resp
+                .headers
+                .iter()
+                .find(|h| h.name.eq_ignore_ascii_case("content-length"))
+            {
+                if client_framing == ClientFraming::None && resp.status != 204 && resp.status >= 200
+                {
+                    push_header(out, "Content-Length", trim(h.value));
+                }
+            }
+        }
+    }
+    if !keep_alive {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if client_minor == 0 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Writes an interim (1xx) response for the client as received, minus hop-by-hop fields.
+pub fn write_interim_head(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(resp.status));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
+    out.extend_from_slice(b"\r\n");
+    for h in resp.headers {
+        if !is_hop_by_hop(h.name) {
+            push_header(out, h.name, h.value);
+        }
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
+
+fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
+    out.extend_from_slice(name.as_bytes());
+    out.extend_from_slice(b": ");
+    out.extend_from_slice(value);
+    out.extend_from_slice(b"\r\n");
+}
+
+/// Appends a decimal number without allocating.
+pub fn push_u64(out: &mut Vec<u8>, mut n: u64) {
+    let mut digits = [0u8; 20];
+    let mut i = digits.len();
+    loop {
+        i -= 1;
+        digits[i] = b'0' + (n % 10) as u8;
+        n /= 10;
+        if n == 0 {
+            break;
+        }
+    }
+    out.extend_from_slice(&digits[i..]);
+}
+
+fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
+    match ip {
+        IpAddr::V4(v4) => {
+            for (i, octet) in v4.octets().into_iter().enumerate() {
+                if i > 0 {
+                    out.push(b'.');
+                }
+                push_u64(out, u64::from(octet));
+            }
+        }
+        IpAddr::V6(v6) => {
+            use std::io::Write;
+            // Writing to a Vec cannot fail.
+            let _ = write!(out, "{v6}");
+        }
+    }
+}
+
