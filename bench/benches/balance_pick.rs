@@ -18,10 +18,10 @@ use std::time::Instant;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion};
 use strait::upstream::{Health, Table};
 use strait_discovery::spec::{NodeSpec, Spec, UpstreamSettings, UpstreamSource, UpstreamSpec};
-use strait_discovery::{Snapshot, TableBuilder};
+use strait_discovery::{EndpointAddr, Snapshot, TableBuilder};
 
-fn addr(i: usize) -> SocketAddr {
-    SocketAddr::from(([127, 0, (i / 250) as u8, (i % 250 + 2) as u8], 8080))
+fn addr(i: usize) -> EndpointAddr {
+    SocketAddr::from(([127, 0, (i / 250) as u8, (i % 250 + 2) as u8], 8080)).into()
 }
 
 fn snapshot(n: usize, weight: impl Fn(usize) -> u32) -> Arc<Snapshot> {

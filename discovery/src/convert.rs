@@ -208,7 +208,7 @@ pub fn resolve<'a>(
     order
         .into_iter()
         .map(|addr| Endpoint {
-            addr,
+            addr: addr.into(),
             weight: 1,
             state: best[&addr],
         })

@@ -13,6 +13,7 @@
 //! Nothing here runs on a worker's request path except the pure lookups in [`route`]
 //! and the reads of [`snapshot`] data.
 
+pub mod addr;
 pub mod balance;
 pub mod build;
 mod controller;
@@ -29,6 +30,7 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::Duration;
 
+pub use addr::{EndpointAddr, UnixPath};
 pub use build::{BuildError, TableBuilder};
 pub use publish::{Ack, Publisher, Subscriber, Update};
 pub use snapshot::{Endpoint, EndpointState, Snapshot, SnapshotVersion, Upstream, UpstreamStatus};

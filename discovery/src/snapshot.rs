@@ -4,10 +4,10 @@
 //! worker turns it into its own view once. Upstreams are individually `Arc`ed so that a
 //! new version shares every upstream that did not change.
 
-use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::addr::EndpointAddr;
 use crate::route::Router;
 use crate::spec::UpstreamSettings;
 
@@ -89,7 +89,7 @@ pub enum UpstreamStatus {
 /// One address an upstream can send to.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub struct Endpoint {
-    pub addr: SocketAddr,
+    pub addr: EndpointAddr,
     pub weight: u32,
     pub state: EndpointState,
 }

@@ -4,9 +4,10 @@
 //! line numbers and error messages) and consumed by [`crate::build`]. Plain data: no
 //! runtime types, `Send + Sync`, cheap to compare so a reload can tell what changed.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
+
+use crate::addr::EndpointAddr;
 
 use crate::route::MethodSet;
 
@@ -141,7 +142,7 @@ pub enum UpstreamSource {
 /// A static endpoint.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NodeSpec {
-    pub addr: SocketAddr,
+    pub addr: EndpointAddr,
     /// 0 takes the node out of rotation.
     pub weight: u32,
 }

@@ -263,7 +263,7 @@ mod tests {
         state
             .endpoints("apisix", "httpbin", &ServicePort::Number(8080))
             .iter()
-            .map(|e| e.addr.ip().to_string())
+            .map(|e| e.addr.inet().unwrap().ip().to_string())
             .collect()
     }
 

@@ -16,10 +16,12 @@ use std::fs::File;
 use std::io::Write;
 use std::time::{SystemTime, UNIX_EPOCH};
 
+use crate::transport::ClientAddr;
+
 /// One request's log fields.
 #[derive(Debug, Default)]
 pub struct Record {
-    pub client: Option<std::net::SocketAddr>,
+    pub client: Option<ClientAddr>,
     pub host: String,
     pub request_line: String,
     pub referer: String,
@@ -88,10 +90,12 @@ impl AccessLog {
                 s
             }
         }
-        match r.client {
-            Some(c) => {
-                let _ = write!(line, "{}", c.ip());
+        match r.client.map(|c| c.ip()) {
+            Some(Some(ip)) => {
+                let _ = write!(line, "{ip}");
             }
+            // A client on a Unix socket, as nginx logs one.
+            Some(None) => line.extend_from_slice(b"unix:"),
             None => line.push(b'-'),
         }
         let _ = write!(

@@ -41,12 +41,34 @@ pub enum Driver {
     Legacy,
 }
 
-/// One listener; every worker binds it with SO_REUSEPORT.
+/// One listener: a TCP address every worker binds with SO_REUSEPORT, or a Unix socket
+/// every worker accepts on.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerConfig {
     pub name: String,
-    pub addr: SocketAddr,
+    pub addr: ListenAddr,
+    /// The socket file's mode (Unix listeners); `None` leaves it to the umask.
+    pub mode: Option<u32>,
     pub protocol: Protocol,
+}
+
+/// Where a listener listens.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum ListenAddr {
+    /// `ip:port` (port 0: any free port, the same for every worker).
+    Inet(SocketAddr),
+    /// `unix:/path`: a Unix domain stream socket at this path.
+    Unix(PathBuf),
+}
+
+/// `0.0.0.0:8080`, `[::]:8080` or `unix:/run/strait/http.sock`, as written in the config.
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Inet(a) => a.fmt(f),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
 }
 
 /// What a listener does with its connections.
@@ -212,6 +234,19 @@ impl Config {
             e.file = Some(path.to_owned());
             e
         })
+    }
+
+    /// Applies `--workers N` over the file's `workers:` (N must be at least 1).
+    pub fn override_workers(&mut self, workers: Option<usize>) -> Result<(), ConfigError> {
+        if let Some(n) = workers {
+            self.workers = Some(NonZeroUsize::new(n).ok_or_else(|| ConfigError {
+                file: None,
+                field: "--workers".into(),
+                line: None,
+                message: "must be at least 1".into(),
+            })?);
+        }
+        Ok(())
     }
 
     /// What is accepted but probably not meant: upstreams naming a registry that is not

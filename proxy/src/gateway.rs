@@ -1,6 +1,6 @@
-//! Starting, steering and stopping a gateway: binds every listener once per worker
-//! (SO_REUSEPORT), builds the first snapshot, spawns the pinned workers and publishes
-//! later snapshots to them.
+//! Starting, steering and stopping a gateway: binds every listener (TCP once per worker
+//! with SO_REUSEPORT, a Unix socket once for all workers), builds the first snapshot,
+//! spawns the pinned workers and publishes later snapshots to them.
 //!
 //! Runs on: the caller's thread (the binary's main thread, or a test). Builds tables
 //! off the workers; never touches a worker's state except through the publisher.
@@ -18,17 +18,23 @@ use strait_discovery::{
 };
 
 use crate::admin::{AdminServer, AdminState};
-use crate::config::{Config, Protocol};
+use crate::config::{Config, ListenAddr, Protocol};
 use crate::metrics::WorkerMetrics;
+use crate::worker::listen::{self, BoundListener, BoundSocket, UnixBinding};
 use crate::worker::{self, DriverKind, WorkerSetup};
+
+mod control;
+
+pub use control::{run, ConfigSource, Control};
 
 /// Why a gateway could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum StartError {
-    #[error("listener {name} ({addr}): {source}")]
+    /// A listener (or the admin server) could not bind; `field` is its config field.
+    #[error("{field}: cannot listen on {addr}: {source}")]
     Bind {
-        name: String,
-        addr: SocketAddr,
+        field: String,
+        addr: String,
         source: std::io::Error,
     },
     #[error("the routing table cannot be built: {0}")]
@@ -61,7 +67,10 @@ pub enum ReloadError {
 pub struct Gateway {
     publisher: Publisher,
     discovery: Option<DiscoveryHandle>,
-    listeners: Vec<(String, SocketAddr)>,
+    /// Each listener's name and bound address (port 0 resolved).
+    listeners: Vec<(String, ListenAddr)>,
+    /// The Unix socket files this gateway bound, removed when it stops.
+    unix: Vec<Arc<UnixBinding>>,
     threads: Vec<JoinHandle<()>>,
     drivers: Vec<DriverKind>,
     config: Config,
@@ -83,27 +92,46 @@ impl Gateway {
             .unwrap_or(NonZeroUsize::MIN)
             .get();
         let mut builder = TableBuilder::try_new(config.spec.clone())?;
-        let mut per_worker: Vec<Vec<(std::net::TcpListener, String, Protocol)>> =
-            (0..workers).map(|_| Vec::new()).collect();
+        let mut per_worker: Vec<Vec<BoundListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
-        for l in &config.listeners {
-            let bound =
-                worker::bind_reuseport(l.addr, workers).map_err(|source| StartError::Bind {
+        let mut unix = Vec::new();
+        for (i, l) in config.listeners.iter().enumerate() {
+            let bind_error = |source| StartError::Bind {
+                field: format!("listeners[{i}].address"),
+                addr: l.addr.to_string(),
+                source,
+            };
+            let sockets: Vec<BoundSocket> = match &l.addr {
+                ListenAddr::Inet(addr) => {
+                    let bound = listen::bind_reuseport(*addr, workers).map_err(bind_error)?;
+                    listeners.push((l.name.clone(), ListenAddr::Inet(bound[0].local_addr()?)));
+                    bound.into_iter().map(BoundSocket::Tcp).collect()
+                }
+                ListenAddr::Unix(path) => {
+                    let (socket, binding) = listen::bind_unix(path, l.mode).map_err(bind_error)?;
+                    listeners.push((l.name.clone(), l.addr.clone()));
+                    unix.push(binding.clone());
+                    let mut sockets = Vec::with_capacity(workers);
+                    for _ in 0..workers {
+                        sockets.push(BoundSocket::Unix(socket.try_clone()?, binding.clone()));
+                    }
+                    sockets
+                }
+            };
+            for (w, socket) in sockets.into_iter().enumerate() {
+                per_worker[w].push(BoundListener {
                     name: l.name.clone(),
-                    addr: l.addr,
-                    source,
-                })?;
-            listeners.push((l.name.clone(), bound[0].local_addr()?));
-            for (i, b) in bound.into_iter().enumerate() {
-                per_worker[i].push((b, l.name.clone(), l.protocol.clone()));
+                    protocol: l.protocol.clone(),
+                    socket,
+                });
             }
         }
         let admin_listener = match config.admin.listen {
             Some(addr) => {
                 Some(
                     std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
-                        name: "admin".into(),
-                        addr,
+                        field: "admin.listen".into(),
+                        addr: addr.to_string(),
                         source,
                     })?,
                 )
@@ -173,6 +201,7 @@ impl Gateway {
             publisher,
             discovery: Some(discovery),
             listeners,
+            unix,
             threads,
             drivers,
             config,
@@ -183,12 +212,20 @@ impl Gateway {
         })
     }
 
-    /// The bound address of listener `name` (port 0 resolved).
+    /// The bound address of TCP listener `name` (port 0 resolved).
     pub fn listen_addr(&self, name: &str) -> Option<SocketAddr> {
+        match self.listener(name)? {
+            ListenAddr::Inet(a) => Some(*a),
+            ListenAddr::Unix(_) => None,
+        }
+    }
+
+    /// Where listener `name` listens (a TCP listener's port 0 resolved).
+    pub fn listener(&self, name: &str) -> Option<&ListenAddr> {
         self.listeners
             .iter()
             .find(|(n, _)| n == name)
-            .map(|(_, a)| *a)
+            .map(|(_, a)| a)
     }
 
     /// Number of workers running.
@@ -358,6 +395,11 @@ impl Gateway {
         for t in self.threads {
             let _ = t.join();
         }
+        // The listeners' sockets are closed; their files go too (unless a newer process
+        // bound the path since).
+        for binding in &self.unix {
+            binding.unlink_if_ours();
+        }
     }
 }
 
@@ -377,16 +419,4 @@ fn open_access_log(config: &Config) -> Result<std::fs::File, StartError> {
             Ok(std::fs::File::from(fd))
         }
     }
-}
-
-/// Runs a gateway until `shutdown` receives (or is dropped), then stops it gracefully
-/// (see [`Gateway::begin_shutdown`]) within the configured delay and timeout.
-pub fn run(config: Config, shutdown: crossbeam_channel::Receiver<()>) -> Result<(), StartError> {
-    let mut gateway = Gateway::start(config)?;
-    let _ = shutdown.recv();
-    let limit = gateway.config.shutdown.delay + gateway.config.shutdown.timeout;
-    gateway.begin_shutdown();
-    gateway.wait_stopped(limit + Duration::from_secs(1));
-    gateway.shutdown();
-    Ok(())
 }

@@ -1,15 +1,17 @@
 //! The `strait` binary: `strait run --config FILE`, `strait check FILE`, `strait demo`,
 //! `strait echo --listen ADDR`.
 //!
-//! Thin on purpose: parses arguments, sets up logging and signals, then calls into the
-//! library ([`strait::Gateway`]), which the tests drive the same way.
+//! Thin on purpose: parses arguments, sets up logging, turns signals into
+//! [`strait::Control`]s ([`Control::from_signals`]), then calls into the library
+//! ([`strait::run`]), which the tests drive the same way.
 
 use std::path::PathBuf;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
+use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
 use strait::config::Config;
-use strait::Gateway;
+use strait::{ConfigSource, Control, Gateway};
 
 #[derive(Parser)]
 #[command(
@@ -24,7 +26,8 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Run the gateway with a config file.
+    /// Run the gateway with a config file. SIGTERM drains, SIGINT stops at once, SIGHUP
+    /// (or editing the file) reloads.
     Run {
         /// The YAML config file.
         #[arg(long, short)]
@@ -48,9 +51,9 @@ enum Command {
     /// Run one httpbin-like echo backend (the demo's) until SIGTERM or SIGINT: a stand-in
     /// pod for tests, benches and trying a deployment out.
     Echo {
-        /// The address to listen on (port 0 picks a free port).
+        /// The address to listen on (port 0 picks a free port), or `unix:/path`.
         #[arg(long)]
-        listen: std::net::SocketAddr,
+        listen: String,
     },
 }
 
@@ -65,100 +68,66 @@ fn main() -> anyhow::Result<()> {
         .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .init();
     match Cli::parse().command {
-        Command::Check { file } => match Config::load(&file) {
-            Ok(config) => {
-                for w in config.warnings() {
-                    eprintln!("{}: warning: {w}", file.display());
-                }
-                println!("{}: ok", file.display());
-                Ok(())
+        Command::Check { file } => {
+            let config = Config::load(&file).unwrap_or_else(|e| exit(&e));
+            for w in config.warnings() {
+                eprintln!("{}: warning: {w}", file.display());
             }
-            Err(e) => {
-                eprintln!("{e}");
-                std::process::exit(1);
-            }
-        },
-        Command::Run {
-            config: file,
-            workers,
-        } => {
-            let mut config = Config::load(&file).map_err(|e| anyhow::anyhow!("{e}"))?;
-            override_workers(&mut config, workers)?;
+            println!("{}: ok", file.display());
+            Ok(())
+        }
+        Command::Run { config, workers } => {
+            let mut parsed = Config::load(&config).map_err(|e| anyhow::anyhow!("{e}"))?;
+            parsed.override_workers(workers)?;
             serve(
-                config,
-                Some((file, workers)),
-                Vec::<strait::demo::EchoServer>::new(),
+                parsed,
+                Some(ConfigSource {
+                    path: config,
+                    workers,
+                }),
             )
         }
         Command::Demo { workers } => {
             let mut config =
                 Config::from_yaml(strait::DEMO_CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
-            override_workers(&mut config, workers)?;
-            let mut backends = Vec::new();
-            for ip in ["127.0.0.2", "127.0.0.3", "127.0.0.4"] {
-                let addr = format!("{ip}:8080").parse()?;
-                backends.push(
-                    strait::demo::EchoServer::start(addr)
-                        .with_context(|| format!("demo backend {addr}"))?,
-                );
-                println!("demo backend listening on {addr}");
+            config.override_workers(workers)?;
+            // Kept until the gateway stops.
+            let backends = strait::echo::EchoServer::start_demo_backends().context("demo")?;
+            for b in &backends {
+                println!("demo backend listening on {}", b.name());
             }
             println!("try: curl -H 'Host: sd.httpbin.org' http://127.0.0.1:9080/v1/anything");
-            serve(config, None, backends)
+            serve(config, None)
         }
         Command::Echo { listen } => {
-            let mut signals = signal_hook::iterator::Signals::new([
-                signal_hook::consts::SIGINT,
-                signal_hook::consts::SIGTERM,
-            ])?;
-            let server = strait::demo::EchoServer::start(listen)
+            let control = Control::from_signals(&[SIGINT, SIGTERM])?;
+            let server = strait::echo::EchoServer::start_at(&listen)
                 .with_context(|| format!("echo backend {listen}"))?;
-            println!("echo backend listening on {}", server.addr());
-            signals.forever().next();
-            drop(server);
+            println!("echo backend listening on {}", server.name());
+            let _ = control.recv();
             Ok(())
         }
     }
 }
 
-fn override_workers(config: &mut Config, workers: Option<usize>) -> anyhow::Result<()> {
-    if let Some(n) = workers {
-        config.workers =
-            Some(std::num::NonZeroUsize::new(n).context("--workers must be at least 1")?);
-    }
-    Ok(())
-}
-
-/// Runs until a signal. SIGTERM stops gracefully (readiness off, `shutdown.delay`,
-/// drain within `shutdown.timeout`, exit 0); SIGINT, or a second signal during the
-/// graceful stop, stops at once. With a config file, SIGHUP or a change of the file
-/// reloads it (CONFIG.md, "Reload").
-fn serve<T>(
-    config: Config,
-    file: Option<(PathBuf, Option<usize>)>,
-    keep_alive: Vec<T>,
-) -> anyhow::Result<()> {
-    use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
-    let mut signals = signal_hook::iterator::Signals::new([SIGINT, SIGTERM, SIGHUP])?;
-    let (sig_tx, sig_rx) = crossbeam_channel::unbounded();
-    std::thread::Builder::new()
-        .name("strait-signals".into())
-        .spawn(move || {
-            for sig in signals.forever() {
-                if sig_tx.send(sig).is_err() {
-                    break;
-                }
-            }
-        })?;
+/// Runs the gateway until a signal stops it (see [`strait::run`]).
+fn serve(config: Config, source: Option<ConfigSource>) -> anyhow::Result<()> {
+    let control = Control::from_signals(&[SIGINT, SIGTERM, SIGHUP])?;
     match strait::sys::raise_nofile_limit() {
         Ok((soft, _)) => tracing::debug!(soft, "open-file limit"),
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
-    let mut gateway = Gateway::start(config)?;
-    for (name, addr) in gateway.config().listeners.iter().map(|l| (&l.name, l.addr)) {
-        let bound = gateway.listen_addr(name).unwrap_or(addr);
+    strait::run(config, source, &control, announce)?;
+    Ok(())
+}
+
+/// Prints where the gateway listens.
+fn announce(gateway: &Gateway) {
+    for l in &gateway.config().listeners {
+        let bound = gateway.listener(&l.name).unwrap_or(&l.addr);
         println!(
-            "strait listening on {bound} ({name}), {} workers, drivers {:?}",
+            "strait listening on {bound} ({}), {} workers, drivers {:?}",
+            l.name,
             gateway.workers(),
             gateway.drivers()
         );
@@ -166,44 +135,10 @@ fn serve<T>(
     if let Some(addr) = gateway.admin_addr() {
         println!("strait admin on http://{addr} (/healthz /readyz /metrics /debug/snapshot)");
     }
-    let changed = match &file {
-        Some((path, _)) => strait::reload::watch(path.clone(), strait::reload::POLL)?,
-        None => crossbeam_channel::never(),
-    };
-    let reload = |gateway: &mut Gateway| {
-        if let Some((path, workers)) = &file {
-            strait::reload::apply(gateway, path, *workers);
-        }
-    };
-    loop {
-        crossbeam_channel::select! {
-            recv(changed) -> _ => reload(&mut gateway),
-            recv(sig_rx) -> sig => match sig {
-                Ok(SIGHUP) => reload(&mut gateway),
-                Ok(SIGTERM) => {
-                    gateway.begin_shutdown();
-                    loop {
-                        crossbeam_channel::select! {
-                            recv(gateway.exited()) -> _ => tracing::info!("drained; exiting"),
-                            recv(sig_rx) -> sig => {
-                                if sig == Ok(SIGHUP) {
-                                    continue; // no reload while stopping
-                                }
-                                tracing::info!(signal = ?sig.ok(), "second signal: stopping now");
-                            }
-                        }
-                        break;
-                    }
-                    break;
-                }
-                sig => {
-                    tracing::info!(signal = ?sig.ok(), "stopping now");
-                    break;
-                }
-            },
-        }
-    }
-    gateway.shutdown();
-    drop(keep_alive);
-    Ok(())
+}
+
+/// Prints `e` and exits with status 1 (`strait check` on a bad file).
+fn exit(e: &dyn std::fmt::Display) -> ! {
+    eprintln!("{e}");
+    std::process::exit(1)
 }

@@ -9,14 +9,7 @@
 
 use std::os::fd::RawFd;
 
-/// What a peek at an idle connection found.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub(crate) enum Idle {
-    /// Nothing to read: the connection looks usable.
-    Open,
-    /// EOF, an error, or unexpected bytes: do not reuse.
-    Unusable,
-}
+use crate::transport::Idle;
 
 /// Raises the soft open-file limit to the hard one (as Go's runtime and nginx's
 /// `worker_rlimit_nofile` do): each client connection needs a descriptor, two while it

@@ -19,16 +19,15 @@
 //! (`Rc`, `Cell`, `RefCell`): no lock, no shared atomic, no cross-thread channel.
 
 use std::cell::Cell;
-use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
-use monoio::net::TcpStream;
-use strait_discovery::{SnapshotVersion, UpstreamStatus};
+use strait_discovery::{EndpointAddr, SnapshotVersion, UpstreamStatus};
 
 use crate::config::TcpConfig;
-use crate::proxy::{Open, Worker};
+use crate::transport::{AnyStream, ClientAddr, Transport};
 use crate::upstream::{self, View};
+use crate::worker::{Open, Worker};
 
 pub(crate) mod copy;
 
@@ -73,8 +72,8 @@ impl Listener {
 
 /// Serves one client connection of a `tcp` listener until it ends, then closes both
 /// sides. A connection no endpoint could take is closed at once.
-pub async fn serve(client: TcpStream, peer: SocketAddr, open: Open, l: Rc<Listener>) {
-    // TCP_NODELAY came with the accept: the listener has it.
+pub async fn serve<S: Transport>(client: S, peer: ClientAddr, open: Open, l: Rc<Listener>) {
+    // TCP_NODELAY came with the accept: a TCP listener has it.
     let w = open.worker().clone();
     let connected = {
         let connect = std::pin::pin!(connect(&w, &l));
@@ -134,9 +133,9 @@ pub async fn serve(client: TcpStream, peer: SocketAddr, open: Open, l: Rc<Listen
 /// failed connect (1 + `retries` attempts in all, each endpoint once). Returns the
 /// connection, its endpoint and the view it was picked from (still current, or still
 /// sending to that endpoint).
-async fn connect(w: &Worker, l: &Listener) -> Option<(TcpStream, SocketAddr, Rc<View>)> {
-    let mut view = w.table.view();
-    let mut tried: Vec<SocketAddr> = Vec::new();
+async fn connect(w: &Worker, l: &Listener) -> Option<(AnyStream, EndpointAddr, Rc<View>)> {
+    let mut view = w.upstreams.table.view();
+    let mut tried: Vec<EndpointAddr> = Vec::new();
     let mut used = 0;
     loop {
         let Some(idx) = l.upstream(&view) else {
@@ -155,34 +154,35 @@ async fn connect(w: &Worker, l: &Listener) -> Option<(TcpStream, SocketAddr, Rc<
         if used > 0 {
             stats.retries.inc();
         }
-        let ep = view.pick(idx, &tried, &w.health, Instant::now())?;
+        let ep = view.pick(idx, &tried, &w.upstreams.health, Instant::now())?;
         used += 1;
         tried.push(ep.addr);
-        let Ok(stream) = upstream::connect(&w.health, up, stats, ep.addr, w.id).await else {
+        let Ok(stream) = upstream::connect(&w.upstreams.health, up, stats, ep.addr, w.id).await
+        else {
             continue;
         };
-        if w.table.still_sends_to(&view, ep.addr) {
+        if w.upstreams.table.still_sends_to(&view, ep.addr) {
             return Some((stream, ep.addr, view));
         }
         // The endpoint left the table while we connected: it takes no new connection.
         drop(stream);
-        view = w.table.view();
+        view = w.upstreams.table.view();
     }
 }
 
 /// Resolves when the connection to `addr` (picked from `view`) must be cut: `drain`
 /// after the endpoint left the table, if it has not come back meanwhile. Never, with no
 /// `drain`.
-async fn drained(w: &Worker, addr: SocketAddr, view: Rc<View>, drain: Option<Duration>) {
+async fn drained(w: &Worker, addr: EndpointAddr, view: Rc<View>, drain: Option<Duration>) {
     // Not held while the connection lasts.
-    let mut in_table = w.table.still_sends_to(&view, addr);
+    let mut in_table = w.upstreams.table.still_sends_to(&view, addr);
     drop(view);
     let Some(drain) = drain else {
         return std::future::pending().await;
     };
     loop {
         let left = {
-            let watch = w.departures.watch(addr);
+            let watch = w.upstreams.departures.watch(addr);
             if in_table {
                 watch.departed().await
             } else {
@@ -191,7 +191,7 @@ async fn drained(w: &Worker, addr: SocketAddr, view: Rc<View>, drain: Option<Dur
             }
         };
         monoio::time::sleep_until(monoio::time::Instant::from_std(left + drain)).await;
-        in_table = w.table.view().sends_to(addr);
+        in_table = w.upstreams.table.view().sends_to(addr);
         if !in_table {
             return;
         }
@@ -216,7 +216,7 @@ mod tests {
                 drain_timeout: None,
             },
         ));
-        let size = crate::proxy::connection_future_size(|s, a, open| serve(s, a, open, l));
+        let size = crate::worker::connection_future_size(|s, a, open| serve(s, a, open, l));
         eprintln!("tcp serve future: {size} bytes");
         assert!(size <= 4096, "tcp serve future: {size} bytes");
     }

@@ -106,7 +106,6 @@ pub fn write_upstream_head(
     }
 }
 
-
 /// Writes a `101 Switching Protocols` for the client: the upstream's head minus
 /// hop-by-hop fields, with its `Upgrade` and `Connection: upgrade` kept.
 pub fn write_switching_head(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
@@ -210,7 +209,6 @@ pub fn write_interim_head(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
     out.extend_from_slice(b"\r\n");
 }
 
-
 fn push_header(out: &mut Vec<u8>, name: &str, value: &[u8]) {
     out.extend_from_slice(name.as_bytes());
     out.extend_from_slice(b": ");
@@ -250,4 +248,3 @@ fn push_ip(out: &mut Vec<u8>, ip: IpAddr) {
         }
     }
 }
-

@@ -347,7 +347,6 @@ pub fn upgrade<'b>(req: &Request<'_, 'b>, info: &RequestInfo<'_>) -> Option<&'b 
         .filter(|v| !v.is_empty())
 }
 
-
 /// Validates a response head's framing.
 pub fn analyze_response<'b>(resp: &Response<'_, 'b>) -> Result<Framing<'b>, HeadError> {
     framing(resp.headers, resp.minor, false)

@@ -266,17 +266,35 @@ mod tests {
     #[test]
     fn limits_are_enforced_before_the_head_ends() {
         let limits = HeadLimits::new(20, 64, 2);
-        let refuse = |bytes: &[u8]| HeadReader::default().poll(bytes, &limits).map_err(|e| e.status);
+        let refuse = |bytes: &[u8]| {
+            HeadReader::default()
+                .poll(bytes, &limits)
+                .map_err(|e| e.status)
+        };
         assert_eq!(refuse(b"GET /aaaaaaaaaaaaaaaaaaaaaaaaa"), Err(414));
-        assert_eq!(refuse(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n"), Err(431));
-        assert_eq!(refuse(&[b"GET / HTTP/1.1\r\nA: ".as_slice(), &[b'x'; 60]].concat()), Err(431));
+        assert_eq!(
+            refuse(b"GET / HTTP/1.1\r\nA: 1\r\nB: 2\r\nC: 3\r\n"),
+            Err(431)
+        );
+        assert_eq!(
+            refuse(&[b"GET / HTTP/1.1\r\nA: ".as_slice(), &[b'x'; 60]].concat()),
+            Err(431)
+        );
         assert_eq!(refuse(b"GET / HTTP/1.1\r\nBad Header\r\n"), Err(400));
         assert_eq!(refuse(b"GET / HTTP/1.1\r\nHost: a\r\n"), Ok(false));
         assert_eq!(refuse(b"GET / HTTP/1.1\r\nHost: a\r\n\r\n"), Ok(true));
         // A whole head over the limit, read at once.
-        let big = [b"GET / HTTP/1.1\r\nA: ".as_slice(), &[b'x'; 60], b"\r\n\r\n"].concat();
+        let big = [
+            b"GET / HTTP/1.1\r\nA: ".as_slice(),
+            &[b'x'; 60],
+            b"\r\n\r\n",
+        ]
+        .concat();
         assert_eq!(refuse(&big), Ok(true));
         let mut hb = header_buf();
-        assert_eq!(parse_complete(&big, &mut hb, &limits).unwrap_err().status, 431);
+        assert_eq!(
+            parse_complete(&big, &mut hb, &limits).unwrap_err().status,
+            431
+        );
     }
 }

@@ -14,7 +14,8 @@ fn parse(buf: &[u8]) -> Result<Option<(usize, BodyKind, bool)>, HeadError> {
 
 #[test]
 fn a_head_split_at_every_byte_parses_the_same() {
-    let raw = b"POST /v1/anything?x=1 HTTP/1.1\r\nHost: sd.httpbin.org\r\nContent-Length: 5\r\n\r\nhello";
+    let raw =
+        b"POST /v1/anything?x=1 HTTP/1.1\r\nHost: sd.httpbin.org\r\nContent-Length: 5\r\n\r\nhello";
     let full = parse(raw).unwrap().unwrap();
     assert_eq!(full, (raw.len() - 5, BodyKind::Length(5), false));
     for cut in 0..raw.len() - 5 {
@@ -44,11 +45,26 @@ fn framing_rules() {
     for (bad, status) in [
         ("GET / HTTP/1.1\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n", 400),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nTransfer-Encoding: chunked\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1\r\nContent-Length: 2\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: -1\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: gzip\r\n\r\n",
+            400,
+        ),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked, gzip\r\n\r\n",
+            400,
+        ),
         ("GET / HTTP/2.0\r\nHost: a\r\n\r\n", 505),
         ("GET / HTTP/1.1\r\nHost : a\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: a\r\n folded\r\n\r\n", 400),
@@ -57,7 +73,10 @@ fn framing_rules() {
         ("GET / HTTP/1.1\r\nHost: a\nX: b\r\n\r\n", 400),
         ("GET / HTTP/1.1\r\nHost: a\n\n", 400),
         ("GET http:///a HTTP/1.1\r\nHost: a\r\n\r\n", 400),
-        ("POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n", 400),
+        (
+            "POST / HTTP/1.1\r\nHost: a\r\nContent-Length: 1, 1\r\n\r\n",
+            400,
+        ),
     ] {
         assert_eq!(p(bad).map(|_| ()).unwrap_err().status, status, "{bad:?}");
     }
@@ -144,7 +163,10 @@ fn a_client_without_an_ip_adds_no_forwarded_for_hop() {
         "GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-Proto: http\r\nX-Forwarded-Host: a\r\n\r\n"
     );
     let two = head(b"GET / HTTP/1.1\r\nHost: a\r\nX-Forwarded-For: 10.0.0.1\r\nX-Forwarded-For: 10.0.0.2\r\n\r\n");
-    assert!(two.contains("\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"), "{two}");
+    assert!(
+        two.contains("\r\nX-Forwarded-For: 10.0.0.1, 10.0.0.2\r\n"),
+        "{two}"
+    );
 }
 
 #[test]

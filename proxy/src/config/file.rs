@@ -123,8 +123,13 @@ impl FileDriver {
 pub struct FileListener {
     /// Unique among listeners; names the listener in logs.
     pub name: String,
-    /// `ip:port` to bind, e.g. `0.0.0.0:80` or `[::]:80`. Unique among listeners.
+    /// `ip:port` to bind, e.g. `0.0.0.0:80` or `[::]:80`, or `unix:/path` for a Unix
+    /// domain socket. Unique among listeners.
     pub address: String,
+    /// Unix socket listeners only: the socket file's mode, in octal (`"0660"`). Default:
+    /// as the process umask leaves it.
+    #[serde(default)]
+    pub mode: Option<String>,
     /// `http` (routed by services) or `tcp` (every connection goes to `upstream`).
     /// Default `http`.
     #[serde(default)]
@@ -148,6 +153,7 @@ impl FileListener {
     pub const FIELDS: &'static [&'static str] = &[
         "name",
         "address",
+        "mode",
         "protocol",
         "upstream",
         "idle_timeout",
@@ -358,7 +364,7 @@ impl FileUpstream {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FileNode {
-    /// `ip:port` of the endpoint (no host names).
+    /// `ip:port` of the endpoint (no host names), or `unix:/path` for a Unix domain socket.
     pub address: String,
     /// Share of requests, 0..=10000; 0 takes the node out of rotation. Default 1.
     #[serde(default)]

@@ -17,10 +17,10 @@ use std::cell::Cell;
 use std::time::{Duration, Instant};
 
 use monoio::buf::IoBufMut;
-use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt, Splitable};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 
-use crate::proxy::{Worker, READ_CHUNK};
+use crate::transport::Transport;
+use crate::worker::{Worker, READ_CHUNK};
 
 /// A direction's own buffer, read into while little moves.
 pub(crate) const SMALL_BUF: usize = 2 * 1024;
@@ -87,9 +87,9 @@ struct Direction {
 /// Copies between `client` and `upstream` until both directions closed, either failed,
 /// or nothing moved for `limits.idle`. `to_upstream` and `to_client` hold bytes already
 /// read for that side (sent first; a 64 KiB one goes back to the worker after).
-pub(crate) async fn both_ways(
-    client: TcpStream,
-    upstream: TcpStream,
+pub(crate) async fn both_ways<C: Transport, U: Transport>(
+    client: C,
+    upstream: U,
     to_upstream: Vec<u8>,
     to_client: Vec<u8>,
     limits: Limits,

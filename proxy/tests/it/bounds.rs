@@ -11,7 +11,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use strait::demo::pattern_matches;
+use strait::echo::pattern_matches;
 
 use crate::support::{get, read_head, Client, Harness, RawBackend, SETTLE};
 

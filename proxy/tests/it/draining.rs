@@ -135,7 +135,7 @@ upstreams:
 
 fn endpoint(addr: SocketAddr, state: EndpointState) -> Endpoint {
     Endpoint {
-        addr,
+        addr: addr.into(),
         weight: 1,
         state,
     }

@@ -6,7 +6,7 @@
 
 use std::net::SocketAddr;
 
-use strait::demo::EchoServer;
+use strait::echo::EchoServer;
 use strait_fake_apiserver::{FakeApiServer, Kind, Options};
 
 use crate::support::kube::{seed_config, service, slice};

@@ -8,7 +8,7 @@ use std::net::TcpStream;
 use std::sync::{mpsc, Mutex};
 use std::thread;
 
-use strait::demo::{pattern_bytes, pattern_matches};
+use strait::echo::{pattern_bytes, pattern_matches};
 
 use crate::support::{get, read_head, Client, Framing, Harness, RawBackend, IO_TIMEOUT};
 

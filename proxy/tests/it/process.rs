@@ -11,7 +11,7 @@ use std::process::{Output, Stdio};
 use std::sync::mpsc;
 use std::time::Instant;
 
-use strait::demo::pattern_matches;
+use strait::echo::pattern_matches;
 
 use crate::support::child::{signal, strait, ChildProcess};
 use crate::support::{driver_line, echo, get, Client, Framing, SETTLE};

@@ -4,6 +4,16 @@
 use super::*;
 use std::path::PathBuf;
 
+use strait_discovery::route::MethodSet;
+use strait_discovery::spec::{
+    Connection, NodeSpec, PassHost, PassiveHealth, PoolSettings, Resource, RouteSpec, ServicePort,
+    ServiceSpec, UpstreamSettings, UpstreamSource, UpstreamSpec,
+};
+
+use crate::config::{
+    AccessLogConfig, AdminConfig, HttpConfig, ListenerConfig, Protocol, ShutdownConfig, TcpConfig,
+};
+
 fn refused(yaml: &str) -> ConfigError {
     from_yaml(yaml).expect_err("the config must be refused")
 }
@@ -60,7 +70,8 @@ fn seed_config_parses_into_the_expected_config() {
         driver: Driver::Auto,
         listeners: vec![ListenerConfig {
             name: "http".into(),
-            addr: "127.0.0.1:9080".parse().unwrap(),
+            addr: ListenAddr::Inet("127.0.0.1:9080".parse().unwrap()),
+            mode: None,
             protocol: Protocol::Http,
         }],
         access_log: AccessLogConfig::default(),
@@ -172,7 +183,10 @@ upstreams:
     .expect("valid config");
     assert_eq!(config.workers, NonZeroUsize::new(4));
     assert_eq!(config.driver, Driver::IoUring);
-    assert_eq!(config.listeners[0].addr, "[::1]:0".parse().unwrap());
+    assert_eq!(
+        config.listeners[0].addr,
+        ListenAddr::Inet("[::1]:0".parse().unwrap())
+    );
     assert_eq!(config.listeners[0].protocol, Protocol::Http);
     assert_eq!(
         config.listeners[1].protocol,

@@ -7,7 +7,7 @@
 use std::net::SocketAddr;
 
 use strait::config::Config;
-use strait::demo::EchoServer;
+use strait::echo::EchoServer;
 use strait::Gateway;
 use strait_discovery::{Endpoint, EndpointState};
 
@@ -71,7 +71,7 @@ pub(crate) fn echo(ip: &str) -> EchoServer {
 /// A ready endpoint with weight 1, as discovery would publish it.
 pub(crate) fn endpoint(addr: SocketAddr) -> Endpoint {
     Endpoint {
-        addr,
+        addr: addr.into(),
         weight: 1,
         state: EndpointState::Ready,
     }

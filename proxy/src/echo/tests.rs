@@ -1,6 +1,14 @@
-//! Tests of the demo echo backend, with real sockets on 127.0.0.1.
+//! Tests of the echo backend, with real sockets on 127.0.0.1.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use super::conn::READ_BUF;
 use super::*;
-use std::io::{BufRead, BufReader};
 
 const DEADLINE: Duration = Duration::from_secs(5);
 

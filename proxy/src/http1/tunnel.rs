@@ -6,21 +6,20 @@
 //! Runs on: a worker, as the tail of the client connection's task. The copying itself is
 //! the L4 core of `tcp` listeners ([`crate::tcp::copy`]): small buffers while idle, the
 //! worker's 64 KiB ones while busy, and a half-close becomes a write shutdown of the
-//! other side. The upstream
-//! connection is never returned to the pool: it is dropped with the tunnel.
+//! other side. The upstream connection is never returned to the pool: it is dropped with
+//! the tunnel.
 
 use std::time::Duration;
 
-use monoio::net::TcpStream;
-
-use super::Worker;
 use crate::tcp::copy::{self, Limits, Outcome};
+use crate::transport::{AnyStream, Transport};
+use crate::worker::Worker;
 
 /// An upstream connection that switched protocols, and what it already sent past its
 /// 101 head.
 #[derive(Debug)]
 pub(super) struct Upgraded {
-    pub(super) upstream: TcpStream,
+    pub(super) upstream: AnyStream,
     /// Upstream bytes read past the 101 head, for the client.
     pub(super) to_client: Vec<u8>,
     /// The upstream's `timeouts.write`.
@@ -29,7 +28,7 @@ pub(super) struct Upgraded {
 
 /// Runs the tunnel between `client` and the upgraded upstream. `to_upstream`: client
 /// bytes read past the upgrade request's head.
-pub(super) async fn run(client: TcpStream, to_upstream: Vec<u8>, up: Upgraded, w: &Worker) {
+pub(super) async fn run<S: Transport>(client: S, to_upstream: Vec<u8>, up: Upgraded, w: &Worker) {
     let idle = w.http.tunnel_idle_timeout;
     let _active = w.metrics.pool_active.hold();
     let limits = Limits {

@@ -1,21 +1,24 @@
-//! Byte movement for the request path: streaming one body between two sockets through a
-//! reused buffer (re-framing chunked / close-delimited bodies on the way), and the
-//! deadline-bound read and write every step uses (the connect is
-//! [`crate::upstream::connect`]).
+//! One body streamed between two transports through a reused buffer: Content-Length,
+//! chunked (framing checked, passed through or de-chunked for an HTTP/1.0 client) or
+//! close-delimited (chunked on the way to an HTTP/1.1 client), with the head it follows
+//! coalesced into the first write when the first segment is small.
 //!
-//! Runs on: a worker, inside a client connection's task. Worker-local buffers only.
+//! Runs on: a worker, inside a client connection's task. Worker-local buffers only; every
+//! read and write has a deadline ([`crate::transport::deadline`]).
 
 use std::io;
 use std::time::{Duration, Instant};
 
-use monoio::buf::{IoBuf, IoBufMut};
-use monoio::io::{AsyncReadRent, AsyncWriteRentExt};
-use monoio::net::TcpStream;
+use monoio::io::{AsyncReadRent, AsyncWriteRent};
 
-use super::{COALESCE, READ_CHUNK};
 use crate::error::{ErrorKind, Side};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::BodyKind;
+use crate::transport::deadline::{read_more, write_all, write_range};
+use crate::worker::READ_CHUNK;
+
+/// A body segment up to this size rides in the same write as its head.
+const COALESCE: usize = 16 * 1024;
 
 /// How body bytes are re-framed on the way.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -51,22 +54,38 @@ pub(super) struct Relayed {
     pub(super) result: Result<(), RelayError>,
 }
 
-/// Streams one body from `src` to `dst` through `buf`, starting with the bytes at
-/// `buf[start..]`, re-framing per `mode`. A non-empty `head` is written first, in the
-/// same write as the first body segment when that is small.
-#[allow(clippy::too_many_arguments)]
-pub(super) async fn relay(
-    src: &mut TcpStream,
-    dst: &mut TcpStream,
-    mut buf: Vec<u8>,
-    mut start: usize,
-    body: BodyKind,
-    mode: Mode,
+/// One body to stream (see [`relay`]).
+pub(super) struct Body {
+    /// The buffer to stream through; `buf[start..]` already holds the first bytes.
+    pub(super) buf: Vec<u8>,
+    pub(super) start: usize,
+    pub(super) kind: BodyKind,
+    pub(super) mode: Mode,
+    /// The chunked decoder's state when part of the body was decoded already.
+    pub(super) decoder: Option<ChunkedDecoder>,
+    pub(super) timeouts: Timeouts,
+    /// The side `src` is on (errors are blamed on the right one).
+    pub(super) src_side: Side,
+}
+
+/// Streams one body from `src` to `dst` through its buffer, re-framing per its `mode`.
+/// A non-empty `head` is written first, in the same write as the first body segment when
+/// that is small.
+pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
+    src: &mut R,
+    dst: &mut W,
     head: &mut Vec<u8>,
-    decoder: Option<ChunkedDecoder>,
-    t: Timeouts,
-    src_side: Side,
+    job: Body,
 ) -> Relayed {
+    let Body {
+        mut buf,
+        mut start,
+        kind: body,
+        mode,
+        decoder,
+        timeouts: t,
+        src_side,
+    } = job;
     let dst_side = if src_side == Side::Upstream {
         Side::Downstream
     } else {
@@ -234,47 +253,5 @@ pub(super) async fn relay(
                 };
             }
         }
-    }
-}
-
-/// Reads into the spare capacity of `buf`, appending. On timeout the buffer is lost
-/// with the cancelled operation, so an empty one comes back.
-pub(super) async fn read_more(
-    stream: &mut TcpStream,
-    buf: Vec<u8>,
-    until: Instant,
-) -> (io::Result<usize>, Vec<u8>) {
-    let len = buf.len();
-    let cap = buf.capacity();
-    let deadline = monoio::time::Instant::from_std(until);
-    match monoio::time::timeout_at(deadline, stream.read(buf.slice_mut(len..cap))).await {
-        Ok((res, slice)) => (res, slice.into_inner()),
-        Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
-    }
-}
-
-pub(super) async fn write_all(
-    stream: &mut TcpStream,
-    buf: Vec<u8>,
-    limit: Duration,
-) -> (io::Result<()>, Vec<u8>) {
-    if buf.is_empty() {
-        return (Ok(()), buf);
-    }
-    match monoio::time::timeout(limit, stream.write_all(buf)).await {
-        Ok((res, buf)) => (res.map(|_| ()), buf),
-        Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
-    }
-}
-
-pub(super) async fn write_range(
-    stream: &mut TcpStream,
-    buf: Vec<u8>,
-    range: std::ops::Range<usize>,
-    limit: Duration,
-) -> (io::Result<()>, Vec<u8>) {
-    match monoio::time::timeout(limit, stream.write_all(buf.slice(range))).await {
-        Ok((res, slice)) => (res.map(|_| ()), slice.into_inner()),
-        Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
     }
 }

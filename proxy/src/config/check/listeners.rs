@@ -1,0 +1,132 @@
+//! `listeners:`: names, addresses (`ip:port` or `unix:/path`, each used once), the
+//! protocol and its keys.
+//!
+//! Runs on: the thread that loads the config. Pure: a Unix socket path is checked for
+//! its form here; whether it can be bound is found out at start.
+
+use std::collections::{HashMap, HashSet};
+use std::path::PathBuf;
+
+use strait_discovery::UnixPath;
+
+use super::{Checker, Result};
+use crate::config::file::{FileListener, FileProtocol};
+use crate::config::{ListenAddr, ListenerConfig, Protocol, TcpConfig};
+
+impl Checker<'_> {
+    pub(super) fn listeners(
+        &self,
+        items: Vec<FileListener>,
+        upstreams: &HashSet<&str>,
+    ) -> Result<Vec<ListenerConfig>> {
+        if items.is_empty() {
+            return Err(self.error("listeners", "at least one listener is required"));
+        }
+        self.unique_names(
+            "listeners",
+            "listener",
+            items.iter().map(|l| l.name.as_str()),
+        )?;
+        let mut seen: HashMap<ListenAddr, usize> = HashMap::new();
+        let mut out = Vec::with_capacity(items.len());
+        for (i, item) in items.into_iter().enumerate() {
+            let field = format!("listeners[{i}].address");
+            let addr = self.listen_addr(&field, &item.address)?;
+            // Port 0 (any free port) is allowed: tests bind 127.0.0.x:0.
+            if let Some(first) = seen.insert(addr.clone(), i) {
+                return Err(self.error(
+                    field,
+                    format!("address {addr} is already used by listeners[{first}]"),
+                ));
+            }
+            let mode =
+                match (&item.mode, &addr) {
+                    (None, _) => None,
+                    (Some(text), ListenAddr::Unix(_)) => {
+                        Some(self.file_mode(&format!("listeners[{i}].mode"), text)?)
+                    }
+                    (Some(_), ListenAddr::Inet(_)) => return Err(self.error(
+                        format!("listeners[{i}].mode"),
+                        "`mode` is the file mode of a Unix socket listener (`address: unix:/path`)",
+                    )),
+                };
+            let protocol = self.protocol(&format!("listeners[{i}]"), &item, upstreams)?;
+            out.push(ListenerConfig {
+                name: item.name,
+                addr,
+                mode,
+                protocol,
+            });
+        }
+        Ok(out)
+    }
+
+    /// `ip:port` or `unix:/path` (a path a socket address can hold).
+    fn listen_addr(&self, field: &str, text: &str) -> Result<ListenAddr> {
+        let text = text.trim();
+        match text.strip_prefix("unix:") {
+            Some(path) => match UnixPath::new(path) {
+                Ok(_) => Ok(ListenAddr::Unix(PathBuf::from(path))),
+                Err(why) => Err(self.error(field, why)),
+            },
+            None => self.socket_addr(field, text).map(ListenAddr::Inet),
+        }
+    }
+
+    /// A file mode in octal, as chmod takes it: `"0660"`, `"660"`.
+    fn file_mode(&self, field: &str, text: &str) -> Result<u32> {
+        match u32::from_str_radix(text.trim(), 8) {
+            Ok(mode) if mode <= 0o777 => Ok(mode),
+            _ => Err(self.error(
+                field,
+                format!("{text:?} is not a file mode: expected octal permissions such as \"0660\""),
+            )),
+        }
+    }
+
+    /// A listener's protocol: `http` takes none of the `tcp` keys; `tcp` needs a defined
+    /// `upstream`.
+    fn protocol(
+        &self,
+        at: &str,
+        item: &FileListener,
+        upstreams: &HashSet<&str>,
+    ) -> Result<Protocol> {
+        if item.protocol == FileProtocol::Http {
+            let tcp_only = [
+                ("upstream", item.upstream.is_some()),
+                ("idle_timeout", item.idle_timeout.is_some()),
+                ("drain_timeout", item.drain_timeout.is_some()),
+            ];
+            if let Some((key, _)) = tcp_only.iter().find(|(_, set)| *set) {
+                return Err(self.error(
+                    format!("{at}.{key}"),
+                    format!(
+                        "`{key}` is only for `protocol: tcp` listeners (an http listener \
+                         routes by `services`)"
+                    ),
+                ));
+            }
+            return Ok(Protocol::Http);
+        }
+        let field = format!("{at}.upstream");
+        let Some(upstream) = &item.upstream else {
+            return Err(self.error(field, "a `protocol: tcp` listener needs an `upstream`"));
+        };
+        self.upstream_ref(&field, upstream, upstreams)?;
+        let drain = self.duration_or_zero(
+            &format!("{at}.drain_timeout"),
+            item.drain_timeout.as_deref(),
+            TcpConfig::DEFAULT_DRAIN_TIMEOUT,
+        )?;
+        Ok(Protocol::Tcp(TcpConfig {
+            upstream: upstream.clone(),
+            idle_timeout: self.duration(
+                &format!("{at}.idle_timeout"),
+                item.idle_timeout.as_deref(),
+                TcpConfig::DEFAULT_IDLE_TIMEOUT,
+            )?,
+            drain_timeout: (!drain.is_zero()).then_some(drain),
+        }))
+    }
+}

@@ -1,0 +1,241 @@
+//! From a whole request head to a decision: the head is parsed (strictly, held to the
+//! worker's limits), analysed (framing, Host, target), its path normalised and routed
+//! with the worker's current view; the upstream head's common part is written once, so
+//! that retries only append the per-endpoint rest. The answer is what the request is
+//! ([`Prepared`]) and what to do with it ([`Action`]).
+//!
+//! Runs on: a worker, per request. Synchronous on purpose: the parse's header array
+//! lives on this stack frame, not in the connection's future.
+
+use std::borrow::Cow;
+
+use strait_discovery::route::{RouteEntry, RouteMatch};
+use strait_discovery::spec::PassHost;
+
+use super::Client;
+use crate::access_log::Record;
+use crate::http::head::{self, HostHeader};
+use crate::http::{is_idempotent, BodyKind, HeadError};
+use crate::metrics::RouteStats;
+use crate::transport::ClientAddr;
+use crate::upstream::View;
+use crate::worker::Worker;
+
+/// What a parsed request is, owned (the head's borrow of the buffer has ended).
+pub(super) struct Prepared<'v> {
+    pub(super) head_len: usize,
+    /// The request asks to switch protocols (`Connection: upgrade`, see
+    /// [`head::upgrade`]): a 101 answer starts a tunnel.
+    pub(super) upgrade: bool,
+    pub(super) minor: u8,
+    pub(super) head_only: bool,
+    pub(super) idempotent: bool,
+    pub(super) body: BodyKind,
+    pub(super) client_close: bool,
+    pub(super) expect_continue: bool,
+    /// Most request body bytes accepted (0: no limit).
+    pub(super) max_body: u64,
+    /// Where this request is counted: its route's stats, or the unrouted ones.
+    pub(super) stats: &'v RouteStats,
+}
+
+/// What to do with a prepared request.
+pub(super) enum Action<'v> {
+    /// Answer it ourselves (404, 405 with its `Allow`, 413, 503…).
+    Reply {
+        status: u16,
+        body: &'static str,
+        allow: Option<String>,
+    },
+    Forward(Forward<'v>),
+    /// A CONNECT to tunnel to the route's upstream.
+    Connect {
+        route: &'v RouteEntry,
+    },
+}
+
+/// A routed request to forward.
+#[derive(Clone, Copy)]
+pub(super) struct Forward<'v> {
+    pub(super) route: &'v RouteEntry,
+    /// The upstream head's common part is `out[..head_base]`; each attempt appends the
+    /// rest.
+    pub(super) head_base: usize,
+    /// The upstream wants the endpoint's address as `Host` (`pass_host: node`).
+    pub(super) host_per_endpoint: bool,
+}
+
+/// Parses the complete head at the start of the client buffer and decides what to do.
+pub(super) fn prepare<'v, S>(
+    c: &mut Client<S>,
+    w: &Worker,
+    view: &'v View,
+) -> Result<(Prepared<'v>, Action<'v>), HeadError> {
+    let Client {
+        buf,
+        out,
+        record,
+        peer,
+        ..
+    } = c;
+    let mut hb = head::header_buf();
+    let req = head::reader::parse_complete(buf, &mut hb, &w.head_limits)?;
+    let record = w.access.is_some().then_some(record);
+    if req.method == "CONNECT" {
+        return prepare_connect(&req, *peer, view, record);
+    }
+    route(
+        &req,
+        *peer,
+        w.http.max_request_body_bytes,
+        view,
+        out,
+        record,
+    )
+}
+
+/// Validates the head, routes it and writes the upstream head's common part into `out`.
+fn route<'v>(
+    req: &head::Request<'_, '_>,
+    peer: ClientAddr,
+    max_body: u64,
+    view: &'v View,
+    out: &mut Vec<u8>,
+    record: Option<&mut Record>,
+) -> Result<(Prepared<'v>, Action<'v>), HeadError> {
+    let info = head::analyze_request(req)?;
+    if let Some(record) = record {
+        start_record(record, peer, info.host, req);
+    }
+    let mut p = Prepared {
+        head_len: req.len,
+        upgrade: head::upgrade(req, &info).is_some(),
+        minor: req.minor,
+        head_only: req.method == "HEAD",
+        idempotent: is_idempotent(req.method),
+        body: info.framing.body,
+        client_close: info.framing.close,
+        expect_continue: info.framing.expect_continue && req.minor == 1,
+        max_body,
+        stats: &view.unrouted,
+    };
+    // Routing and the upstream see the path with dot segments resolved.
+    let path = head::normalize_path(info.path)?;
+    let target: Cow<'_, str> = match (&path, info.path_and_query.split_once('?')) {
+        (Cow::Borrowed(_), _) => Cow::Borrowed(info.path_and_query),
+        (Cow::Owned(p), Some((_, query))) => Cow::Owned(format!("{p}?{query}")),
+        (Cow::Owned(p), None) => Cow::Owned(p.clone()),
+    };
+    let action = match view.snapshot.router.lookup(info.host, &path, req.method) {
+        RouteMatch::NotFound => Action::Reply {
+            status: 404,
+            body: "not found: no route matches this host and path",
+            allow: None,
+        },
+        RouteMatch::MethodNotAllowed(set) => Action::Reply {
+            status: 405,
+            body: "method not allowed on this route",
+            allow: Some(set.names().collect::<Vec<_>>().join(", ")),
+        },
+        RouteMatch::Found(route) => {
+            p.stats = &view.route_stats[route.stats as usize];
+            p.max_body = route.max_body_bytes.unwrap_or(p.max_body);
+            if let BodyKind::Length(n) = p.body {
+                if p.max_body > 0 && n > p.max_body {
+                    // Refused before reading the body; the connection closes.
+                    let action = Action::Reply {
+                        status: 413,
+                        body: "content too large: the request body is over the limit",
+                        allow: None,
+                    };
+                    return Ok((p, action));
+                }
+            }
+            let upstream = &view.snapshot.upstreams[route.upstream as usize];
+            let path: Cow<'_, str> = route.rewrite(&target);
+            let (host, per_endpoint) = match &upstream.settings.pass_host {
+                PassHost::Pass => (HostHeader::Pass, false),
+                PassHost::Rewrite(h) => (HostHeader::Set(h), false),
+                PassHost::Node => (HostHeader::Omit, true),
+            };
+            out.clear();
+            head::write_upstream_head(out, req, &info, &path, peer.ip(), host);
+            Action::Forward(Forward {
+                route,
+                head_base: out.len(),
+                host_per_endpoint: per_endpoint,
+            })
+        }
+    };
+    Ok((p, action))
+}
+
+/// Validates and routes a CONNECT (CONFIG.md, "Upgrade (WebSocket) and CONNECT"): by its
+/// authority's host, to the first route of that host that names CONNECT; never to the
+/// authority itself. Every answer but the tunnel closes the connection: what the client
+/// sent behind the head was meant for the tunnel, not read as requests.
+fn prepare_connect<'v>(
+    req: &head::Request<'_, '_>,
+    peer: ClientAddr,
+    view: &'v View,
+    record: Option<&mut Record>,
+) -> Result<(Prepared<'v>, Action<'v>), HeadError> {
+    let authority = head::analyze_connect(req)?;
+    if let Some(record) = record {
+        start_record(record, peer, authority, req);
+    }
+    let action = match view.snapshot.router.lookup_connect(authority) {
+        RouteMatch::NotFound => Action::Reply {
+            status: 404,
+            body: "not found: no service answers for this host",
+            allow: None,
+        },
+        RouteMatch::MethodNotAllowed(set) => Action::Reply {
+            status: 405,
+            body: "method not allowed: no route of this host accepts CONNECT",
+            allow: Some(set.names().collect::<Vec<_>>().join(", ")),
+        },
+        RouteMatch::Found(route) => Action::Connect { route },
+    };
+    let stats = match &action {
+        Action::Connect { route } => &view.route_stats[route.stats as usize],
+        _ => &view.unrouted,
+    };
+    let p = Prepared {
+        head_len: req.len,
+        upgrade: false,
+        minor: req.minor,
+        head_only: false,
+        idempotent: false,
+        body: BodyKind::None,
+        client_close: true,
+        expect_continue: false,
+        max_body: 0,
+        stats,
+    };
+    Ok((p, action))
+}
+
+/// Fills the access-log fields a request head gives.
+fn start_record(record: &mut Record, peer: ClientAddr, host: &str, req: &head::Request<'_, '_>) {
+    record.clear();
+    record.client = Some(peer);
+    record.host.push_str(host);
+    record.request_line.push_str(req.method);
+    record.request_line.push(' ');
+    record.request_line.push_str(req.target);
+    record.request_line.push_str(if req.minor == 0 {
+        " HTTP/1.0"
+    } else {
+        " HTTP/1.1"
+    });
+    for h in req.headers {
+        if h.name.eq_ignore_ascii_case("referer") {
+            record.referer.push_str(&String::from_utf8_lossy(h.value));
+        } else if h.name.eq_ignore_ascii_case("user-agent") {
+            record
+                .user_agent
+                .push_str(&String::from_utf8_lossy(h.value));
+        }
+    }
+}

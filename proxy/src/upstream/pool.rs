@@ -1,0 +1,142 @@
+//! The keep-alive pool: a worker's idle upstream connections per endpoint, most recent
+//! last, each checked before reuse (idle timeout, closed by the peer).
+//!
+//! Runs on: one worker; `!Send`. Connections never move between workers.
+
+use rustc_hash::FxHashMap;
+use std::cell::{Cell, RefCell};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use strait_discovery::spec::PoolSettings;
+use strait_discovery::EndpointAddr;
+
+use crate::metrics::WorkerMetrics;
+use crate::transport::{AnyStream, Idle, Transport};
+
+/// An upstream connection checked out for one exchange.
+#[derive(Debug)]
+pub struct UpstreamConn {
+    pub stream: AnyStream,
+    pub addr: EndpointAddr,
+    /// Requests sent on this connection before the current one.
+    pub requests: u32,
+    /// Taken from the pool (the peer may have closed it meanwhile).
+    pub reused: bool,
+}
+
+#[derive(Debug)]
+struct IdleConn {
+    stream: AnyStream,
+    since: Instant,
+    requests: u32,
+}
+
+/// A worker's keep-alive pool: idle connections per endpoint, most recent last.
+#[derive(Debug, Default)]
+pub struct Pool {
+    /// Keyed with FxHash: the keys are our own endpoint addresses, not attacker input.
+    idle: RefCell<FxHashMap<EndpointAddr, Vec<IdleConn>>>,
+    /// Idle connections held, mirrored into `metrics.pool_idle`.
+    count: Cell<usize>,
+    metrics: Arc<WorkerMetrics>,
+}
+
+impl Pool {
+    pub fn new(metrics: Arc<WorkerMetrics>) -> Pool {
+        Pool {
+            metrics,
+            ..Pool::default()
+        }
+    }
+
+    fn counted(&self, idle: &FxHashMap<EndpointAddr, Vec<IdleConn>>) {
+        let n = idle.values().map(Vec::len).sum();
+        self.count.set(n);
+        self.metrics.pool_idle.set(n as u64);
+    }
+
+    fn add(&self, delta: isize) {
+        let n = self.count.get().wrapping_add_signed(delta);
+        self.count.set(n);
+        self.metrics.pool_idle.set(n as u64);
+    }
+
+    /// An idle connection to `addr` that is still open and not older than the idle
+    /// timeout. Stale or closed ones met on the way are closed.
+    pub fn take(
+        &self,
+        addr: EndpointAddr,
+        settings: &PoolSettings,
+        now: Instant,
+    ) -> Option<UpstreamConn> {
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.get_mut(&addr)?;
+        while let Some(c) = list.pop() {
+            self.add(-1);
+            if now.duration_since(c.since) >= settings.idle_timeout {
+                continue;
+            }
+            if c.stream.idle_state() != Idle::Open {
+                continue;
+            }
+            return Some(UpstreamConn {
+                stream: c.stream,
+                addr,
+                requests: c.requests,
+                reused: true,
+            });
+        }
+        None
+    }
+
+    /// Returns a connection after a complete exchange, unless the pool is disabled, the
+    /// connection has served its maximum, or the endpoint left the table.
+    pub fn put(&self, conn: UpstreamConn, settings: &PoolSettings, now: Instant) {
+        let requests = conn.requests + 1;
+        if settings.max_idle_per_endpoint == 0
+            || (settings.max_requests_per_connection != 0
+                && requests >= settings.max_requests_per_connection)
+        {
+            return;
+        }
+        let mut idle = self.idle.borrow_mut();
+        let list = idle.entry(conn.addr).or_default();
+        if list.len() >= settings.max_idle_per_endpoint {
+            list.remove(0);
+            self.add(-1);
+        }
+        self.add(1);
+        list.push(IdleConn {
+            stream: conn.stream,
+            since: now,
+            requests,
+        });
+    }
+
+    /// Closes every idle connection to these endpoints.
+    pub fn close(&self, endpoints: &[EndpointAddr]) {
+        let mut idle = self.idle.borrow_mut();
+        for addr in endpoints {
+            idle.remove(addr);
+        }
+        self.counted(&idle);
+    }
+
+    /// Closes idle connections older than `max_idle` or closed by their peer.
+    pub fn sweep(&self, now: Instant, max_idle: Duration) {
+        let mut idle = self.idle.borrow_mut();
+        idle.retain(|_, list| {
+            list.retain(|c| {
+                now.duration_since(c.since) < max_idle && c.stream.idle_state() == Idle::Open
+            });
+            !list.is_empty()
+        });
+        self.counted(&idle);
+    }
+
+    /// Idle connections held, for tests and metrics.
+    pub fn idle_count(&self) -> usize {
+        self.count.get()
+    }
+}

@@ -1,0 +1,216 @@
+//! The worker thread: pinned to its core (core_affinity), running its own monoio runtime
+//! (io_uring, or the legacy epoll driver where io_uring is unavailable). It starts its
+//! accept loops, then waits on its snapshot channel's wake socket: each new snapshot is
+//! applied to the worker's upstream state ([`crate::upstream::Upstreams::apply`]); a
+//! drain starts the graceful stop and a shutdown ends the thread.
+//!
+//! Graceful stop ([`Update::Drain`]): the accept loops (HTTP and `tcp` alike) stop,
+//! accept what the kernel already queued (so closing the listener resets no connection
+//! that was let in), and close the listener; idle client connections close; busy ones
+//! close after their current response; `tcp` connections go on; the thread exits when
+//! every listener is closed and no connection is left, or at the deadline, after
+//! dropping the connections still open.
+//!
+//! Runs on: the worker thread it spawns. The only cross-thread input is the
+//! [`Subscriber`] (a channel drained when the wake socket becomes readable).
+
+use std::os::unix::net::UnixStream as StdUnixStream;
+use std::rc::Rc;
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use monoio::io::AsyncReadRent;
+use monoio::net::UnixStream;
+use monoio::time::TimeDriver;
+use monoio::{FusionRuntime, IoUringDriver, LegacyDriver, RuntimeBuilder};
+use strait_discovery::{Subscriber, Update};
+
+use super::listen::{self, BoundListener};
+use super::Worker;
+use crate::access_log::AccessLog;
+use crate::config::{Driver, HttpConfig};
+use crate::metrics::WorkerMetrics;
+
+/// How often idle pooled connections are checked for expiry and peer close.
+const POOL_SWEEP: Duration = Duration::from_secs(1);
+/// How long the connections still open at a graceful stop's timeout get to close.
+const STOP_GRACE: Duration = Duration::from_secs(1);
+
+/// Everything one worker thread starts from.
+#[derive(Debug)]
+pub struct WorkerSetup {
+    pub id: usize,
+    pub core: Option<core_affinity::CoreId>,
+    pub driver: Driver,
+    /// This worker's listening sockets, with their names and protocols.
+    pub listeners: Vec<BoundListener>,
+    pub subscriber: Subscriber,
+    pub http: HttpConfig,
+    pub access_log: Option<std::fs::File>,
+    /// This worker's counters (it is their only writer; `/metrics` reads them).
+    pub metrics: Arc<WorkerMetrics>,
+    /// Dropped when the thread ends: the gateway learns that every worker exited when
+    /// the channel disconnects.
+    pub alive: crossbeam_channel::Sender<()>,
+}
+
+/// Which driver a worker ended up with.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DriverKind {
+    IoUring,
+    Legacy,
+}
+
+type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>>;
+
+fn build_runtime(driver: Driver) -> std::io::Result<(Runtime, DriverKind)> {
+    let uring = match driver {
+        Driver::Legacy => false,
+        Driver::IoUring => true,
+        Driver::Auto => monoio::utils::detect_uring(),
+    };
+    if uring {
+        let rt = RuntimeBuilder::<IoUringDriver>::new()
+            .enable_timer()
+            .build()?;
+        Ok((rt.into(), DriverKind::IoUring))
+    } else {
+        let rt = RuntimeBuilder::<LegacyDriver>::new()
+            .enable_timer()
+            .build()?;
+        Ok((rt.into(), DriverKind::Legacy))
+    }
+}
+
+/// Spawns a worker thread. It reports `Ok(driver)` on `ready` once its listeners accept,
+/// or the error that stopped it.
+pub fn spawn(
+    mut setup: WorkerSetup,
+    ready: mpsc::Sender<Result<DriverKind, String>>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    std::thread::Builder::new().name(format!("strait-worker-{}", setup.id)).spawn(move || {
+        if let Some(core) = setup.core {
+            if !core_affinity::set_for_current(core) {
+                tracing::warn!(worker = setup.id, core = core.id, "could not pin worker to its core");
+            }
+        }
+        let (mut rt, kind) = match build_runtime(setup.driver) {
+            Ok(r) => r,
+            Err(e) => {
+                let _ = ready.send(Err(format!("worker {}: cannot build the {:?} runtime: {e}", setup.id, setup.driver)));
+                return;
+            }
+        };
+        let id = setup.id;
+        tracing::info!(worker = id, core = setup.core.map(|c| c.id), driver = ?kind, "worker started");
+        rt.block_on(async move {
+            if let Err(e) = run(&mut setup, kind, &ready).await {
+                let _ = ready.send(Err(format!("worker {}: {e}", setup.id)));
+            }
+        });
+        tracing::debug!(worker = id, "worker stopped");
+    })
+}
+
+async fn run(
+    setup: &mut WorkerSetup,
+    kind: DriverKind,
+    ready: &mpsc::Sender<Result<DriverKind, String>>,
+) -> std::io::Result<()> {
+    // The initial snapshot was queued before the thread started.
+    let first = match setup.subscriber.recv() {
+        Some(Update::Snapshot(s)) => s,
+        Some(Update::Drain(_) | Update::Shutdown) | None => return Ok(()),
+    };
+    setup.subscriber.ack(&first);
+    let access = setup.access_log.take().map(AccessLog::new);
+    let worker = Rc::new(Worker::new(
+        setup.id,
+        first,
+        setup.http.clone(),
+        access,
+        setup.metrics.clone(),
+    ));
+    let wake: StdUnixStream = setup
+        .subscriber
+        .take_wake()
+        .ok_or_else(|| std::io::Error::other("wake socket already taken"))?;
+    wake.set_nonblocking(true)?;
+    let mut wake = UnixStream::from_std(wake)?;
+    for l in setup.listeners.drain(..) {
+        listen::start(l, &worker)?;
+    }
+    monoio::spawn(sweep_loop(worker.clone()));
+    let _ = ready.send(Ok(kind));
+
+    let mut buf = vec![0u8; 64];
+    // Set by a graceful stop: exit when the last connection ends, or then.
+    let mut deadline: Option<Instant> = None;
+    loop {
+        let read = wake.read(buf);
+        let (res, b) = match deadline {
+            None => read.await,
+            Some(until) => monoio::select! {
+                r = read => r,
+                _ = worker.drained.wait() => {
+                    tracing::debug!(worker = worker.id, "drained");
+                    return Ok(());
+                }
+                _ = monoio::time::sleep_until(monoio::time::Instant::from_std(until)) => {
+                    tracing::warn!(
+                        worker = worker.id,
+                        connections = worker.connections(),
+                        "shutdown timeout: closing the connections still open"
+                    );
+                    // Each connection task wakes, drops its sockets and ends; give them
+                    // the turn they need (bounded, in case one is stuck).
+                    worker.stop.fire();
+                    let _ = monoio::time::timeout(STOP_GRACE, worker.drained.wait()).await;
+                    return Ok(());
+                }
+            },
+        };
+        buf = b;
+        match res {
+            Ok(0) | Err(_) => return Ok(()), // every publisher is gone
+            Ok(_) => {}
+        }
+        loop {
+            match setup.subscriber.try_next() {
+                Ok(Some(Update::Snapshot(snapshot))) => {
+                    let version = snapshot.version;
+                    let applied = worker.upstreams.apply(snapshot, Instant::now());
+                    setup.subscriber.ack(&applied.view.snapshot);
+                    tracing::debug!(worker = worker.id, %version, departed = applied.departed.len(), "snapshot swapped in");
+                }
+                Ok(Some(Update::Drain(until))) => {
+                    tracing::debug!(
+                        worker = worker.id,
+                        connections = worker.connections(),
+                        "draining"
+                    );
+                    worker.drain();
+                    deadline = Some(until);
+                }
+                Ok(Some(Update::Shutdown)) | Err(()) => return Ok(()),
+                Ok(None) => break,
+            }
+        }
+    }
+}
+
+async fn sweep_loop(worker: Rc<Worker>) {
+    loop {
+        monoio::time::sleep(POOL_SWEEP).await;
+        let view = worker.upstreams.table.view();
+        let max_idle = view
+            .snapshot
+            .upstreams
+            .iter()
+            .map(|u| u.settings.pool.idle_timeout)
+            .max()
+            .unwrap_or(Duration::from_secs(60));
+        worker.upstreams.pool.sweep(Instant::now(), max_idle);
+    }
+}
