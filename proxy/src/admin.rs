@@ -18,6 +18,9 @@ use std::time::{Duration, SystemTime};
 use serde_json::{json, Value};
 use strait_discovery::{Publisher, Spec, Status, UpstreamStatus};
 
+use crate::http::head::{self, HeadLimits, HeadReader};
+use crate::http::reply::reason_phrase;
+use crate::http::HeadError;
 use crate::metrics::{self, WorkerMetrics};
 
 /// Admin connections served at once; more are closed unanswered.
@@ -25,6 +28,13 @@ pub const MAX_CONNECTIONS: usize = 32;
 
 /// Largest request head read.
 const MAX_HEAD: usize = 8 * 1024;
+
+/// What a request head is held to: small, as only probes and scrapers call.
+const LIMITS: HeadLimits = HeadLimits {
+    max_line: MAX_HEAD,
+    max_head: MAX_HEAD,
+    max_headers: 64,
+};
 
 /// How long a connection may take to send its request and read the answer.
 const IO_TIMEOUT: Duration = Duration::from_secs(5);
@@ -290,35 +300,26 @@ fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>) {
 fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
     stream.set_read_timeout(Some(IO_TIMEOUT))?;
     stream.set_write_timeout(Some(IO_TIMEOUT))?;
+    // The head is read and parsed as the workers read theirs.
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
-    let head_len = loop {
-        if len == buf.len() {
-            return respond(
-                &mut stream,
-                431,
-                "text/plain",
-                b"request head too large\n",
-                false,
-            );
-        }
+    let mut reader = HeadReader::default();
+    loop {
         let n = stream.read(&mut buf[len..])?;
         if n == 0 {
             return Ok(());
         }
         len += n;
-        if let Some(i) = buf[..len].windows(4).position(|w| w == b"\r\n\r\n") {
-            break i + 4;
+        match reader.poll(&buf[..len], &LIMITS) {
+            Ok(true) => break,
+            Ok(false) => {}
+            Err(e) => return refuse(&mut stream, e),
         }
-    };
-    let mut headers = [httparse::EMPTY_HEADER; 64];
-    let mut req = httparse::Request::new(&mut headers);
-    let (method, path) = match req.parse(&buf[..head_len]) {
-        Ok(httparse::Status::Complete(_)) => (
-            req.method.unwrap_or_default().to_owned(),
-            req.path.unwrap_or_default().to_owned(),
-        ),
-        _ => return respond(&mut stream, 400, "text/plain", b"bad request\n", false),
+    }
+    let mut headers = head::header_buf();
+    let (method, path) = match head::reader::parse_complete(&buf[..len], &mut headers, &LIMITS) {
+        Ok(req) => (req.method.to_owned(), req.target.to_owned()),
+        Err(e) => return refuse(&mut stream, e),
     };
     let head_only = method == "HEAD";
     if method != "GET" && !head_only {
@@ -369,6 +370,12 @@ fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
     }
 }
 
+/// Answers a head the reader or parser refused (400, 414, 431…) with its reason.
+fn refuse(stream: &mut TcpStream, e: HeadError) -> io::Result<()> {
+    let body = format!("{}\n", e.reason);
+    respond(stream, e.status, "text/plain", body.as_bytes(), false)
+}
+
 fn respond(
     stream: &mut TcpStream,
     status: u16,
@@ -376,14 +383,7 @@ fn respond(
     body: &[u8],
     head_only: bool,
 ) -> io::Result<()> {
-    let reason = match status {
-        200 => "OK",
-        400 => "Bad Request",
-        404 => "Not Found",
-        405 => "Method Not Allowed",
-        431 => "Request Header Fields Too Large",
-        _ => "Service Unavailable",
-    };
+    let reason = reason_phrase(status);
     let mut out = format!(
         "HTTP/1.1 {status} {reason}\r\nContent-Type: {content_type}\r\nContent-Length: {}\r\nCache-Control: no-store\r\nConnection: close\r\n",
         body.len()

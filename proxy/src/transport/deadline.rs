@@ -2,7 +2,9 @@
 //! are the three calls every step uses (the connect is [`crate::upstream::connect`]).
 //!
 //! Runs on: workers. Owned buffers go in and come back; on a timeout the buffer is lost
-//! with the cancelled operation and an empty one comes back.
+//! with the cancelled operation and an empty one comes back. Each operation's future is
+//! pinned where it is made and the timeout holds a pointer to it: a future moved into the
+//! timeout would be copied (a few hundred bytes) on every read and write.
 
 use std::io;
 use std::ops::Range;
@@ -20,7 +22,9 @@ pub async fn read_more<S: AsyncReadRent>(
     let len = buf.len();
     let cap = buf.capacity();
     let deadline = monoio::time::Instant::from_std(until);
-    match monoio::time::timeout_at(deadline, stream.read(buf.slice_mut(len..cap))).await {
+    // Pinned where it is made: the timeout holds a pointer, not a copy of the read.
+    let read = std::pin::pin!(stream.read(buf.slice_mut(len..cap)));
+    match monoio::time::timeout_at(deadline, read).await {
         Ok((res, slice)) => (res, slice.into_inner()),
         Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
     }
@@ -35,7 +39,8 @@ pub async fn write_all<S: AsyncWriteRent>(
     if buf.is_empty() {
         return (Ok(()), buf);
     }
-    match monoio::time::timeout(limit, stream.write_all(buf)).await {
+    let write = std::pin::pin!(stream.write_all(buf));
+    match monoio::time::timeout(limit, write).await {
         Ok((res, buf)) => (res.map(|_| ()), buf),
         Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
     }
@@ -48,7 +53,8 @@ pub async fn write_range<S: AsyncWriteRent>(
     range: Range<usize>,
     limit: Duration,
 ) -> (io::Result<()>, Vec<u8>) {
-    match monoio::time::timeout(limit, stream.write_all(buf.slice(range))).await {
+    let write = std::pin::pin!(stream.write_all(buf.slice(range)));
+    match monoio::time::timeout(limit, write).await {
         Ok((res, slice)) => (res.map(|_| ()), slice.into_inner()),
         Err(_) => (Err(io::ErrorKind::TimedOut.into()), Vec::new()),
     }

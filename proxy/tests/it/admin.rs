@@ -57,6 +57,29 @@ fn healthz_and_readyz_answer_200_on_a_static_config() {
     let r = c.request("POST /metrics HTTP/1.1\r\nHost: admin\r\nContent-Length: 0\r\n\r\n");
     assert_eq!(r.status, 405);
     assert_eq!(r.header("allow"), Some("GET, HEAD"));
+    // Heads are read as the workers read them: garbage and oversized heads are refused
+    // with the reason, a bare LF too.
+    for (raw, status, reason) in [
+        (
+            "GET /healthz HTTP/1.1\r\nBad Header\r\n\r\n".to_owned(),
+            400,
+            "invalid header name\n",
+        ),
+        (
+            "GET /healthz HTTP/1.1\nHost: a\r\n\r\n".to_owned(),
+            400,
+            "bare LF in the request head\n",
+        ),
+        (
+            format!("GET /healthz HTTP/1.1\r\nX: {}\r\n\r\n", "a".repeat(9000)),
+            431,
+            "request head too large\n",
+        ),
+    ] {
+        let r = Client::connect(g.admin_addr().unwrap()).request(&raw);
+        assert_eq!((r.status, r.text().as_str()), (status, reason), "{raw:.40}");
+        assert_eq!(r.reason, strait::http::reply::reason_phrase(status));
+    }
 }
 
 #[test]
