@@ -42,6 +42,8 @@ use signal::Signal;
 #[derive(Debug)]
 pub struct Worker {
     pub id: usize,
+    /// The runtime's driver: how an accept in flight can be stopped differs.
+    pub driver: DriverKind,
     /// The routing view, passive health, keep-alive pool and departures.
     pub upstreams: Upstreams,
     pub http: HttpConfig,
@@ -79,6 +81,7 @@ pub struct Worker {
 impl Worker {
     pub fn new(
         id: usize,
+        driver: DriverKind,
         snapshot: Arc<Snapshot>,
         http: HttpConfig,
         access: Option<AccessLog>,
@@ -86,6 +89,7 @@ impl Worker {
     ) -> Worker {
         Worker {
             id,
+            driver,
             upstreams: Upstreams::new(snapshot, id, metrics.clone()),
             head_limits: HeadLimits::new(
                 http.max_request_line_bytes,
@@ -131,6 +135,7 @@ pub(crate) fn connection_future_size<F: std::future::Future>(
         let metrics = Arc::new(WorkerMetrics::default());
         let w = Rc::new(Worker::new(
             0,
+            DriverKind::Legacy,
             snapshot,
             HttpConfig::default(),
             None,

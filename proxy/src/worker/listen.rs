@@ -28,7 +28,7 @@ use std::time::Duration;
 
 use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use super::{Open, Worker};
+use super::{DriverKind, Open, Worker};
 use crate::config::Protocol;
 use crate::transport::{ClientAddr, Transport};
 use crate::{http1, tcp};
@@ -320,13 +320,18 @@ async fn accept_loop<L: Listening>(listener: L, serve: Serve, worker: Rc<Worker>
             r = &mut accept => r,
             _ = worker.draining.wait() => {
                 taken += stop_listening(&listener, &serve, &worker);
-                // The accept in flight ends now, with a connection it took before the
-                // listener stopped, or an error.
-                if let Ok(Ok((stream, peer))) =
-                    monoio::time::timeout(ACCEPT_SETTLE, accept).await
-                {
-                    serve.spawn(stream, peer, &worker);
-                    taken += 1;
+                // On io_uring the accept in flight ends now, with a connection it took
+                // before the listener stopped, or an error. On the legacy driver an
+                // accept takes a connection only in the poll that completes it, so one
+                // still pending holds none and is dropped (an epoll wait on a Unix
+                // listener is not woken by its shutdown).
+                if worker.driver == DriverKind::IoUring {
+                    if let Ok(Ok((stream, peer))) =
+                        monoio::time::timeout(ACCEPT_SETTLE, accept).await
+                    {
+                        serve.spawn(stream, peer, &worker);
+                        taken += 1;
+                    }
                 }
                 break;
             }

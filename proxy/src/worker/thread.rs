@@ -127,6 +127,7 @@ async fn run(
     let access = setup.access_log.take().map(AccessLog::new);
     let worker = Rc::new(Worker::new(
         setup.id,
+        kind,
         first,
         setup.http.clone(),
         access,

@@ -10,6 +10,7 @@ use std::thread;
 
 use strait::echo::{pattern_bytes, pattern_matches};
 
+use crate::support::client::Stream;
 use crate::support::{get, read_head, Client, Framing, Harness, RawBackend, IO_TIMEOUT};
 
 /// Any host → upstream `a` ({b0}); host `rewrite.test` → `{b0}` with `pass_host:
@@ -362,7 +363,7 @@ fn expect_100_continue_with_the_body_sent_at_once_gets_one_final_response() {
 /// Uploads `len` pattern bytes to `/echo` on `c` (chunked in pieces of `piece` bytes, or
 /// with Content-Length) from a second thread, and checks the echoed body against the
 /// pattern while reading it.
-fn echo_upload(c: &mut Client, len: usize, chunked: bool, piece: usize) {
+pub(crate) fn echo_upload<S: Stream>(c: &mut Client<S>, len: usize, chunked: bool, piece: usize) {
     let mut writer = c.writer();
     let upload = thread::spawn(move || {
         let framing = if chunked {

@@ -28,6 +28,8 @@
 //! - [`reload`]: the config file watched by `strait run`, SIGHUP, a refused bad file.
 //! - [`restart`]: SIGTERM draining, a second signal, a new process taking over the port
 //!   under load.
+//! - [`unix`]: Unix domain sockets on both sides (listeners, `tcp` listeners, upstream
+//!   nodes): forwarding, keep-alive, chunked bodies, retries, draining, the socket file.
 
 // Test code: an unwrap is an assertion. clippy.toml's `allow-unwrap-in-tests` covers
 // `#[test]` functions only, not the helpers and handlers of this test crate.
@@ -50,4 +52,5 @@ mod routing;
 mod support;
 mod tcp;
 mod tunnel;
+mod unix;
 mod upstream;

@@ -1,6 +1,7 @@
-//! A tiny blocking HTTP/1.1 client over `std::net::TcpStream`, with control over the
-//! raw bytes: the caller writes request bytes as they are, and reads responses framed by
-//! `Content-Length`, chunked encoding or the close, exactly as they arrive.
+//! A tiny blocking HTTP/1.1 client over a `std::net::TcpStream` (or a Unix socket), with
+//! control over the raw bytes: the caller writes request bytes as they are, and reads
+//! responses framed by `Content-Length`, chunked encoding or the close, exactly as they
+//! arrive.
 //!
 //! Runs on: the test thread (and upload and load threads). Every read and write has a
 //! socket timeout ([`IO_TIMEOUT`]), so a hang fails the test instead of blocking it.
@@ -10,6 +11,8 @@
 
 use std::io::{self, BufRead, BufReader, Read, Write};
 use std::net::{SocketAddr, TcpStream};
+use std::os::unix::net::UnixStream;
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::Value;
@@ -96,9 +99,22 @@ impl Response {
     }
 }
 
-/// A client connection.
-pub(crate) struct Client {
-    reader: BufReader<TcpStream>,
+/// A client connection: TCP, or a Unix socket ([`Client::connect_unix`]).
+pub(crate) struct Client<S = TcpStream> {
+    reader: BufReader<S>,
+}
+
+impl Client<UnixStream> {
+    /// Connects to the Unix socket at `path`; timeouts on every read and write.
+    pub(crate) fn connect_unix(path: &Path) -> Client<UnixStream> {
+        let stream = UnixStream::connect(path)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", path.display()));
+        stream.set_read_timeout(Some(IO_TIMEOUT)).unwrap();
+        stream.set_write_timeout(Some(IO_TIMEOUT)).unwrap();
+        Client {
+            reader: BufReader::with_capacity(64 * 1024, stream),
+        }
+    }
 }
 
 impl Client {
@@ -121,10 +137,30 @@ impl Client {
     pub(crate) fn local_addr(&self) -> SocketAddr {
         self.reader.get_ref().local_addr().unwrap()
     }
+}
 
+/// A socket a [`Client`] talks over.
+pub(crate) trait Stream: Read + Write + Send + Sized + 'static {
+    /// A second handle on the same socket.
+    fn try_clone(&self) -> io::Result<Self>;
+}
+
+impl Stream for TcpStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        TcpStream::try_clone(self)
+    }
+}
+
+impl Stream for UnixStream {
+    fn try_clone(&self) -> io::Result<Self> {
+        UnixStream::try_clone(self)
+    }
+}
+
+impl<S: Stream> Client<S> {
     /// A second handle on the socket, for writing from another thread while this one
     /// reads (a large upload to an endpoint that answers while the body arrives).
-    pub(crate) fn writer(&self) -> TcpStream {
+    pub(crate) fn writer(&self) -> S {
         self.reader.get_ref().try_clone().unwrap()
     }
 
