@@ -227,3 +227,60 @@ fn an_endpoint_that_turns_terminating_leaves_rotation_while_others_are_ready() {
         addr(3)
     );
 }
+
+#[test]
+fn applying_a_snapshot_closes_idle_connections_forgets_health_and_departs_watchers_of_what_left() {
+    let mut rt = monoio::RuntimeBuilder::<monoio::LegacyDriver>::new()
+        .enable_timer()
+        .build()
+        .unwrap();
+    rt.block_on(async {
+        // A real connection to pool: the endpoint's address is what the pool keys by.
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let stream = monoio::net::TcpStream::connect_addr(listener.local_addr().unwrap())
+            .await
+            .unwrap();
+        let u = Upstreams::new(snapshot(&[1, 1, 1, 1]), 0, Default::default());
+        let gone = addr(3);
+        let settings = PoolSettings::default();
+        let now = Instant::now();
+        u.pool.put(
+            UpstreamConn {
+                stream: crate::transport::Either::A(stream),
+                addr: gone,
+                requests: 0,
+                reused: false,
+            },
+            &settings,
+            now,
+        );
+        let up = u.table.view().snapshot.upstreams[0].clone();
+        for _ in 0..3 {
+            u.health.failure(gone, &up, now);
+        }
+        assert_eq!((u.pool.idle_count(), u.health.ejected_count()), (1, 1));
+        let watch = u.departures.watch(gone);
+
+        let applied = u.apply(snapshot(&[1, 0, 1, 1]), now);
+        assert_eq!(applied.departed, [gone]);
+        assert!(
+            Rc::ptr_eq(&applied.view, &u.table.view()),
+            "new requests use it"
+        );
+        assert_eq!(
+            u.pool.idle_count(),
+            0,
+            "the idle connection to it is closed"
+        );
+        assert_eq!(
+            u.health.ejected_count(),
+            0,
+            "its passive health is forgotten"
+        );
+        assert_eq!(
+            watch.departed().await,
+            now,
+            "its tcp connections start draining"
+        );
+    });
+}

@@ -345,3 +345,23 @@ fn unix_addresses_are_checked_with_the_field_named() {
     .unwrap_err();
     assert_eq!(e.field, "listeners[1].address");
 }
+
+#[test]
+fn strait_echo_listens_on_a_unix_socket_and_removes_it_at_sigterm() {
+    use crate::support::child::{strait, ChildProcess};
+    let dir = Dir::new();
+    let sock = dir.path("pod.sock");
+    let listen = format!("unix:{}", sock.display());
+    let mut pod = ChildProcess::spawn(
+        strait()
+            .args(["echo", "--listen", &listen])
+            .stderr(std::process::Stdio::null()),
+    );
+    assert_eq!(pod.line_after("echo backend listening on "), listen);
+    let resp = Client::connect_unix(&sock).request(&get("pod.test", "/anything"));
+    assert_eq!((resp.status, resp.backend()), (200, listen.clone()));
+    assert_eq!(resp.json()["origin"], "unix:");
+    pod.signal("TERM");
+    assert!(pod.wait_exit().success());
+    assert!(!sock.exists(), "the socket file is removed at the exit");
+}
