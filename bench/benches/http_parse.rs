@@ -7,7 +7,7 @@
 //! client hints), and a typical upstream response head (`200 OK`, 6 headers with
 //! Content-Length, 180 bytes). Each iteration parses into fresh header storage
 //! (`header_buf`) and analyses the result (`analyze_request` / `analyze_response`), as
-//! `proxy.rs` does per request; the `_parse_only` cases stop after `parse_request`, so
+//! `http1/prepare.rs` does per request; the `_parse_only` cases stop after `parse_request`, so
 //! the difference is the cost of the framing and routing analysis.
 //! Precedent: sozu's `lib/benches` parse benchmarks (one head per case, ns/op).
 

@@ -1,5 +1,7 @@
 //! strait's control side: everything that decides where traffic may go.
 //!
+//! - [`addr`]: endpoint addresses (`ip:port` or a Unix socket path), `Copy` for the
+//!   workers.
 //! - [`spec`]: the checked, runtime-free description of services, routes and upstreams
 //!   (the proxy's config loader produces it; registries fill in endpoints later).
 //! - [`snapshot`]: the immutable, versioned bundle workers route with ([`Snapshot`]).
@@ -9,7 +11,13 @@
 //! - [`build`]: the table builder; one changed upstream costs that upstream only.
 //! - [`publish`]: one channel per worker plus a wake-up socket the worker awaits.
 //!
-//! Runs on: the thread that loads config (now) and the discovery thread (Kubernetes, next).
+//! - [`registry`] and the controller: the discovery thread (tokio + kube on one OS
+//!   thread, started by [`spawn`]) watching EndpointSlices (or Endpoints) and Services in
+//!   each configured cluster; [`convert`] and [`state`] turn what it sees into endpoints;
+//!   [`status`] is what the admin server reports of it.
+//!
+//! Runs on: the thread that loads the config (building the first table) and the discovery
+//! thread (every later one).
 //! Nothing here runs on a worker's request path except the pure lookups in [`route`]
 //! and the reads of [`snapshot`] data.
 

@@ -4,8 +4,8 @@
 //!   keeps it alive, reading each request head with the shared head reader
 //!   ([`crate::http::head::HeadReader`]) within the idle and header timeouts;
 //! - `prepare.rs`: parse the head, route it with the worker's current view, and decide
-//!   ([`prepare::Action`]): reply ourselves (404, 405, 413…), forward, or open a CONNECT;
-//! - `exchange.rs`: the [`exchange::Exchange`] that carries one request from there to
+//!   (`prepare::Action`): reply ourselves (404, 405, 413…), forward, or open a CONNECT;
+//! - `exchange.rs`: the `Exchange` that carries one request from there to
 //!   its end, and the finishing steps every path ends with (the proxy's own reply, the
 //!   metrics, the access log line);
 //! - `forward.rs`: pick an endpoint (round-robin, skipping ones already tried), take a

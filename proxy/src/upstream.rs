@@ -1,11 +1,11 @@
 //! Per-worker upstream state, one file per job:
 //!
-//! - [`view`](mod@view): the worker's view of the current snapshot ([`View`]: picks by
+//! - `view.rs`: the worker's view of the current snapshot ([`View`]: picks by
 //!   weighted round-robin, attempts, departed endpoints) and the [`Table`] holding it;
-//! - [`health`](mod@health): passive health, ejections ([`Health`]);
-//! - [`connect`](mod@connect): opening a connection to an endpoint (TCP or Unix);
-//! - [`pool`](mod@pool): the keep-alive pool ([`Pool`]);
-//! - [`drain`](mod@drain): departures that long-lived connections wait on ([`Departures`]).
+//! - `health.rs`: passive health, ejections ([`Health`]);
+//! - `connect.rs`: opening a connection to an endpoint (TCP or Unix);
+//! - `pool.rs`: the keep-alive pool ([`Pool`]);
+//! - `drain.rs`: departures that long-lived connections wait on ([`Departures`]).
 //!
 //! [`Upstreams`] holds the four for a worker, and [`Upstreams::apply`] is the one call
 //! that brings a new snapshot in.

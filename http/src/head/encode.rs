@@ -150,11 +150,7 @@ pub fn write_client_head(
     keep_alive: bool,
     client_minor: u8,
 ) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(resp.status));
-    out.push(b' ');
-    out.extend_from_slice(resp.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    push_status_line(out, resp);
     for h in resp.headers {
         let name = h.name;
         if is_hop_by_hop(name)
@@ -196,16 +192,22 @@ pub fn write_client_head(
 
 /// Writes an interim (1xx) response for the client as received, minus hop-by-hop fields.
 pub fn write_interim_head(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
-    out.extend_from_slice(b"HTTP/1.1 ");
-    push_u64(out, u64::from(resp.status));
-    out.push(b' ');
-    out.extend_from_slice(resp.reason.as_bytes());
-    out.extend_from_slice(b"\r\n");
+    push_status_line(out, resp);
     for h in resp.headers {
         if !is_hop_by_hop(h.name) {
             push_header(out, h.name, h.value);
         }
     }
+    out.extend_from_slice(b"\r\n");
+}
+
+/// `HTTP/1.1 <status> <reason>` and its CRLF, as the upstream gave them.
+#[inline]
+fn push_status_line(out: &mut Vec<u8>, resp: &Response<'_, '_>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(resp.status));
+    out.push(b' ');
+    out.extend_from_slice(resp.reason.as_bytes());
     out.extend_from_slice(b"\r\n");
 }
 

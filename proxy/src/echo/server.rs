@@ -240,35 +240,27 @@ impl Accept for UnixListener {
     }
 }
 
-impl Stream for TcpStream {
-    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-    fn write_all_of(&self, data: &[u8]) -> io::Result<()> {
-        (&*self).write_all(data)
-    }
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        TcpStream::shutdown(self, how)
-    }
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        TcpStream::set_read_timeout(self, timeout)
-    }
+/// std's two stream sockets have the same inherent methods, not a trait that names them.
+macro_rules! impl_stream {
+    ($($t:ty),*) => {$(
+        impl Stream for $t {
+            fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
+                (&*self).read(buf)
+            }
+            fn write_all_of(&self, data: &[u8]) -> io::Result<()> {
+                (&*self).write_all(data)
+            }
+            fn shutdown(&self, how: Shutdown) -> io::Result<()> {
+                <$t>::shutdown(self, how)
+            }
+            fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
+                <$t>::set_read_timeout(self, timeout)
+            }
+        }
+    )*};
 }
 
-impl Stream for UnixStream {
-    fn read_some(&self, buf: &mut [u8]) -> io::Result<usize> {
-        (&*self).read(buf)
-    }
-    fn write_all_of(&self, data: &[u8]) -> io::Result<()> {
-        (&*self).write_all(data)
-    }
-    fn shutdown(&self, how: Shutdown) -> io::Result<()> {
-        UnixStream::shutdown(self, how)
-    }
-    fn set_read_timeout(&self, timeout: Option<Duration>) -> io::Result<()> {
-        UnixStream::set_read_timeout(self, timeout)
-    }
-}
+impl_stream!(TcpStream, UnixStream);
 
 fn spawn_acceptor<L: Accept>(listener: Arc<L>, shared: Arc<Shared>) -> io::Result<JoinHandle<()>> {
     thread::Builder::new()

@@ -1,6 +1,6 @@
 //! Copying bytes both ways between a client and an upstream connection, half-closes
 //! included: the L4 core shared by `tcp` listeners ([`super::serve`]) and upgraded HTTP
-//! connections (`proxy/tunnel.rs`).
+//! connections (`http1/tunnel.rs`).
 //!
 //! Runs on: a worker, inside one client connection's task (both directions are polled by
 //! that one task). A read of 0 (the peer's half-close) becomes a write shutdown of the

@@ -10,8 +10,8 @@
 //!   the configured mode, and is removed when the listener closes, unless another
 //!   process bound the path meanwhile.
 //!
-//! The accept loop ([`accept_loop`]) is written once over [`Listening`]; each connection
-//! becomes a task serving it by its listener's protocol ([`Serve`]), monomorphised per
+//! The accept loop (`accept_loop`) is written once over a `Listening` trait; each connection
+//! becomes a task serving it by its listener's protocol (`Serve`), monomorphised per
 //! stream type so no read pays a dispatch.
 //!
 //! Runs on: the gateway's thread (binding) and the worker (accepting). At
@@ -239,15 +239,13 @@ impl Listening for TcpListening {
     }
 
     fn accept_queued(&self) -> Option<(TcpStream, ClientAddr)> {
-        loop {
-            let (stream, peer) = self.queued.accept().ok()?;
-            let stream = stream
-                .set_nonblocking(true)
-                .and_then(|()| TcpStream::from_std(stream));
-            if let Ok(stream) = stream {
-                return Some((stream, peer.into()));
-            }
-        }
+        queued(
+            || self.queued.accept().map(|(s, peer)| (s, peer.into())),
+            |s| {
+                s.set_nonblocking(true)
+                    .and_then(|()| TcpStream::from_std(s))
+            },
+        )
     }
 
     /// Shutting a listening TCP socket down takes it out of the SO_REUSEPORT group: new
@@ -272,15 +270,13 @@ impl Listening for UnixListening {
     }
 
     fn accept_queued(&self) -> Option<(UnixStream, ClientAddr)> {
-        loop {
-            let (stream, _) = self.queued.accept().ok()?;
-            let stream = stream
-                .set_nonblocking(true)
-                .and_then(|()| UnixStream::from_std(stream));
-            if let Ok(stream) = stream {
-                return Some((stream, ClientAddr::Unix));
-            }
-        }
+        queued(
+            || self.queued.accept().map(|(s, _)| (s, ClientAddr::Unix)),
+            |s| {
+                s.set_nonblocking(true)
+                    .and_then(|()| UnixStream::from_std(s))
+            },
+        )
     }
 
     /// The socket file goes (while it is still this process's): no new client finds it.
@@ -292,6 +288,20 @@ impl Listening for UnixListening {
     /// every worker's accept in flight ends.
     fn shut(&self) -> io::Result<()> {
         socket2::SockRef::from(&self.queued).shutdown(std::net::Shutdown::Read)
+    }
+}
+
+/// The next connection a non-blocking `accept` finds queued, handed to the runtime with
+/// `adopt`; one that cannot be adopted is closed and the next one taken.
+fn queued<S, T>(
+    accept: impl Fn() -> io::Result<(S, ClientAddr)>,
+    adopt: impl Fn(S) -> io::Result<T>,
+) -> Option<(T, ClientAddr)> {
+    loop {
+        let (stream, peer) = accept().ok()?;
+        if let Ok(stream) = adopt(stream) {
+            return Some((stream, peer));
+        }
     }
 }
 
