@@ -15,12 +15,13 @@
 
 use std::collections::BTreeSet;
 use std::fmt;
+use std::hash::{Hash, Hasher};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::{Mutex, OnceLock};
 
 /// Where an endpoint listens.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
 pub enum EndpointAddr {
     /// TCP to an IP and port.
     Inet(SocketAddr),
@@ -48,6 +49,23 @@ impl std::str::FromStr for EndpointAddr {
             None => text.parse().map(EndpointAddr::Inet).map_err(|_| {
                 format!("{text:?} is not an address: expected ip:port, [ipv6]:port or unix:/path")
             }),
+        }
+    }
+}
+
+/// Hashed as one word for an IPv4 endpoint (the workers' pool and health maps key by it
+/// on every request); equal addresses hash alike, as `Eq` needs.
+impl Hash for EndpointAddr {
+    fn hash<H: Hasher>(&self, h: &mut H) {
+        match self {
+            EndpointAddr::Inet(SocketAddr::V4(a)) => {
+                h.write_u64((u64::from(a.ip().to_bits()) << 16) | u64::from(a.port()));
+            }
+            EndpointAddr::Inet(SocketAddr::V6(a)) => {
+                h.write_u128(a.ip().to_bits());
+                h.write_u16(a.port());
+            }
+            EndpointAddr::Unix(p) => h.write(p.as_str().as_bytes()),
         }
     }
 }

@@ -71,26 +71,36 @@ pub fn write_upstream_head(
     }
     // Every earlier hop, in order (several fields combine into one list, RFC 9110
     // §5.3), then the client.
-    let mut hops = 0;
+    let start = out.len();
+    out.extend_from_slice(XFF);
     for h in req.headers {
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
             let prev = trim(h.value);
             if !prev.is_empty() {
-                out.extend_from_slice(if hops == 0 { XFF } else { b", " });
                 out.extend_from_slice(prev);
-                hops += 1;
+                out.extend_from_slice(b", ");
             }
         }
     }
-    if let Some(ip) = client_ip {
-        out.extend_from_slice(if hops == 0 { XFF } else { b", " });
-        push_ip(out, ip);
-        hops += 1;
+    match client_ip {
+        Some(ip) => {
+            push_ip(out, ip);
+            out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+        }
+        None => {
+            // The earlier hops only, without the last `, `; no field when there were none.
+            let end = if out.len() == start + XFF.len() {
+                start
+            } else {
+                out.len() - 2
+            };
+            out.truncate(end);
+            if end != start {
+                out.extend_from_slice(b"\r\n");
+            }
+            out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+        }
     }
-    if hops > 0 {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
     push_header(out, "X-Forwarded-Host", info.host.as_bytes());
     match info.framing.body {
         BodyKind::Length(n) => {

@@ -49,6 +49,7 @@ impl HeadReader {
     /// were appended to it. `Ok(true)`: a whole head is there (parse it with
     /// [`parse_complete`]); `Ok(false)`: read more; `Err`: refuse the request with that
     /// status and close.
+    #[inline]
     pub fn poll(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<bool, HeadError> {
         if head_complete(buf, self.scanned) {
             return Ok(true);
@@ -67,6 +68,7 @@ impl HeadReader {
 
 /// Parses the whole head at the start of `buf` (after [`HeadReader::poll`] said it is
 /// there) into `headers`, held to `limits`.
+#[inline]
 pub fn parse_complete<'h, 'b>(
     buf: &'b [u8],
     headers: &'h mut super::HeaderBuf<'b>,
