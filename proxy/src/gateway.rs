@@ -69,7 +69,8 @@ pub struct Gateway {
     discovery: Option<DiscoveryHandle>,
     /// Each listener's name and bound address (port 0 resolved).
     listeners: Vec<(String, ListenAddr)>,
-    /// The Unix socket files this gateway bound, removed when it stops.
+    /// The Unix socket files this gateway bound, removed when it stops (or when a start
+    /// that bound them fails).
     unix: Vec<Arc<UnixBinding>>,
     threads: Vec<JoinHandle<()>>,
     drivers: Vec<DriverKind>,
@@ -396,7 +397,8 @@ impl Gateway {
             let _ = t.join();
         }
         // The listeners' sockets are closed; their files go too (unless a newer process
-        // bound the path since).
+        // bound the path since). Not left to the bindings' drop: an accept loop parked in
+        // a stopped runtime keeps its share of them.
         for binding in &self.unix {
             binding.unlink_if_ours();
         }

@@ -78,7 +78,9 @@ pub fn bind_reuseport(addr: SocketAddr, count: usize) -> io::Result<Vec<std::net
 }
 
 /// A Unix socket file this process bound: which file it is, so that it is removed only
-/// while it is still this process's.
+/// while it is still this process's. The file goes at a graceful stop, at
+/// `Gateway::shutdown`, and when the last holder drops it (a start that failed after
+/// binding it).
 #[derive(Debug)]
 pub struct UnixBinding {
     path: PathBuf,
@@ -99,6 +101,12 @@ impl UnixBinding {
                 let _ = std::fs::remove_file(&self.path);
             }
         }
+    }
+}
+
+impl Drop for UnixBinding {
+    fn drop(&mut self) {
+        self.unlink_if_ours();
     }
 }
 

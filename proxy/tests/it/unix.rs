@@ -302,6 +302,20 @@ upstreams:
         .to_string();
     assert!(msg.starts_with("listeners[0].address: "), "{msg}");
     assert!(msg.contains("No such file or directory"), "{msg}");
+    // A start that fails after binding the socket (the admin port is taken) leaves no
+    // socket file behind.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let sock = dir.path("again.sock");
+    let yaml = format!(
+        "{}admin: {{listen: '{}'}}\n",
+        yaml(&sock),
+        taken.local_addr().unwrap()
+    );
+    let msg = Gateway::start(config(&render(&yaml, &[])))
+        .unwrap_err()
+        .to_string();
+    assert!(msg.starts_with("admin.listen: "), "{msg}");
+    assert!(!sock.exists(), "the failed start removed its socket file");
 }
 
 #[test]
