@@ -197,7 +197,8 @@ impl Gateway {
             Some(l) => Some(AdminServer::start(l, admin.clone())?),
             None => None,
         };
-        tracing::info!(workers, listeners = ?listeners, "gateway started");
+        let names: Vec<String> = listeners.iter().map(|(n, a)| format!("{n}={a}")).collect();
+        tracing::info!(workers, listeners = ?names, "gateway started");
         Ok(Gateway {
             publisher,
             discovery: Some(discovery),
