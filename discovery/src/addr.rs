@@ -101,9 +101,15 @@ pub struct UnixPath(&'static str);
 pub const MAX_UNIX_PATH: usize = 107;
 
 impl UnixPath {
-    /// Checks and interns `path`: not empty, at most [`MAX_UNIX_PATH`] bytes, no NUL, and
-    /// not an abstract socket (`@name`), which strait does not support.
+    /// Checks and interns `path` (see [`UnixPath::check`]).
     pub fn new(path: &str) -> Result<UnixPath, String> {
+        UnixPath::check(path)?;
+        Ok(UnixPath(intern(path)))
+    }
+
+    /// Checks that `path` can name a Unix socket: not empty, at most [`MAX_UNIX_PATH`]
+    /// bytes, no NUL, and not an abstract socket (`@name`), which strait does not support.
+    pub fn check(path: &str) -> Result<(), String> {
         if path.is_empty() {
             return Err("a unix: address needs a path, e.g. unix:/run/app.sock".into());
         }
@@ -121,7 +127,7 @@ impl UnixPath {
         if path.contains('\0') {
             return Err(format!("unix:{path:?}: a NUL byte in the path"));
         }
-        Ok(UnixPath(intern(path)))
+        Ok(())
     }
 
     pub fn as_str(&self) -> &'static str {

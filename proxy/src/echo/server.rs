@@ -9,9 +9,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
-use std::os::unix::fs::FileTypeExt;
 use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Weak};
 use std::thread::{self, JoinHandle};
@@ -22,6 +21,7 @@ use tracing::{debug, warn};
 
 use super::conn::{Conn, ConnError};
 use super::handle::{handle, Reply};
+use crate::worker::listen::{bind_unix, UnixBinding};
 
 /// How long a closing connection drains the client after its half-close.
 const LINGER: Duration = Duration::from_secs(2);
@@ -44,7 +44,8 @@ pub struct EchoServer {
 enum Listening {
     /// The bound address (the real port when started with port 0).
     Tcp(Arc<TcpListener>, SocketAddr),
-    Unix(Arc<UnixListener>, PathBuf),
+    /// Dropping the binding removes the socket file.
+    Unix(Arc<UnixListener>, Arc<UnixBinding>),
 }
 
 /// What every thread of one server shares.
@@ -90,20 +91,17 @@ impl EchoServer {
         })
     }
 
-    /// Binds a Unix socket at `path` (a socket file already there is replaced) and
-    /// starts the acceptor thread. The file is removed when the server stops.
+    /// Binds a Unix socket at `path` as a gateway listener binds one (a socket file
+    /// already there is replaced, anything else refused) and starts the acceptor thread.
+    /// The file is removed when the server stops.
     pub fn start_unix(path: &Path) -> io::Result<EchoServer> {
-        if std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_socket()) {
-            std::fs::remove_file(path)?;
-        }
-        let socket = Socket::new(Domain::UNIX, Type::STREAM, None)?;
-        socket.bind(&socket2::SockAddr::unix(path)?)?;
-        socket.listen(LISTEN_BACKLOG)?;
-        let listener = Arc::new(UnixListener::from(std::os::fd::OwnedFd::from(socket)));
+        let (listener, binding) = bind_unix(path, None)?;
+        listener.set_nonblocking(false)?;
+        let listener = Arc::new(listener);
         let shared = Shared::new(format!("unix:{}", path.display()));
         let acceptor = spawn_acceptor(listener.clone(), shared.clone())?;
         Ok(EchoServer {
-            listening: Listening::Unix(listener, path.to_owned()),
+            listening: Listening::Unix(listener, binding),
             shared,
             acceptor: Some(acceptor),
         })
@@ -175,9 +173,9 @@ impl Drop for EchoServer {
                 let _ = TcpStream::connect_timeout(&wake_addr(*addr), Duration::from_secs(1));
                 shut
             }
-            Listening::Unix(l, path) => {
+            Listening::Unix(l, binding) => {
                 let shut = SockRef::from(&**l).shutdown(Shutdown::Both);
-                let _ = UnixStream::connect(path);
+                let _ = UnixStream::connect(binding.path());
                 shut
             }
         };
@@ -186,9 +184,6 @@ impl Drop for EchoServer {
         }
         if acceptor.join().is_err() {
             warn!(backend = %self.shared.backend, "echo acceptor thread panicked");
-        }
-        if let Listening::Unix(_, path) = &self.listening {
-            let _ = std::fs::remove_file(path);
         }
     }
 }

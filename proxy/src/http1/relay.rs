@@ -91,24 +91,18 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     } else {
         Side::Upstream
     };
-    let src_err = |timeout: bool| RelayError {
-        side: src_side,
-        kind: match (src_side, timeout) {
+    // What failed, by side and by whether it was a timeout.
+    let error = |side: Side, timeout: bool| RelayError {
+        side,
+        kind: match (side, timeout) {
             (Side::Upstream, true) => ErrorKind::UpstreamIoTimeout,
             (Side::Upstream, false) => ErrorKind::UpstreamClosed,
             (_, true) => ErrorKind::ClientTimeout,
             (_, false) => ErrorKind::ClientIo,
         },
     };
-    let dst_err = |e: io::Error| RelayError {
-        side: dst_side,
-        kind: match (dst_side, e.kind() == io::ErrorKind::TimedOut) {
-            (Side::Upstream, true) => ErrorKind::UpstreamIoTimeout,
-            (Side::Upstream, false) => ErrorKind::UpstreamClosed,
-            (_, true) => ErrorKind::ClientTimeout,
-            (_, false) => ErrorKind::ClientIo,
-        },
-    };
+    let src_err = |timeout: bool| error(src_side, timeout);
+    let dst_err = |e: io::Error| error(dst_side, e.kind() == io::ErrorKind::TimedOut);
     let mut remaining = match body {
         BodyKind::Length(n) => n,
         _ => 0,
@@ -118,6 +112,18 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     let mut head_sent = head.is_empty();
     let head_initial = head.len() as u64;
     let mut eof = false;
+    // Every way out hands the buffer back with what was written so far.
+    macro_rules! finish {
+        ($end:expr, $result:expr) => {
+            return Relayed {
+                buf,
+                end: $end,
+                written,
+                head_sent,
+                result: $result,
+            }
+        };
+    }
     loop {
         let avail = buf.len() - start;
         // 1. Take the body's part of what is buffered.
@@ -138,20 +144,18 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
                 match fed {
                     Ok(progress) => (start + progress.consumed, progress.done),
                     Err(e) => {
-                        return Relayed {
-                            buf,
-                            end: start,
-                            written,
-                            head_sent,
-                            result: Err(RelayError {
-                                side: src_side,
-                                kind: match src_side {
-                                    Side::Upstream => ErrorKind::BadResponse,
-                                    _ if e.status() == 413 => ErrorKind::BodyTooLarge,
-                                    _ => ErrorKind::ClientIo,
-                                },
-                            }),
+                        let kind = match src_side {
+                            Side::Upstream => ErrorKind::BadResponse,
+                            _ if e.status() == 413 => ErrorKind::BodyTooLarge,
+                            _ => ErrorKind::ClientIo,
                         };
+                        finish!(
+                            start,
+                            Err(RelayError {
+                                side: src_side,
+                                kind
+                            })
+                        )
                     }
                 }
             }
@@ -188,13 +192,7 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
             *head = h;
             head.clear();
             if let Err(e) = res {
-                return Relayed {
-                    buf,
-                    end: start,
-                    written,
-                    head_sent,
-                    result: Err(dst_err(e)),
-                };
+                finish!(start, Err(dst_err(e)))
             }
             written += if head_sent { n } else { n - head_initial };
             head_sent = true;
@@ -203,25 +201,13 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
             let (res, b) = write_range(dst, buf, start..seg_end, t.write).await;
             buf = b;
             if let Err(e) = res {
-                return Relayed {
-                    buf,
-                    end: start,
-                    written,
-                    head_sent,
-                    result: Err(dst_err(e)),
-                };
+                finish!(start, Err(dst_err(e)))
             }
             written += seg as u64;
         }
         start = seg_end;
         if done {
-            return Relayed {
-                buf,
-                end: start,
-                written,
-                head_sent,
-                result: Ok(()),
-            };
+            finish!(start, Ok(()))
         }
         // 3. Everything buffered was consumed: read more.
         buf.clear();
@@ -234,23 +220,11 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
         match res {
             Ok(0) if body == BodyKind::Close => eof = true,
             Ok(0) => {
-                return Relayed {
-                    buf,
-                    end: 0,
-                    written,
-                    head_sent,
-                    result: Err(src_err(false)),
-                }
+                finish!(0, Err(src_err(false)))
             }
             Ok(_) => {}
             Err(e) => {
-                return Relayed {
-                    buf,
-                    end: 0,
-                    written,
-                    head_sent,
-                    result: Err(src_err(e.kind() == io::ErrorKind::TimedOut)),
-                };
+                finish!(0, Err(src_err(e.kind() == io::ErrorKind::TimedOut)))
             }
         }
     }

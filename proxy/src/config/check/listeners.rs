@@ -65,7 +65,7 @@ impl Checker<'_> {
     fn listen_addr(&self, field: &str, text: &str) -> Result<ListenAddr> {
         let text = text.trim();
         match text.strip_prefix("unix:") {
-            Some(path) => match UnixPath::new(path) {
+            Some(path) => match UnixPath::check(path) {
                 Ok(_) => Ok(ListenAddr::Unix(PathBuf::from(path))),
                 Err(why) => Err(self.error(field, why)),
             },
