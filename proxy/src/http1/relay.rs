@@ -68,6 +68,16 @@ pub(super) struct Body {
     pub(super) src_side: Side,
 }
 
+/// What failed on `side`, by whether it was a timeout.
+fn kind_of(side: Side, timeout: bool) -> ErrorKind {
+    match (side, timeout) {
+        (Side::Upstream, true) => ErrorKind::UpstreamIoTimeout,
+        (Side::Upstream, false) => ErrorKind::UpstreamClosed,
+        (_, true) => ErrorKind::ClientTimeout,
+        (_, false) => ErrorKind::ClientIo,
+    }
+}
+
 /// Streams one body from `src` to `dst` through its buffer, re-framing per its `mode`.
 /// A non-empty `head` is written first, in the same write as the first body segment when
 /// that is small.
@@ -91,18 +101,14 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     } else {
         Side::Upstream
     };
-    // What failed, by side and by whether it was a timeout.
-    let error = |side: Side, timeout: bool| RelayError {
-        side,
-        kind: match (side, timeout) {
-            (Side::Upstream, true) => ErrorKind::UpstreamIoTimeout,
-            (Side::Upstream, false) => ErrorKind::UpstreamClosed,
-            (_, true) => ErrorKind::ClientTimeout,
-            (_, false) => ErrorKind::ClientIo,
-        },
+    let src_err = |timeout: bool| RelayError {
+        side: src_side,
+        kind: kind_of(src_side, timeout),
     };
-    let src_err = |timeout: bool| error(src_side, timeout);
-    let dst_err = |e: io::Error| error(dst_side, e.kind() == io::ErrorKind::TimedOut);
+    let dst_err = |e: io::Error| RelayError {
+        side: dst_side,
+        kind: kind_of(dst_side, e.kind() == io::ErrorKind::TimedOut),
+    };
     let mut remaining = match body {
         BodyKind::Length(n) => n,
         _ => 0,
