@@ -34,7 +34,7 @@ pub mod thread;
 
 pub use admission::{Open, SlotFree};
 pub use buffers::READ_CHUNK;
-pub use thread::{spawn, DriverKind, WorkerSetup};
+pub use thread::{build_runtime, spawn, DriverKind, Runtime, TaskRun, WorkerSetup};
 
 use signal::Signal;
 

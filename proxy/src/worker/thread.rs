@@ -62,24 +62,105 @@ pub enum DriverKind {
     Legacy,
 }
 
-type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>>;
+/// A worker's runtime: io_uring or epoll, with monoio's timer.
+pub type Runtime = FusionRuntime<TimeDriver<IoUringDriver>, TimeDriver<LegacyDriver>>;
 
-fn build_runtime(driver: Driver) -> std::io::Result<(Runtime, DriverKind)> {
+/// The runtime, its driver, and for io_uring the ring's task-run mode. Public for the
+/// bench's floor forwarder, which must run on exactly the workers' runtime.
+pub fn build_runtime(driver: Driver) -> std::io::Result<(Runtime, DriverKind, Option<TaskRun>)> {
     let uring = match driver {
         Driver::Legacy => false,
         Driver::IoUring => true,
         Driver::Auto => monoio::utils::detect_uring(),
     };
     if uring {
-        let rt = RuntimeBuilder::<IoUringDriver>::new()
-            .enable_timer()
-            .build()?;
-        Ok((rt.into(), DriverKind::IoUring))
+        // A kernel older than the mode (DEFER_TASKRUN needs 6.1, COOP_TASKRUN 5.19)
+        // refuses the flags: the next plainer mode is tried.
+        let mut setup = RingSetup::from_env();
+        loop {
+            let built = RuntimeBuilder::<IoUringDriver>::new()
+                .uring_builder(setup.builder())
+                .with_entries(setup.entries)
+                .enable_timer()
+                .build();
+            match (built, setup.taskrun.plainer()) {
+                (Ok(rt), _) => return Ok((rt.into(), DriverKind::IoUring, Some(setup.taskrun))),
+                (Err(e), Some(next)) if e.raw_os_error() == Some(libc::EINVAL) => {
+                    setup.taskrun = next
+                }
+                (Err(e), _) => return Err(e),
+            }
+        }
     } else {
         let rt = RuntimeBuilder::<LegacyDriver>::new()
             .enable_timer()
             .build()?;
-        Ok((rt.into(), DriverKind::Legacy))
+        Ok((rt.into(), DriverKind::Legacy, None))
+    }
+}
+
+/// How a worker's io_uring is set up: its task-run mode and its size.
+///
+/// `STRAIT_URING_SETUP` (`defer`, `coop`, `plain`) and `STRAIT_URING_ENTRIES` override the
+/// defaults for the comparisons in `bench/` (see bench/README.md); they are not
+/// configuration.
+#[derive(Debug, Clone, Copy)]
+struct RingSetup {
+    taskrun: TaskRun,
+    entries: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TaskRun {
+    /// Completion work runs whenever the kernel gets to it (an interrupt to the worker's
+    /// core when the wake-up comes from another one).
+    Plain,
+    /// `COOP_TASKRUN | TASKRUN_FLAG`: no interrupt; the work waits for the next transition
+    /// into the kernel.
+    Coop,
+    /// `SINGLE_ISSUER | DEFER_TASKRUN`: completion work runs only when the worker waits
+    /// for completions (`io_uring_enter` with GETEVENTS), on its own thread, in a batch.
+    Defer,
+}
+
+impl TaskRun {
+    fn plainer(self) -> Option<TaskRun> {
+        match self {
+            TaskRun::Defer => Some(TaskRun::Coop),
+            TaskRun::Coop => Some(TaskRun::Plain),
+            TaskRun::Plain => None,
+        }
+    }
+}
+
+impl RingSetup {
+    const DEFAULT_ENTRIES: u32 = 1024;
+
+    fn from_env() -> RingSetup {
+        let taskrun = match std::env::var("STRAIT_URING_SETUP").as_deref() {
+            Ok("plain") => TaskRun::Plain,
+            Ok("coop") => TaskRun::Coop,
+            _ => TaskRun::Defer,
+        };
+        let entries = std::env::var("STRAIT_URING_ENTRIES")
+            .ok()
+            .and_then(|v| v.parse().ok())
+            .unwrap_or(Self::DEFAULT_ENTRIES);
+        RingSetup { taskrun, entries }
+    }
+
+    fn builder(self) -> io_uring::Builder {
+        let mut b = io_uring::IoUring::builder();
+        match self.taskrun {
+            TaskRun::Plain => {}
+            TaskRun::Coop => {
+                b.setup_coop_taskrun().setup_taskrun_flag();
+            }
+            TaskRun::Defer => {
+                b.setup_single_issuer().setup_defer_taskrun();
+            }
+        }
+        b
     }
 }
 
@@ -95,7 +176,7 @@ pub fn spawn(
                 tracing::warn!(worker = setup.id, core = core.id, "could not pin worker to its core");
             }
         }
-        let (mut rt, kind) = match build_runtime(setup.driver) {
+        let (mut rt, kind, taskrun) = match build_runtime(setup.driver) {
             Ok(r) => r,
             Err(e) => {
                 let _ = ready.send(Err(format!("worker {}: cannot build the {:?} runtime: {e}", setup.id, setup.driver)));
@@ -103,7 +184,7 @@ pub fn spawn(
             }
         };
         let id = setup.id;
-        tracing::info!(worker = id, core = setup.core.map(|c| c.id), driver = ?kind, "worker started");
+        tracing::info!(worker = id, core = setup.core.map(|c| c.id), driver = ?kind, ring = ?taskrun, "worker started");
         rt.block_on(async move {
             if let Err(e) = run(&mut setup, kind, &ready).await {
                 let _ = ready.send(Err(format!("worker {}: {e}", setup.id)));
