@@ -107,7 +107,13 @@ async fn hold_body<S: Transport>(
             c.buf.reserve(want.min(READ_CHUNK));
         }
         let until = Instant::now() + x.w.http.client_body_timeout;
-        let (res, buf) = read_more(&mut c.stream, std::mem::take(&mut c.buf), until).await;
+        let (res, buf) = read_more(
+            &mut c.stream,
+            std::mem::take(&mut c.buf),
+            until,
+            &mut c.timer,
+        )
+        .await;
         c.buf = buf;
         match res {
             Ok(0) => return Err(HoldError::Gone),
@@ -235,7 +241,11 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         let pooled = if a.fresh {
             None
         } else {
-            w.upstreams.pool.take(ep.addr, &settings.pool, now)
+            // Sent again on a fresh connection should the pooled one turn out closed.
+            let replayable = x.req.idempotent && body.complete;
+            w.upstreams
+                .pool
+                .take(ep.addr, &settings.pool, now, replayable)
         };
         a.fresh = false;
         let mut conn = match pooled {
@@ -270,6 +280,7 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
             &mut conn.stream,
             std::mem::take(&mut c.out),
             settings.write_timeout,
+            &mut c.timer,
         )
         .await;
         c.out = out;
@@ -313,7 +324,14 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                 },
                 src_side: Side::Downstream,
             };
-            let relayed = relay(&mut c.stream, &mut conn.stream, &mut empty, job).await;
+            let relayed = relay(
+                &mut c.stream,
+                &mut conn.stream,
+                &mut empty,
+                &mut c.timer,
+                job,
+            )
+            .await;
             c.buf = relayed.buf;
             if let Err(e) = relayed.result {
                 // The body is cut short either way: answer (400, 408 or 413; a client that
@@ -428,6 +446,7 @@ async fn send_continue<S: Transport>(x: &mut Exchange<'_, '_, S>) -> bool {
         &mut x.c.stream,
         b"HTTP/1.1 100 Continue\r\n\r\n".to_vec(),
         x.w.http.client_body_timeout,
+        &mut x.c.timer,
     )
     .await;
     res.is_ok()
