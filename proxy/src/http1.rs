@@ -32,7 +32,7 @@ use std::time::Instant;
 use crate::access_log::Record;
 use crate::http::head::HeadReader;
 use crate::http::HeadError;
-use crate::transport::deadline::read_more;
+use crate::transport::deadline::{read_more, Timer};
 use crate::transport::{ClientAddr, Transport};
 use crate::worker::{Open, Worker};
 
@@ -61,6 +61,8 @@ struct Client<S> {
     /// Response heads for the client.
     cout: Vec<u8>,
     record: Record,
+    /// Bounds every wait of this connection's task, one at a time.
+    timer: Timer,
 }
 
 /// What to do with the client connection after an exchange.
@@ -87,6 +89,7 @@ pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open) {
         out: Vec::new(),
         cout: Vec::new(),
         record: Record::default(),
+        timer: Timer::new(),
     };
     // The shutdown timeout drops the connection wherever it is.
     let upgraded = {
@@ -205,14 +208,25 @@ async fn read_head<S: Transport>(c: &mut Client<S>, w: &Worker, first: bool) -> 
                 return Err(Next::Close);
             }
             // Pinned here so that select! moves a pointer, not the read's state.
-            let read = std::pin::pin!(read_more(&mut c.stream, std::mem::take(&mut c.buf), until));
+            let read = std::pin::pin!(read_more(
+                &mut c.stream,
+                std::mem::take(&mut c.buf),
+                until,
+                &mut c.timer
+            ));
             monoio::select! {
                 biased;
                 r = read => r,
                 _ = w.draining.wait() => return Err(Next::Close),
             }
         } else {
-            read_more(&mut c.stream, std::mem::take(&mut c.buf), until).await
+            read_more(
+                &mut c.stream,
+                std::mem::take(&mut c.buf),
+                until,
+                &mut c.timer,
+            )
+            .await
         };
         c.buf = buf;
         match res {

@@ -15,7 +15,7 @@ use super::{Client, Next};
 use crate::http::reply::{write_reply, Reply};
 use crate::http::HeadError;
 use crate::metrics::RouteStats;
-use crate::transport::deadline::write_all;
+use crate::transport::deadline::{write_all, Timer};
 use crate::transport::Transport;
 use crate::upstream::View;
 use crate::worker::Worker;
@@ -72,7 +72,7 @@ impl<S: Transport> Exchange<'_, '_, S> {
     /// Writes all of `buf` (one of the client's reused buffers, which it keeps) to the
     /// client; false when the write failed.
     pub(super) async fn write_client(&mut self, buf: &mut Vec<u8>) -> bool {
-        write_client(&mut self.c.stream, buf, self.w).await
+        write_client(&mut self.c.stream, buf, &mut self.c.timer, self.w).await
     }
 }
 
@@ -132,7 +132,7 @@ async fn send_reply<S: Transport>(
     c.out.clear();
     write_reply(&mut c.out, reply);
     let sent = c.out.len() as u64;
-    let written = write_client(&mut c.stream, &mut c.out, w).await;
+    let written = write_client(&mut c.stream, &mut c.out, &mut c.timer, w).await;
     log(c, w, stats, reply.status, sent, started);
     written
 }
@@ -142,9 +142,16 @@ async fn send_reply<S: Transport>(
 pub(super) async fn write_client<S: Transport>(
     stream: &mut S,
     buf: &mut Vec<u8>,
+    timer: &mut Timer,
     w: &Worker,
 ) -> bool {
-    let (res, back) = write_all(stream, std::mem::take(buf), w.http.client_body_timeout).await;
+    let (res, back) = write_all(
+        stream,
+        std::mem::take(buf),
+        w.http.client_body_timeout,
+        timer,
+    )
+    .await;
     *buf = back;
     res.is_ok()
 }

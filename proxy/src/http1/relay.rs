@@ -14,7 +14,7 @@ use monoio::io::{AsyncReadRent, AsyncWriteRent};
 use crate::error::{ErrorKind, Side};
 use crate::http::chunked::ChunkedDecoder;
 use crate::http::BodyKind;
-use crate::transport::deadline::{read_more, write_all, write_range};
+use crate::transport::deadline::{read_more, write_all, write_range, Timer};
 use crate::worker::READ_CHUNK;
 
 /// A body segment up to this size rides in the same write as its head.
@@ -85,6 +85,7 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     src: &mut R,
     dst: &mut W,
     head: &mut Vec<u8>,
+    timer: &mut Timer,
     job: Body,
 ) -> Relayed {
     let Body {
@@ -194,7 +195,7 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
         }
         if !head.is_empty() {
             let n = head.len() as u64;
-            let (res, h) = write_all(dst, std::mem::take(head), t.write).await;
+            let (res, h) = write_all(dst, std::mem::take(head), t.write, timer).await;
             *head = h;
             head.clear();
             if let Err(e) = res {
@@ -204,7 +205,7 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
             head_sent = true;
         }
         if direct {
-            let (res, b) = write_range(dst, buf, start..seg_end, t.write).await;
+            let (res, b) = write_range(dst, buf, start..seg_end, t.write, timer).await;
             buf = b;
             if let Err(e) = res {
                 finish!(start, Err(dst_err(e)))
@@ -221,7 +222,7 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
         if buf.capacity() < READ_CHUNK {
             buf.reserve(READ_CHUNK);
         }
-        let (res, b) = read_more(src, buf, Instant::now() + t.read).await;
+        let (res, b) = read_more(src, buf, Instant::now() + t.read, timer).await;
         buf = b;
         match res {
             Ok(0) if body == BodyKind::Close => eof = true,

@@ -66,7 +66,7 @@ pub(super) async fn respond<S: Transport>(
                 Err(e) => return Err(Failure::BeforeHead(e)),
                 Ok(None) => {}
                 Ok(Some(UpHead::Interim { len, forward })) => {
-                    if forward && !write_client(&mut c.stream, &mut c.cout, w).await {
+                    if forward && !write_client(&mut c.stream, &mut c.cout, &mut c.timer, w).await {
                         return Err(Failure::ClientGone);
                     }
                     ub.drain(..len);
@@ -74,7 +74,7 @@ pub(super) async fn respond<S: Transport>(
                 }
                 Ok(Some(UpHead::Switch { len })) => {
                     let head_bytes = c.cout.len() as u64;
-                    let written = write_client(&mut c.stream, &mut c.cout, w).await;
+                    let written = write_client(&mut c.stream, &mut c.cout, &mut c.timer, w).await;
                     c.cout.clear();
                     if !written {
                         w.give_buf(ub);
@@ -104,7 +104,14 @@ pub(super) async fn respond<S: Transport>(
                         },
                         src_side: Side::Upstream,
                     };
-                    let relayed = relay(&mut conn.stream, &mut c.stream, &mut head_out, job).await;
+                    let relayed = relay(
+                        &mut conn.stream,
+                        &mut c.stream,
+                        &mut head_out,
+                        &mut c.timer,
+                        job,
+                    )
+                    .await;
                     head_out.clear();
                     c.cout = head_out;
                     bytes_sent += head_bytes + relayed.written;
@@ -145,7 +152,7 @@ pub(super) async fn respond<S: Transport>(
         if ub.capacity() - ub.len() < 1024 {
             ub.reserve(READ_CHUNK);
         }
-        let (res, buf) = read_more(&mut conn.stream, ub, until).await;
+        let (res, buf) = read_more(&mut conn.stream, ub, until, &mut c.timer).await;
         ub = buf;
         match res {
             Ok(n) if n > 0 => {}
