@@ -72,7 +72,7 @@ impl Pool {
     /// as a look at it says. Stale or closed ones met on the way are closed.
     ///
     /// The look (a `MSG_PEEK` system call) is skipped for a `replayable` request on a
-    /// connection idle for less than [`UNCHECKED_IDLE`]: should the upstream have closed
+    /// connection idle for less than 250 ms (`UNCHECKED_IDLE`): should the upstream have closed
     /// it meanwhile, the failure comes before any response byte and the request goes
     /// again on a fresh connection, as it must for the race the look cannot close anyway.
     /// Under load every connection is that fresh, so the request path makes no system
