@@ -33,6 +33,7 @@ pub mod snapshot;
 pub mod spec;
 pub mod state;
 pub mod status;
+pub mod tls;
 
 use std::sync::Arc;
 use std::thread::JoinHandle;

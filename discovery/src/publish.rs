@@ -38,6 +38,8 @@ pub enum Update {
     Drain(std::time::Instant),
     /// Stop now: exit without waiting for connections.
     Shutdown,
+    /// Serve these certificates on the TLS listeners from the next handshake on.
+    Tls(Arc<crate::tls::TlsSnapshot>),
 }
 
 #[derive(Debug)]

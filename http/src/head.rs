@@ -25,7 +25,7 @@ pub mod reader;
 
 pub use encode::{
     finish_upstream_head, push_u64, write_client_head, write_interim_head, write_switching_head,
-    write_upstream_head, ClientFraming, HostHeader,
+    write_upstream_head, write_upstream_head_for, ClientFraming, HostHeader,
 };
 pub use framing::{
     analyze_connect, analyze_request, analyze_response, normalize_path, upgrade, Framing,

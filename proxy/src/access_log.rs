@@ -5,7 +5,8 @@
 //! ```
 //! Fields: client address, local time (UTC), host, request line, status, bytes sent to the
 //! client (body and head), request time (s), referer, user agent, upstream address(es)
-//! (`a, b` when a request tried several), upstream status(es), upstream response time (s).
+//! (`a, b` when a request tried several), upstream status(es), upstream response time (s);
+//! then, on a TLS listener only, the TLS version (`TLSv1.3`) and the SNI name (`-`: none).
 //!
 //! Runs on: each worker owns an [`AccessLog`] writer (its own file descriptor) and formats
 //! into a reused buffer; one `write(2)` per line, so lines from workers never interleave.
@@ -33,6 +34,8 @@ pub struct Record {
     pub upstream_addr: String,
     pub upstream_status: String,
     pub upstream_time: f64,
+    /// The connection's TLS version and SNI, on a TLS listener (kept across requests).
+    pub tls: Option<crate::tls::TlsFacts>,
 }
 
 impl Record {
@@ -113,10 +116,20 @@ impl AccessLog {
             dash(&r.upstream_status),
         );
         let _ = if r.upstream_addr.is_empty() {
-            writeln!(line, "-")
+            write!(line, "-")
         } else {
-            writeln!(line, "{:.3}", r.upstream_time)
+            write!(line, "{:.3}", r.upstream_time)
         };
+        // On a TLS listener only: the version and the SNI name (`-` without one).
+        if let Some(tls) = &r.tls {
+            let _ = write!(
+                line,
+                " {} {}",
+                tls.version,
+                tls.sni.as_deref().unwrap_or("-")
+            );
+        }
+        line.push(b'\n');
         let _ = self.out.borrow_mut().write_all(&line);
     }
 }

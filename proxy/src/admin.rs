@@ -52,6 +52,8 @@ pub struct AdminState {
     pub stopping: AtomicBool,
     pub reloads_ok: AtomicU64,
     pub reloads_refused: AtomicU64,
+    /// The certificates in force, for the expiry gauge.
+    pub tls: Mutex<Option<Arc<strait_discovery::tls::TlsSnapshot>>>,
     /// Set to stop the accept thread.
     closed: AtomicBool,
 }
@@ -71,6 +73,7 @@ impl AdminState {
             stopping: AtomicBool::new(false),
             reloads_ok: AtomicU64::new(0),
             reloads_refused: AtomicU64::new(0),
+            tls: Mutex::new(None),
             closed: AtomicBool::new(false),
         }
     }
@@ -112,6 +115,7 @@ impl AdminState {
                 ready: self.ready(),
                 reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
                 reloads_failed: self.reloads_refused.load(Ordering::Relaxed),
+                tls: self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone(),
             },
         )
     }

@@ -50,6 +50,47 @@ pub struct ListenerConfig {
     /// The socket file's mode (Unix listeners); `None` leaves it to the umask.
     pub mode: Option<u32>,
     pub protocol: Protocol,
+    /// TLS termination (`tls:`); `None`: plain text.
+    pub tls: Option<ListenerTls>,
+}
+
+/// A listener's `tls:` settings. The certificates themselves are loaded by `tls::load`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// In config order: the first is the default for a client with no or an unknown SNI.
+    pub certificates: Vec<CertFiles>,
+    pub min_version: TlsVersion,
+    /// From accept to the end of the handshake; longer is cut.
+    pub handshake_timeout: std::time::Duration,
+    /// Refuse a client with no SNI or an unknown name instead of serving the default.
+    pub sni_strict: bool,
+    /// Require a client certificate signed by one of these CAs (mTLS).
+    pub client_ca_file: Option<PathBuf>,
+    /// Handshakes in progress per worker; more new connections are closed at once.
+    pub max_handshakes: usize,
+}
+
+impl ListenerTls {
+    /// `handshake_timeout` when the file gives none (nginx's `ssl_handshake_timeout`).
+    pub const DEFAULT_HANDSHAKE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(10);
+    /// `max_handshakes` when the file gives none.
+    pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
+}
+
+/// One certificate of a TLS listener: PEM files, and the names it serves when not its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CertFiles {
+    pub cert_file: PathBuf,
+    pub key_file: PathBuf,
+    pub names: Option<Vec<String>>,
+}
+
+/// The lowest TLS version a listener accepts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum TlsVersion {
+    #[default]
+    V1_2,
+    V1_3,
 }
 
 /// Where a listener listens.

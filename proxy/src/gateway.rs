@@ -13,12 +13,13 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use strait_discovery::publish;
+use strait_discovery::tls::TlsSnapshot;
 use strait_discovery::{
     BuildError, DiscoveryHandle, Endpoint, Publisher, SnapshotVersion, Status, TableBuilder, Update,
 };
 
 use crate::admin::{AdminServer, AdminState};
-use crate::config::{Config, ListenAddr, Protocol};
+use crate::config::{Config, ConfigError, ListenAddr, Protocol};
 use crate::metrics::WorkerMetrics;
 use crate::worker::listen::{self, BoundListener, BoundSocket, UnixBinding};
 use crate::worker::{self, DriverKind, WorkerSetup};
@@ -46,6 +47,9 @@ pub enum StartError {
     },
     #[error("{0}")]
     Worker(String),
+    /// A TLS listener's certificate or CA file is unusable.
+    #[error("{0}")]
+    Tls(ConfigError),
     #[error("io: {0}")]
     Io(#[from] std::io::Error),
 }
@@ -60,6 +64,8 @@ pub enum ReloadError {
          config does not define (listeners change only with a restart)"
     )]
     TcpUpstreamMissing { listener: String, upstream: String },
+    #[error("{0}")]
+    Tls(ConfigError),
 }
 
 /// A running gateway.
@@ -82,6 +88,8 @@ pub struct Gateway {
     admin_server: Option<AdminServer>,
     /// Dropping it cancels the pending start of a graceful stop's drain.
     cancel_drain: Option<crossbeam_channel::Sender<()>>,
+    /// The certificates the TLS listeners serve.
+    tls: Option<Arc<TlsSnapshot>>,
 }
 
 impl Gateway {
@@ -93,6 +101,9 @@ impl Gateway {
             .unwrap_or(NonZeroUsize::MIN)
             .get();
         let mut builder = TableBuilder::try_new(config.spec.clone())?;
+        let tls = crate::tls::load(&config, None)
+            .map_err(StartError::Tls)?
+            .map(Arc::new);
         let mut per_worker: Vec<Vec<BoundListener>> = (0..workers).map(|_| Vec::new()).collect();
         let mut listeners = Vec::new();
         let mut unix = Vec::new();
@@ -123,6 +134,7 @@ impl Gateway {
                 per_worker[w].push(BoundListener {
                     name: l.name.clone(),
                     protocol: l.protocol.clone(),
+                    tls: l.tls.clone(),
                     socket,
                 });
             }
@@ -170,6 +182,7 @@ impl Gateway {
                 access_log,
                 metrics: metrics[id].clone(),
                 alive: alive.clone(),
+                tls: tls.clone(),
             };
             threads.push(worker::spawn(setup, ready_tx.clone())?);
         }
@@ -193,6 +206,7 @@ impl Gateway {
             publisher.clone(),
             config.spec.clone(),
         ));
+        *admin.tls.lock().unwrap_or_else(|e| e.into_inner()) = tls.clone();
         let admin_server = match admin_listener {
             Some(l) => Some(AdminServer::start(l, admin.clone())?),
             None => None,
@@ -211,6 +225,7 @@ impl Gateway {
             admin,
             admin_server,
             cancel_drain: None,
+            tls,
         })
     }
 
@@ -264,6 +279,15 @@ impl Gateway {
             self.reload_refused();
             return Err(e);
         }
+        // Certificate files are read again for the running listeners (listeners are not
+        // reloaded); a bad one refuses the whole reload and the served ones stay.
+        let tls = match crate::tls::load(&self.config, self.tls.as_deref()) {
+            Ok(t) => t.map(Arc::new),
+            Err(e) => {
+                self.reload_refused();
+                return Err(ReloadError::Tls(e));
+            }
+        };
         let builder = match TableBuilder::try_new(config.spec.clone()) {
             Ok(b) => b,
             Err(e) => {
@@ -273,10 +297,41 @@ impl Gateway {
         };
         *self.admin.spec.lock().unwrap_or_else(|e| e.into_inner()) = config.spec.clone();
         self.config.spec = config.spec;
+        if let Some(tls) = tls {
+            tracing::info!(
+                version = tls.version,
+                "certificates read again and in force"
+            );
+            self.publisher.send(Update::Tls(tls.clone()));
+            *self.admin.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(tls.clone());
+            self.tls = Some(tls);
+        }
         let version = self.discovery().reload(builder).unwrap_or_default();
         self.wait_applied(version);
         self.admin.reloads_ok.fetch_add(1, Ordering::Relaxed);
         Ok(version)
+    }
+
+    /// New session ticket keys for every TLS listener (the current ones kept to open
+    /// tickets): what the control loop does every [`strait_discovery::tls::TICKET_ROTATION`].
+    /// The certificate files are read again on the way; if one cannot be, nothing changes.
+    pub fn rotate_tickets(&mut self) {
+        let Some(before) = self.tls.clone() else {
+            return;
+        };
+        match crate::tls::load_with(&self.config, Some(&before), true) {
+            Ok(Some(tls)) => {
+                let tls = Arc::new(tls);
+                self.publisher.send(Update::Tls(tls.clone()));
+                *self.admin.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(tls.clone());
+                self.tls = Some(tls);
+                tracing::info!("session ticket keys rotated");
+            }
+            Ok(None) => {}
+            Err(e) => {
+                tracing::error!("session ticket keys not rotated, certificates unreadable: {e}")
+            }
+        }
     }
 
     /// A new config must keep the upstream of every running `tcp` listener (listeners

@@ -32,6 +32,7 @@ use std::time::Instant;
 use crate::access_log::Record;
 use crate::http::head::HeadReader;
 use crate::http::HeadError;
+use crate::tls::TlsFacts;
 use crate::transport::deadline::{read_more, Timer};
 use crate::transport::{ClientAddr, Transport};
 use crate::worker::{Open, Worker};
@@ -78,7 +79,10 @@ enum Next {
 /// (then it is dropped where it stands, closing its sockets). Its first request is read
 /// and answered even during a graceful stop (it was let in: accepted before the stop,
 /// or taken from the listener's queue); later ones are not waited for.
-pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open) {
+///
+/// `tls`: what the TLS listener's handshake found (the connection is HTTPS: the upstream
+/// is told `X-Forwarded-Proto: https`, the access log gets the version and SNI).
+pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open, tls: Option<TlsFacts>) {
     let w = open.worker().clone();
     stream.set_nodelay();
     let mut c = Client {
@@ -88,7 +92,10 @@ pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open) {
         // Lent by the worker for each exchange (`Worker::lend_head`).
         out: Vec::new(),
         cout: Vec::new(),
-        record: Record::default(),
+        record: Record {
+            tls,
+            ..Record::default()
+        },
         timer: Timer::new(),
     };
     // The shutdown timeout drops the connection wherever it is.
@@ -252,7 +259,7 @@ mod tests {
     /// What an idle keep-alive connection costs beyond its buffers: its task's future.
     #[test]
     fn a_connections_future_stays_small() {
-        let size = crate::worker::connection_future_size(serve);
+        let size = crate::worker::connection_future_size(|s, p, o| serve(s, p, o, None));
         eprintln!("serve future: {size} bytes");
         assert!(size <= 4096, "serve future: {size} bytes");
     }

@@ -36,6 +36,7 @@ pub use strait_http as http;
 pub mod reload;
 pub mod sys;
 pub mod tcp;
+pub mod tls;
 pub mod transport;
 pub mod upstream;
 pub mod worker;

@@ -70,6 +70,10 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Check { file } => {
             let config = Config::load(&file).unwrap_or_else(|e| exit(&e));
+            if let Err(mut e) = strait::tls::load(&config, None) {
+                e.file = Some(file.clone());
+                exit(&e);
+            }
             for w in config.warnings() {
                 eprintln!("{}: warning: {w}", file.display());
             }
@@ -91,12 +95,23 @@ fn main() -> anyhow::Result<()> {
             let mut config =
                 Config::from_yaml(strait::DEMO_CONFIG).map_err(|e| anyhow::anyhow!("{e}"))?;
             config.override_workers(workers)?;
+            // HTTPS beside HTTP, with a CA and certificate made now, in a directory of
+            // this run's own.
+            let dir = std::env::temp_dir().join(format!("strait-demo-{}", std::process::id()));
+            std::fs::create_dir_all(&dir).with_context(|| format!("{}", dir.display()))?;
+            let (https, certs) = strait::tls::demo_listener(&dir)
+                .map_err(|e| anyhow::anyhow!("demo certificates: {e}"))?;
+            config.listeners.push(https);
             // Kept until the gateway stops.
             let backends = strait::echo::EchoServer::start_demo_backends().context("demo")?;
             for b in &backends {
                 println!("demo backend listening on {}", b.name());
             }
             println!("try: curl -H 'Host: sd.httpbin.org' http://127.0.0.1:9080/v1/anything");
+            println!(
+                "and: curl --cacert {} --resolve sd.httpbin.org:9443:127.0.0.1 https://sd.httpbin.org:9443/v1/anything",
+                certs.ca_file.display()
+            );
             serve(config, None)
         }
         Command::Echo { listen } => {

@@ -186,6 +186,8 @@ pub struct WorkerMetrics {
     pub pool_idle: Gauge,
     /// Upstream connections in use by an exchange or a tunnel.
     pub pool_active: Gauge,
+    /// TLS handshakes by outcome, indexed like [`crate::tls::RESULTS`].
+    pub tls_handshakes: [Counter; 7],
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -285,6 +287,8 @@ pub struct Control<'a> {
     pub ready: bool,
     pub reloads_ok: u64,
     pub reloads_failed: u64,
+    /// The certificates in force on the TLS listeners.
+    pub tls: Option<Arc<strait_discovery::tls::TlsSnapshot>>,
 }
 
 /// Renders every metric (CONFIG.md, "Metrics") in the Prometheus text format 0.0.4.
@@ -518,7 +522,50 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
         "strait_config_reloads_total{{result=\"refused\"}} {}",
         control.reloads_failed
     );
+    tls_metrics(&mut out, workers, control);
     out
+}
+
+/// `strait_tls_handshakes_total{result}` and `strait_tls_certificate_expiry_seconds`.
+fn tls_metrics(out: &mut String, workers: &[Arc<WorkerMetrics>], control: &Control<'_>) {
+    family(
+        out,
+        "strait_tls_handshakes_total",
+        "counter",
+        "TLS handshakes on the TLS listeners, by result.",
+    );
+    for (i, result) in crate::tls::RESULTS.iter().enumerate() {
+        let n: u64 = workers.iter().map(|w| w.tls_handshakes[i].get()).sum();
+        let _ = writeln!(
+            out,
+            "strait_tls_handshakes_total{{result=\"{result}\"}} {n}"
+        );
+    }
+    family(
+        out,
+        "strait_tls_certificate_expiry_seconds",
+        "gauge",
+        "Seconds until each served certificate expires (negative: expired), by listener and source file.",
+    );
+    let Some(tls) = &control.tls else { return };
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_secs() as i64);
+    let mut rows: Vec<(&String, &str, i64)> = Vec::new();
+    for (listener, certs) in &tls.listeners {
+        for c in &certs.certs {
+            rows.push((listener, &c.info.source, c.info.not_after - now));
+        }
+    }
+    rows.sort();
+    for (listener, source, left) in rows {
+        let _ = writeln!(
+            out,
+            "strait_tls_certificate_expiry_seconds{{listener=\"{}\",source=\"{}\"}} {left}",
+            escape(listener),
+            escape(source)
+        );
+    }
 }
 
 /// Endpoint state labels, in [`state_index`] order.
@@ -585,6 +632,7 @@ mod tests {
                 ready: true,
                 reloads_ok: 0,
                 reloads_failed: 0,
+                tls: None,
             },
         );
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIG.md");

@@ -15,21 +15,27 @@ use crate::Gateway;
 /// How often the watcher reads the file.
 pub const POLL: Duration = Duration::from_secs(1);
 
-/// Watches `path`: sends once each time its content differs from what was last seen
-/// (a rename over it or a Kubernetes ConfigMap's symlink swap included). A file that
-/// cannot be read for a moment is skipped until it can. Stops when the receiver is
-/// dropped.
-pub fn watch(path: PathBuf, every: Duration) -> std::io::Result<crossbeam_channel::Receiver<()>> {
+/// Watches `paths` (the config file, and the certificate and key files of the TLS
+/// listeners): sends once each time the content of one differs from what was last seen
+/// (a rename over it or a Kubernetes mount's `..data` symlink swap included: the path is
+/// read through its links). While a file cannot be read (between the two renames of a
+/// swap), nothing is sent until it can. Stops when the receiver is dropped.
+pub fn watch(
+    paths: Vec<PathBuf>,
+    every: Duration,
+) -> std::io::Result<crossbeam_channel::Receiver<()>> {
     let (tx, rx) = crossbeam_channel::bounded(1);
-    let mut seen = std::fs::read(&path).ok();
+    let read_all =
+        move || -> Option<Vec<Vec<u8>>> { paths.iter().map(|p| std::fs::read(p).ok()).collect() };
+    let mut seen = read_all();
     std::thread::Builder::new()
         .name("strait-config-watch".into())
         .spawn(move || loop {
             std::thread::park_timeout(every);
-            let Ok(now) = std::fs::read(&path) else {
+            let Some(now) = read_all() else {
                 continue;
             };
-            if seen.as_deref() != Some(&now[..]) {
+            if seen.as_ref() != Some(&now) {
                 seen = Some(now);
                 match tx.try_send(()) {
                     Ok(()) | Err(crossbeam_channel::TrySendError::Full(())) => {}

@@ -9,19 +9,20 @@
 //! Addresses stay outside the trait: a client's comes from the accept ([`ClientAddr`]), an
 //! upstream's from the pick ([`strait_discovery::EndpointAddr`]).
 //!
-//! Today's transports: [`TcpStream`] and [`UnixStream`], on both sides. The client side is
+//! Today's transports: [`TcpStream`] and [`UnixStream`], on both sides, and TLS over them
+//! on the client side. The client side is
 //! generic (`http1::serve::<S>`, `tcp::serve::<S>`, one instance per listener kind, no
 //! dispatch per read); the upstream side holds whichever the endpoint needs in one pooled
 //! type, [`AnyStream`] (an [`Either`] of the two).
 //!
-//! How the next layers plug in (the plan, so that they add files, not special cases):
-//! - **TLS** (rustls): `transport/tls.rs` wraps any `Transport` in a `TlsStream<S>` that is
-//!   itself a `Transport` (a read decrypts into the caller's buffer, a write encrypts from
-//!   it; `into_split` shares the session between the halves through an `Rc` and a
-//!   `RefCell` borrowed only inside one poll; `idle_state` also looks at plaintext
-//!   buffered in the session). Listeners with `tls:` accept `TlsStream<TcpStream>` and hand
-//!   it to the same `http1::serve`; upstreams with `tls:` pool `Either<AnyStream,
-//!   TlsStream<AnyStream>>`. The exchange, relay, pool and copy code do not change.
+//! How the layers above plug in:
+//! - **TLS** (rustls, `transport/tls.rs`): `TlsStream<S>` wraps any `Transport` and is
+//!   itself one (a read decrypts into the caller's buffer, a write encrypts from it;
+//!   `into_split` shares the session between the halves through an `Rc<RefCell<_>>`
+//!   borrowed only between awaits; `idle_state` also looks at plaintext buffered in the
+//!   session). TLS listeners hand `TlsStream<TcpStream>` to the same `http1::serve`; the
+//!   exchange, relay and copy code do not change. Upstream TLS (next) pools
+//!   `Either<AnyStream, TlsStream<AnyStream>>`.
 //! - **HTTP/2**: an h2 connection is not a byte stream per request, so it sits above this
 //!   trait: the connection task (`h2/`) runs the `h2` crate over a `Transport` (through a
 //!   small adapter to the poll-based IO traits h2 needs) and turns each stream into an
@@ -41,6 +42,7 @@ use crate::sys;
 
 pub mod deadline;
 mod either;
+pub mod tls;
 
 pub use either::Either;
 

@@ -18,12 +18,14 @@
 use std::cell::{Cell, RefCell};
 use std::sync::Arc;
 
+use strait_discovery::tls::TlsSnapshot;
 use strait_discovery::Snapshot;
 
 use crate::access_log::AccessLog;
-use crate::config::HttpConfig;
+use crate::config::{HttpConfig, ListenerTls};
 use crate::http::head::HeadLimits;
 use crate::metrics::WorkerMetrics;
+use crate::tls::WorkerTls;
 use crate::upstream::Upstreams;
 
 pub mod admission;
@@ -76,6 +78,10 @@ pub struct Worker {
     /// Spare head buffers: an idle keep-alive connection lends its head buffers here, so
     /// that thousands of idle connections do not hold 2 KiB each.
     heads: RefCell<Vec<Vec<u8>>>,
+    /// This worker's TLS server configs, by listener (its own, from the last snapshot).
+    pub tls: RefCell<WorkerTls>,
+    /// The TLS listeners of this worker and their settings.
+    tls_listeners: RefCell<Vec<(String, ListenerTls)>>,
 }
 
 impl Worker {
@@ -107,7 +113,24 @@ impl Worker {
             listeners: Cell::new(0),
             bufs: RefCell::new(Vec::new()),
             heads: RefCell::new(Vec::new()),
+            tls: RefCell::new(WorkerTls::default()),
+            tls_listeners: RefCell::new(Vec::new()),
         }
+    }
+
+    /// The TLS listeners this worker serves, for [`Worker::apply_tls`].
+    pub fn set_tls_listeners(&self, listeners: Vec<(String, ListenerTls)>) {
+        *self.tls_listeners.borrow_mut() = listeners;
+    }
+
+    /// Builds this worker's TLS configs from `snapshot`: new handshakes use them, open
+    /// connections keep the session they have.
+    pub fn apply_tls(&self, snapshot: &TlsSnapshot) {
+        let built = {
+            let previous = self.tls.borrow();
+            WorkerTls::build(snapshot, &self.tls_listeners.borrow(), Some(&previous))
+        };
+        *self.tls.borrow_mut() = built;
     }
 }
 

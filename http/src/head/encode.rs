@@ -38,6 +38,25 @@ pub fn write_upstream_head(
     client_ip: Option<IpAddr>,
     host: HostHeader<'_>,
 ) {
+    write_upstream_head_for(out, req, info, path, client_ip, host, false);
+}
+
+/// [`write_upstream_head`] for a client on a plain (`https: false`) or TLS connection:
+/// the scheme goes upstream as `X-Forwarded-Proto`.
+pub fn write_upstream_head_for(
+    out: &mut Vec<u8>,
+    req: &Request<'_, '_>,
+    info: &RequestInfo<'_>,
+    path: &str,
+    client_ip: Option<IpAddr>,
+    host: HostHeader<'_>,
+    https: bool,
+) {
+    let proto: &[u8] = if https {
+        b"X-Forwarded-Proto: https\r\n"
+    } else {
+        b"X-Forwarded-Proto: http\r\n"
+    };
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
     out.extend_from_slice(path.as_bytes());
@@ -85,7 +104,8 @@ pub fn write_upstream_head(
     match client_ip {
         Some(ip) => {
             push_ip(out, ip);
-            out.extend_from_slice(b"\r\nX-Forwarded-Proto: http\r\n");
+            out.extend_from_slice(b"\r\n");
+            out.extend_from_slice(proto);
         }
         None => {
             // The earlier hops only, without the last `, `; no field when there were none.
@@ -98,7 +118,7 @@ pub fn write_upstream_head(
             if end != start {
                 out.extend_from_slice(b"\r\n");
             }
-            out.extend_from_slice(b"X-Forwarded-Proto: http\r\n");
+            out.extend_from_slice(proto);
         }
     }
     push_header(out, "X-Forwarded-Host", info.host.as_bytes());

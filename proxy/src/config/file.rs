@@ -146,6 +146,9 @@ pub struct FileListener {
     /// on; `0s` never cuts it. Default `5m`.
     #[serde(default)]
     pub drain_timeout: Option<String>,
+    /// `http` only: terminate TLS (HTTPS). Default: plain text.
+    #[serde(default)]
+    pub tls: Option<FileListenerTls>,
 }
 
 impl FileListener {
@@ -158,7 +161,67 @@ impl FileListener {
         "upstream",
         "idle_timeout",
         "drain_timeout",
+        "tls",
     ];
+}
+
+/// `listeners[].tls:`; TLS termination on a listener.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileListenerTls {
+    /// The certificates served, at least one; the first is the default for a client with
+    /// no SNI or an unknown name.
+    #[serde(default)]
+    pub certificates: Vec<FileCertificate>,
+    /// `"1.2"` or `"1.3"`: the lowest TLS version accepted. Default `"1.2"`.
+    #[serde(default)]
+    pub min_version: Option<String>,
+    /// From accept to the end of the handshake; a slower one is cut. Default `10s`.
+    #[serde(default)]
+    pub handshake_timeout: Option<String>,
+    /// Refuse (handshake alert) a client that sends no SNI or a name no certificate
+    /// serves, instead of serving the first certificate. Default `false`.
+    #[serde(default)]
+    pub sni_strict: Option<bool>,
+    /// PEM file of CA certificates: clients must present a certificate they signed (mTLS).
+    /// Default: no client certificate asked for.
+    #[serde(default)]
+    pub client_ca_file: Option<PathBuf>,
+    /// Handshakes in progress per worker; new connections beyond it are closed at once.
+    /// Default `1024`.
+    #[serde(default)]
+    pub max_handshakes: Option<usize>,
+}
+
+impl FileListenerTls {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "certificates",
+        "min_version",
+        "handshake_timeout",
+        "sni_strict",
+        "client_ca_file",
+        "max_handshakes",
+    ];
+}
+
+/// One item of `listeners[].tls.certificates:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileCertificate {
+    /// PEM certificate chain, leaf first. Re-read when it changes.
+    pub cert_file: PathBuf,
+    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of the leaf. Re-read when it changes.
+    pub key_file: PathBuf,
+    /// The DNS names this certificate serves (`*.example.com`: one label). Default: the
+    /// certificate's subjectAltName DNS names (its CN when it has none).
+    #[serde(default)]
+    pub names: Option<Vec<String>>,
+}
+
+impl FileCertificate {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["cert_file", "key_file", "names"];
 }
 
 /// `listeners[].protocol:` values.
@@ -665,6 +728,16 @@ mod tests {
                 "FileListener",
                 accepted::<FileListener>(KEY),
                 FileListener::FIELDS,
+            ),
+            (
+                "FileListenerTls",
+                accepted::<FileListenerTls>(KEY),
+                FileListenerTls::FIELDS,
+            ),
+            (
+                "FileCertificate",
+                accepted::<FileCertificate>(KEY),
+                FileCertificate::FIELDS,
             ),
             (
                 "FileProtocol",

@@ -74,7 +74,16 @@ pub fn run(
     let mut gateway = Gateway::start(config)?;
     started(&gateway);
     let changed = match &source {
-        Some(s) => reload::watch(s.path.clone(), reload::POLL)?,
+        Some(s) => {
+            let mut paths = vec![s.path.clone()];
+            for l in &gateway.config().listeners {
+                for c in l.tls.iter().flat_map(|t| &t.certificates) {
+                    paths.push(c.cert_file.clone());
+                    paths.push(c.key_file.clone());
+                }
+            }
+            reload::watch(paths, reload::POLL)?
+        }
         None => crossbeam_channel::never(),
     };
     let reload = |gateway: &mut Gateway| {
@@ -82,9 +91,11 @@ pub fn run(
             reload::apply(gateway, &s.path, s.workers);
         }
     };
+    let rotation = crossbeam_channel::tick(strait_discovery::tls::TICKET_ROTATION);
     loop {
         select! {
             recv(changed) -> _ => reload(&mut gateway),
+            recv(rotation) -> _ => gateway.rotate_tickets(),
             recv(control) -> c => match c {
                 Ok(Control::Reload) => reload(&mut gateway),
                 Ok(Control::Drain) | Err(_) => {

@@ -80,6 +80,7 @@ pub(super) fn prepare<'v, S>(
     } = c;
     let mut hb = head::header_buf();
     let req = head::reader::parse_complete(buf, &mut hb, &w.head_limits)?;
+    let https = record.tls.is_some();
     let record = w.access.is_some().then_some(record);
     if req.method == "CONNECT" {
         return prepare_connect(&req, *peer, view, record);
@@ -87,6 +88,7 @@ pub(super) fn prepare<'v, S>(
     route(
         &req,
         *peer,
+        https,
         w.http.max_request_body_bytes,
         view,
         out,
@@ -98,6 +100,7 @@ pub(super) fn prepare<'v, S>(
 fn route<'v>(
     req: &head::Request<'_, '_>,
     peer: ClientAddr,
+    https: bool,
     max_body: u64,
     view: &'v View,
     out: &mut Vec<u8>,
@@ -159,7 +162,7 @@ fn route<'v>(
                 PassHost::Node => (HostHeader::Omit, true),
             };
             out.clear();
-            head::write_upstream_head(out, req, &info, &path, peer.ip(), host);
+            head::write_upstream_head_for(out, req, &info, &path, peer.ip(), host, https);
             Action::Forward(Forward {
                 route,
                 head_base: out.len(),

@@ -29,9 +29,9 @@ use std::time::Duration;
 use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
 use super::{DriverKind, Open, Worker};
-use crate::config::Protocol;
+use crate::config::{ListenerTls, Protocol};
 use crate::transport::{ClientAddr, Transport};
-use crate::{http1, tcp};
+use crate::{http1, tcp, tls};
 
 /// How long an accept in flight gets to end after its listener was shut down (it ends
 /// at once; the bound is a safety net).
@@ -44,6 +44,8 @@ const BACKLOG: i32 = 4096;
 pub struct BoundListener {
     pub name: String,
     pub protocol: Protocol,
+    /// TLS termination (an HTTPS listener).
+    pub tls: Option<ListenerTls>,
     pub socket: BoundSocket,
 }
 
@@ -156,9 +158,12 @@ pub fn bind_unix(
 
 /// Starts the accept loop of one listener on `worker`.
 pub(super) fn start(l: BoundListener, worker: &Rc<Worker>) -> io::Result<()> {
-    let serve = match l.protocol {
-        Protocol::Http => Serve::Http,
-        Protocol::Tcp(config) => Serve::Tcp(Rc::new(tcp::Listener::new(l.name, config))),
+    let serve = match (l.protocol, l.tls) {
+        (Protocol::Http, None) => Serve::Http,
+        (Protocol::Http, Some(settings)) => {
+            Serve::Https(Rc::new(tls::Terminator::new(l.name, settings)))
+        }
+        (Protocol::Tcp(config), _) => Serve::Tcp(Rc::new(tcp::Listener::new(l.name, config))),
     };
     match l.socket {
         BoundSocket::Tcp(socket) => {
@@ -195,6 +200,8 @@ pub(super) fn start(l: BoundListener, worker: &Rc<Worker>) -> io::Result<()> {
 enum Serve {
     /// HTTP/1.1 exchanges ([`http1::serve`]).
     Http,
+    /// A TLS handshake, then HTTP/1.1 over it ([`tls::accept`]).
+    Https(Rc<tls::Terminator>),
     /// Copied to the listener's upstream ([`tcp::serve`]).
     Tcp(Rc<tcp::Listener>),
 }
@@ -205,7 +212,10 @@ impl Serve {
         let open = Open::new(worker.clone());
         match self {
             Serve::Http => {
-                monoio::spawn(http1::serve(stream, peer, open));
+                monoio::spawn(http1::serve(stream, peer, open, None));
+            }
+            Serve::Https(t) => {
+                monoio::spawn(tls::accept(stream, peer, open, t.clone()));
             }
             Serve::Tcp(l) => {
                 monoio::spawn(tcp::serve(stream, peer, open, l.clone()));

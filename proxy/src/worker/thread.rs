@@ -53,6 +53,8 @@ pub struct WorkerSetup {
     /// Dropped when the thread ends: the gateway learns that every worker exited when
     /// the channel disconnects.
     pub alive: crossbeam_channel::Sender<()>,
+    /// The certificates of the TLS listeners at start (later ones come as `Update::Tls`).
+    pub tls: Option<Arc<strait_discovery::tls::TlsSnapshot>>,
 }
 
 /// Which driver a worker ended up with.
@@ -202,7 +204,7 @@ async fn run(
     // The initial snapshot was queued before the thread started.
     let first = match setup.subscriber.recv() {
         Some(Update::Snapshot(s)) => s,
-        Some(Update::Drain(_) | Update::Shutdown) | None => return Ok(()),
+        Some(Update::Drain(_) | Update::Shutdown | Update::Tls(_)) | None => return Ok(()),
     };
     setup.subscriber.ack(&first);
     let access = setup.access_log.take().map(AccessLog::new);
@@ -220,6 +222,16 @@ async fn run(
         .ok_or_else(|| std::io::Error::other("wake socket already taken"))?;
     wake.set_nonblocking(true)?;
     let mut wake = UnixStream::from_std(wake)?;
+    worker.set_tls_listeners(
+        setup
+            .listeners
+            .iter()
+            .filter_map(|l| l.tls.clone().map(|t| (l.name.clone(), t)))
+            .collect(),
+    );
+    if let Some(tls) = setup.tls.take() {
+        worker.apply_tls(&tls);
+    }
     for l in setup.listeners.drain(..) {
         listen::start(l, &worker)?;
     }
@@ -274,6 +286,14 @@ async fn run(
                     );
                     worker.drain();
                     deadline = Some(until);
+                }
+                Ok(Some(Update::Tls(tls))) => {
+                    worker.apply_tls(&tls);
+                    tracing::debug!(
+                        worker = worker.id,
+                        version = tls.version,
+                        "certificates swapped in"
+                    );
                 }
                 Ok(Some(Update::Shutdown)) | Err(()) => return Ok(()),
                 Ok(None) => break,

@@ -28,6 +28,8 @@
 //! - [`reload`]: the config file watched by `strait run`, SIGHUP, a refused bad file.
 //! - [`restart`]: SIGTERM draining, a second signal, a new process taking over the port
 //!   under load.
+//! - [`tls`]: TLS listeners: SNI (exact, wildcard, default, strict), curl, plain HTTP
+//!   and bad handshakes, resumption across workers, a rotated certificate mount.
 //! - [`unix`]: Unix domain sockets on both sides (listeners, `tcp` listeners, upstream
 //!   nodes): forwarding, keep-alive, chunked bodies, retries, draining, the socket file.
 
@@ -51,6 +53,7 @@ mod rolling;
 mod routing;
 mod support;
 mod tcp;
+mod tls;
 mod tunnel;
 mod unix;
 mod upstream;

@@ -1,5 +1,5 @@
 //! `listeners:`: names, addresses (`ip:port` or `unix:/path`, each used once), the
-//! protocol and its keys.
+//! protocol and its keys, and `tls:`.
 //!
 //! Runs on: the thread that loads the config. Pure: a Unix socket path is checked for
 //! its form here; whether it can be bound is found out at start.
@@ -10,8 +10,10 @@ use std::path::PathBuf;
 use strait_discovery::UnixPath;
 
 use super::{Checker, Result};
-use crate::config::file::{FileListener, FileProtocol};
-use crate::config::{ListenAddr, ListenerConfig, Protocol, TcpConfig};
+use crate::config::file::{FileListener, FileListenerTls, FileProtocol};
+use crate::config::{
+    CertFiles, ListenAddr, ListenerConfig, ListenerTls, Protocol, TcpConfig, TlsVersion,
+};
 
 impl Checker<'_> {
     pub(super) fn listeners(
@@ -51,14 +53,85 @@ impl Checker<'_> {
                     )),
                 };
             let protocol = self.protocol(&format!("listeners[{i}]"), &item, upstreams)?;
+            let tls = match item.tls {
+                None => None,
+                Some(_) if item.protocol != FileProtocol::Http => {
+                    return Err(self.error(
+                        format!("listeners[{i}].tls"),
+                        "`tls` is for `protocol: http` listeners (HTTPS); TLS on `tcp` listeners is not supported yet",
+                    ))
+                }
+                Some(t) => Some(self.listener_tls(&format!("listeners[{i}].tls"), t)?),
+            };
             out.push(ListenerConfig {
                 name: item.name,
                 addr,
                 mode,
                 protocol,
+                tls,
             });
         }
         Ok(out)
+    }
+
+    /// A listener's `tls:` (the files are read by `tls::load`, not here).
+    fn listener_tls(&self, at: &str, t: FileListenerTls) -> Result<ListenerTls> {
+        if t.certificates.is_empty() {
+            return Err(self.error(
+                format!("{at}.certificates"),
+                "at least one certificate (`cert_file` and `key_file`) is required",
+            ));
+        }
+        let mut certificates = Vec::with_capacity(t.certificates.len());
+        for (j, c) in t.certificates.into_iter().enumerate() {
+            if let Some(names) = &c.names {
+                for (k, n) in names.iter().enumerate() {
+                    let bare = n.strip_prefix("*.").unwrap_or(n);
+                    if bare.is_empty()
+                        || bare.contains('*')
+                        || bare.contains(|c: char| c.is_whitespace())
+                    {
+                        return Err(self.error(
+                            format!("{at}.certificates[{j}].names[{k}]"),
+                            format!("{n:?} is not a DNS name (a wildcard is `*.` and one label: `*.example.com`)"),
+                        ));
+                    }
+                }
+            }
+            certificates.push(CertFiles {
+                cert_file: c.cert_file,
+                key_file: c.key_file,
+                names: c.names,
+            });
+        }
+        let min_version = match t.min_version.as_deref().map(str::trim) {
+            None | Some("1.2") => TlsVersion::V1_2,
+            Some("1.3") => TlsVersion::V1_3,
+            Some(other) => {
+                return Err(self.error(
+                    format!("{at}.min_version"),
+                    format!("{other:?} is not a TLS version strait accepts: \"1.2\" or \"1.3\""),
+                ))
+            }
+        };
+        let max_handshakes = t
+            .max_handshakes
+            .unwrap_or(ListenerTls::DEFAULT_MAX_HANDSHAKES);
+        if max_handshakes == 0 {
+            return Err(self.error(format!("{at}.max_handshakes"), "must be at least 1"));
+        }
+        Ok(ListenerTls {
+            certificates,
+            min_version,
+            handshake_timeout: self.duration(
+                &format!("{at}.handshake_timeout"),
+                t.handshake_timeout.as_deref(),
+                ListenerTls::DEFAULT_HANDSHAKE_TIMEOUT,
+            )?,
+            sni_strict: t.sni_strict.unwrap_or(false),
+            client_ca_file: t.client_ca_file,
+            max_handshakes,
+        })
     }
 
     /// `ip:port` or `unix:/path` (a path a socket address can hold).

@@ -73,6 +73,7 @@ fn seed_config_parses_into_the_expected_config() {
             addr: ListenAddr::Inet("127.0.0.1:9080".parse().unwrap()),
             mode: None,
             protocol: Protocol::Http,
+            tls: None,
         }],
         access_log: AccessLogConfig::default(),
         http: HttpConfig::default(),
