@@ -185,6 +185,8 @@ pub struct UpstreamSettings {
     pub pass_host: PassHost,
     pub pool: PoolSettings,
     pub health: PassiveHealth,
+    /// TLS to the endpoints (`upstreams[].tls`); `None`: plain text.
+    pub tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
 }
 
 impl Default for UpstreamSettings {
@@ -199,6 +201,7 @@ impl Default for UpstreamSettings {
             pass_host: PassHost::Pass,
             pool: PoolSettings::default(),
             health: PassiveHealth::default(),
+            tls: None,
         }
     }
 }

@@ -405,3 +405,185 @@ pub struct TlsSnapshot {
     /// copy), so a ticket resumes whichever core the client lands on.
     pub tickets: TicketKeys,
 }
+
+/// TLS to an upstream's endpoints, as checked from the config: the data each worker
+/// builds its own rustls client config from ([`UpstreamTls::client_config`]).
+#[derive(Clone, PartialEq)]
+pub struct UpstreamTls {
+    /// The name sent as SNI and verified in the endpoint's certificate; `None`: the
+    /// endpoint's IP is verified and no SNI is sent.
+    pub sni: Option<String>,
+    /// Verify the endpoint's certificate (the default). Off only on purpose.
+    pub verify: bool,
+    /// Trusted CAs: `ca_file`'s, or the system's when none is given.
+    pub roots: Vec<CertificateDer<'static>>,
+    /// A client certificate chain and key presented to the endpoint (mTLS), if any.
+    client: Option<Arc<(Vec<CertificateDer<'static>>, PrivateKeyDer<'static>)>>,
+    /// A digest of all the above, never 0: pooled connections are kept apart by it, so an
+    /// upstream only reuses a connection secured the way it would secure one.
+    pub id: u64,
+}
+
+impl fmt::Debug for UpstreamTls {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Never the key.
+        f.debug_struct("UpstreamTls")
+            .field("sni", &self.sni)
+            .field("verify", &self.verify)
+            .field("roots", &self.roots.len())
+            .field("client_certificate", &self.client.is_some())
+            .finish()
+    }
+}
+
+impl UpstreamTls {
+    /// Reads and checks what `upstreams[].tls` names: the CA file (or the system's
+    /// roots), and the client certificate pair (checked as [`load_pem`] does).
+    pub fn load(
+        sni: Option<String>,
+        verify: bool,
+        ca_file: Option<&Path>,
+        client: Option<(&Path, &Path)>,
+    ) -> Result<UpstreamTls, CertError> {
+        let roots = match ca_file {
+            Some(path) => {
+                let pem = std::fs::read(path)
+                    .map_err(|e| CertError(format!("cannot read {}: {e}", path.display())))?;
+                let roots: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&pem)
+                    .collect::<Result<_, _>>()
+                    .map_err(|e| {
+                        CertError(format!("{}: not a PEM certificate: {e}", path.display()))
+                    })?;
+                if roots.is_empty() {
+                    return Err(CertError(format!(
+                        "{}: no certificate in it",
+                        path.display()
+                    )));
+                }
+                roots
+            }
+            None => rustls_native_certs::load_native_certs().certs,
+        };
+        if verify && roots.is_empty() {
+            return Err(CertError(
+                "no CA to verify with: give `ca_file` (the system has no roots)".into(),
+            ));
+        }
+        let client = match client {
+            Some((cert, key)) => {
+                let loaded = load_files(cert, key, Some(&["client".to_string()]))?;
+                Some(Arc::new((loaded.chain, loaded.key)))
+            }
+            None => None,
+        };
+        let id = {
+            use std::hash::{Hash, Hasher};
+            let mut h = std::collections::hash_map::DefaultHasher::new();
+            (&sni, verify, &roots).hash(&mut h);
+            if let Some(pair) = &client {
+                pair.0.hash(&mut h);
+                pair.1.secret_der().hash(&mut h);
+            }
+            h.finish() | 1
+        };
+        let tls = UpstreamTls {
+            sni,
+            verify,
+            roots,
+            client,
+            id,
+        };
+        tls.client_config()?;
+        Ok(tls)
+    }
+
+    /// A rustls client config of the caller's own (a worker's): ALPN `http/1.1`, TLS 1.2
+    /// and 1.3, session resumption within the worker.
+    pub fn client_config(&self) -> Result<rustls::ClientConfig, CertError> {
+        let provider = Arc::new(default_provider());
+        let builder = rustls::ClientConfig::builder_with_provider(provider.clone())
+            .with_safe_default_protocol_versions()
+            .map_err(|e| CertError(e.to_string()))?;
+        let builder = if self.verify {
+            let mut roots = rustls::RootCertStore::empty();
+            let (_, _) = roots.add_parsable_certificates(self.roots.iter().cloned());
+            builder.with_root_certificates(roots)
+        } else {
+            builder
+                .dangerous()
+                .with_custom_certificate_verifier(Arc::new(NoVerify(provider)))
+        };
+        let mut config = match &self.client {
+            Some(pair) => builder
+                .with_client_auth_cert(pair.0.clone(), pair.1.clone_key())
+                .map_err(|e| CertError(format!("client certificate: {e}")))?,
+            None => builder.with_no_client_auth(),
+        };
+        config.alpn_protocols = vec![b"http/1.1".to_vec()];
+        Ok(config)
+    }
+
+    /// The name verified (and sent as SNI when it is a DNS name) for endpoint `addr`.
+    pub fn server_name(
+        &self,
+        addr: &crate::EndpointAddr,
+    ) -> Option<rustls::pki_types::ServerName<'static>> {
+        match (&self.sni, addr) {
+            (Some(name), _) => rustls::pki_types::ServerName::try_from(name.clone()).ok(),
+            (None, crate::EndpointAddr::Inet(a)) => {
+                Some(rustls::pki_types::ServerName::IpAddress(a.ip().into()))
+            }
+            (None, _) => None,
+        }
+    }
+}
+
+/// `verify: false`: any certificate is accepted (signatures are still checked, so the
+/// handshake is not trivially forged); the config says so on purpose.
+#[derive(Debug)]
+struct NoVerify(Arc<rustls::crypto::CryptoProvider>);
+
+impl rustls::client::danger::ServerCertVerifier for NoVerify {
+    fn verify_server_cert(
+        &self,
+        _end_entity: &CertificateDer<'_>,
+        _intermediates: &[CertificateDer<'_>],
+        _server_name: &rustls::pki_types::ServerName<'_>,
+        _ocsp_response: &[u8],
+        _now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        Ok(rustls::client::danger::ServerCertVerified::assertion())
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls12_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        rustls::crypto::verify_tls13_signature(
+            message,
+            cert,
+            dss,
+            &self.0.signature_verification_algorithms,
+        )
+    }
+
+    fn supported_verify_schemes(&self) -> Vec<SignatureScheme> {
+        self.0.signature_verification_algorithms.supported_schemes()
+    }
+}

@@ -28,6 +28,9 @@ pub enum Retry {
 pub enum ErrorKind {
     ConnectRefused,
     ConnectTimeout,
+    /// The TLS handshake with the endpoint failed (its certificate did not verify, or it
+    /// does not speak TLS).
+    UpstreamTls,
     /// The upstream closed or reset before a response head.
     UpstreamClosed,
     /// No response head within the response-header timeout.
@@ -62,7 +65,10 @@ impl ProxyError {
             ErrorKind::ConnectTimeout
             | ErrorKind::ResponseTimeout
             | ErrorKind::UpstreamIoTimeout => 504,
-            ErrorKind::ConnectRefused | ErrorKind::UpstreamClosed | ErrorKind::BadResponse => 502,
+            ErrorKind::ConnectRefused
+            | ErrorKind::UpstreamTls
+            | ErrorKind::UpstreamClosed
+            | ErrorKind::BadResponse => 502,
             ErrorKind::ClientTimeout => 408,
             ErrorKind::ClientIo => 400,
             ErrorKind::BodyTooLarge => 413,
@@ -74,6 +80,7 @@ impl ProxyError {
         match self.kind {
             ErrorKind::ConnectRefused => "bad gateway: could not connect to any upstream endpoint",
             ErrorKind::ConnectTimeout => "gateway timeout: connecting to the upstream timed out",
+            ErrorKind::UpstreamTls => "bad gateway: the TLS handshake with the upstream failed",
             ErrorKind::UpstreamClosed => {
                 "bad gateway: the upstream closed the connection before responding"
             }

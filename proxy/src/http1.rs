@@ -19,7 +19,7 @@
 //!   connection that switched protocols (101, or CONNECT's 200), copied both ways.
 //!
 //! Everything is written over [`Transport`]: the client side is any stream a listener
-//! accepts (TCP, Unix, and TLS next), the upstream side an [`crate::transport::AnyStream`].
+//! accepts (TCP, Unix, TLS over either), the upstream side an [`crate::transport::UpstreamStream`] (plain or TLS).
 //!
 //! Runs on: a worker, one task per client connection. Touches only worker-local state
 //! (`Rc`, `Cell`, `RefCell`); no lock, no shared atomic, no cross-thread channel. Every

@@ -25,7 +25,7 @@ use std::time::{Duration, Instant};
 use strait_discovery::{EndpointAddr, SnapshotVersion, UpstreamStatus};
 
 use crate::config::TcpConfig;
-use crate::transport::{AnyStream, ClientAddr, Transport};
+use crate::transport::{ClientAddr, Transport, UpstreamStream};
 use crate::upstream::{self, View};
 use crate::worker::{Open, Worker};
 
@@ -133,7 +133,7 @@ pub async fn serve<S: Transport>(client: S, peer: ClientAddr, open: Open, l: Rc<
 /// failed connect (1 + `retries` attempts in all, each endpoint once). Returns the
 /// connection, its endpoint and the view it was picked from (still current, or still
 /// sending to that endpoint).
-async fn connect(w: &Worker, l: &Listener) -> Option<(AnyStream, EndpointAddr, Rc<View>)> {
+async fn connect(w: &Worker, l: &Listener) -> Option<(UpstreamStream, EndpointAddr, Rc<View>)> {
     let mut view = w.upstreams.table.view();
     let mut tried: Vec<EndpointAddr> = Vec::new();
     let mut used = 0;
@@ -157,7 +157,15 @@ async fn connect(w: &Worker, l: &Listener) -> Option<(AnyStream, EndpointAddr, R
         let ep = view.pick(idx, &tried, &w.upstreams.health, Instant::now())?;
         used += 1;
         tried.push(ep.addr);
-        let Ok(stream) = upstream::connect(&w.upstreams.health, up, stats, ep.addr, w.id).await
+        let Ok(stream) = upstream::connect(
+            &w.upstreams.health,
+            &w.upstreams.tls,
+            up,
+            stats,
+            ep.addr,
+            w.id,
+        )
+        .await
         else {
             continue;
         };
@@ -204,7 +212,7 @@ mod tests {
     use super::*;
 
     /// What an idle tcp connection costs beyond its sockets and two 2 KiB buffers: its
-    /// task's future (3,584 bytes in a debug build: both directions' read and write
+    /// task's future (3,840 bytes in a debug build: both directions' read and write
     /// states, the copy's one timer, the drain watch).
     #[test]
     fn a_tcp_connections_future_stays_small() {

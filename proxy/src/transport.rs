@@ -108,6 +108,9 @@ impl Transport for UnixStream {
 /// An upstream connection: TCP or a Unix socket, as its endpoint's address says.
 pub type AnyStream = Either<TcpStream, UnixStream>;
 
+/// A pooled upstream connection: plain, or TLS over one (`upstreams[].tls`).
+pub type UpstreamStream = Either<AnyStream, tls::TlsStream<AnyStream>>;
+
 /// Where a client connection comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum ClientAddr {

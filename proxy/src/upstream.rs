@@ -26,7 +26,7 @@ mod health;
 mod pool;
 mod view;
 
-pub use connect::connect;
+pub use connect::{connect, TlsClients};
 pub use drain::{Departure, Departures, Watch};
 pub use health::{Health, Verdict};
 pub use pool::{Pool, UpstreamConn};
@@ -42,6 +42,8 @@ pub struct Upstreams {
     pub health: Health,
     /// Endpoints its `tcp` connections are open to, told when they leave the table.
     pub departures: Departures,
+    /// This worker's TLS client configs for upstreams with `tls:`.
+    pub tls: TlsClients,
 }
 
 /// What applying a snapshot did.
@@ -60,6 +62,7 @@ impl Upstreams {
             pool: Pool::new(metrics),
             health: Health::default(),
             departures: Departures::default(),
+            tls: TlsClients::default(),
         }
     }
 

@@ -405,6 +405,37 @@ pub struct FileUpstream {
     /// Ejecting endpoints that keep refusing connections, per worker.
     #[serde(default)]
     pub passive_health: FilePassiveHealth,
+    /// TLS to the endpoints. Default: plain text.
+    #[serde(default)]
+    pub tls: Option<FileUpstreamTls>,
+}
+
+/// `upstreams[].tls:`; TLS to an upstream's endpoints.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileUpstreamTls {
+    /// The name sent as SNI and verified in the endpoints' certificates. Default: none
+    /// sent, the endpoint's IP verified.
+    #[serde(default)]
+    pub sni: Option<String>,
+    /// PEM CA certificates to verify the endpoints with. Default: the system's roots.
+    #[serde(default)]
+    pub ca_file: Option<PathBuf>,
+    /// Verify the endpoints' certificates. Default `true`.
+    #[serde(default)]
+    pub verify: Option<bool>,
+    /// A client certificate (PEM chain) presented to the endpoints; needs `key_file`.
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
+    /// The client certificate's private key (PEM).
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+}
+
+impl FileUpstreamTls {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] =
+        &["sni", "ca_file", "verify", "cert_file", "key_file"];
 }
 
 impl FileUpstream {
@@ -420,6 +451,7 @@ impl FileUpstream {
         "upstream_host",
         "keepalive",
         "passive_health",
+        "tls",
     ];
 }
 
@@ -733,6 +765,11 @@ mod tests {
                 "FileListenerTls",
                 accepted::<FileListenerTls>(KEY),
                 FileListenerTls::FIELDS,
+            ),
+            (
+                "FileUpstreamTls",
+                accepted::<FileUpstreamTls>(KEY),
+                FileUpstreamTls::FIELDS,
             ),
             (
                 "FileCertificate",

@@ -17,7 +17,7 @@ use super::tunnel::Upgraded;
 use super::Next;
 use crate::error::{ErrorKind, ProxyError, Retry, Side};
 use crate::http::reply::CONNECT_ESTABLISHED;
-use crate::transport::{AnyStream, Transport};
+use crate::transport::{Transport, UpstreamStream};
 use crate::upstream;
 
 /// Connects to an endpoint of `route`'s upstream (round-robin with passive health; a
@@ -45,7 +45,16 @@ pub(super) async fn open<S: Transport>(x: &mut Exchange<'_, '_, S>, route: &Rout
             break;
         };
         let connecting = Instant::now();
-        match upstream::connect(&w.upstreams.health, upstream, stats, ep.addr, w.id).await {
+        match upstream::connect(
+            &w.upstreams.health,
+            &w.upstreams.tls,
+            upstream,
+            stats,
+            ep.addr,
+            w.id,
+        )
+        .await
+        {
             Ok(stream) => {
                 // The upstream sends no status: `-` keeps the lists aligned.
                 x.note_attempt(ep.addr, &"-");
@@ -71,7 +80,7 @@ pub(super) async fn open<S: Transport>(x: &mut Exchange<'_, '_, S>, route: &Rout
 /// tunnel to it. Client bytes already read past the CONNECT head go upstream first.
 async fn established<S: Transport>(
     x: &mut Exchange<'_, '_, S>,
-    upstream: AnyStream,
+    upstream: UpstreamStream,
     write_timeout: Duration,
 ) -> Next {
     x.c.buf.drain(..x.req.head_len);

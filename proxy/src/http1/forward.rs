@@ -245,27 +245,32 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
             let replayable = x.req.idempotent && body.complete;
             w.upstreams
                 .pool
-                .take(ep.addr, &settings.pool, now, replayable)
+                .take(ep.addr, tls_id(upstream), &settings.pool, now, replayable)
         };
         a.fresh = false;
         let mut conn = match pooled {
             Some(conn) => conn,
-            None => match upstream::connect(health, upstream, stats, ep.addr, w.id).await {
-                Ok(stream) => UpstreamConn {
-                    stream,
-                    addr: ep.addr,
-                    requests: 0,
-                    reused: false,
-                },
-                Err(kind) => {
-                    // Passive health and the upstream's counters already know.
-                    a.last = ProxyError::new(kind, Side::Upstream, Retry::Safe);
-                    x.note_attempt(ep.addr, &a.last.status());
-                    a.tried.push(ep.addr);
-                    a.used += 1;
-                    continue;
+            None => {
+                match upstream::connect(health, &w.upstreams.tls, upstream, stats, ep.addr, w.id)
+                    .await
+                {
+                    Ok(stream) => UpstreamConn {
+                        stream,
+                        addr: ep.addr,
+                        tls: tls_id(upstream),
+                        requests: 0,
+                        reused: false,
+                    },
+                    Err(kind) => {
+                        // Passive health and the upstream's counters already know.
+                        a.last = ProxyError::new(kind, Side::Upstream, Retry::Safe);
+                        x.note_attempt(ep.addr, &a.last.status());
+                        a.tried.push(ep.addr);
+                        a.used += 1;
+                        continue;
+                    }
                 }
-            },
+            }
         };
         let _active = w.metrics.pool_active.hold();
         // The head, then the body bytes we hold, in one write.
@@ -450,4 +455,9 @@ async fn send_continue<S: Transport>(x: &mut Exchange<'_, '_, S>) -> bool {
     )
     .await;
     res.is_ok()
+}
+
+/// The pool key part of `up`'s TLS settings (0: plain text).
+fn tls_id(up: &strait_discovery::Upstream) -> u64 {
+    up.settings.tls.as_ref().map_or(0, |t| t.id)
 }

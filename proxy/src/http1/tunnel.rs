@@ -12,14 +12,14 @@
 use std::time::Duration;
 
 use crate::tcp::copy::{self, Limits, Outcome};
-use crate::transport::{AnyStream, Transport};
+use crate::transport::{Transport, UpstreamStream};
 use crate::worker::Worker;
 
 /// An upstream connection that switched protocols, and what it already sent past its
 /// 101 head.
 #[derive(Debug)]
 pub(super) struct Upgraded {
-    pub(super) upstream: AnyStream,
+    pub(super) upstream: UpstreamStream,
     /// Upstream bytes read past the 101 head, for the client.
     pub(super) to_client: Vec<u8>,
     /// The upstream's `timeouts.write`.

@@ -43,6 +43,15 @@ pub struct TlsStream<S> {
     rx: Cipher,
 }
 
+impl<S: std::fmt::Debug> std::fmt::Debug for TlsStream<S> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // The session holds keys: only the connection is shown.
+        f.debug_struct("TlsStream")
+            .field("io", &self.io)
+            .finish_non_exhaustive()
+    }
+}
+
 /// The owned ciphertext buffers of one direction.
 struct Cipher {
     buf: Option<Vec<u8>>,
@@ -355,50 +364,79 @@ pub struct TlsWrite<W> {
     session: Session,
 }
 
+// The halves' futures are boxed: they sit inside the tunnel and `tcp` copy loops, whose
+// futures every open connection holds, so only TLS connections pay for TLS's state.
 impl<R: AsyncReadRent> AsyncReadRent for TlsRead<R> {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        read_plain(&mut self.io, &self.session, &mut self.rx, buf).await
+    fn read<T: IoBufMut>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(read_plain(&mut self.io, &self.session, &mut self.rx, buf))
     }
 
-    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        let Some((ptr, len)) = first_iovec(buf.write_iovec_ptr(), buf.write_iovec_len()) else {
-            return (Ok(0), buf);
-        };
-        let (res, tmp) = self.read(vec![0u8; len]).await;
-        if let Ok(n) = res {
-            // SAFETY: as in `TlsStream::readv`.
-            unsafe {
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), ptr, n);
-                buf.set_init(n);
-            }
-        }
-        (res, buf)
+    fn readv<T: IoVecBufMut>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(readv_half(self, buf))
     }
 }
 
+async fn readv_half<R: AsyncReadRent, T: IoVecBufMut>(
+    half: &mut TlsRead<R>,
+    mut buf: T,
+) -> BufResult<usize, T> {
+    let Some((ptr, len)) = first_iovec(buf.write_iovec_ptr(), buf.write_iovec_len()) else {
+        return (Ok(0), buf);
+    };
+    let (res, tmp) = read_plain(&mut half.io, &half.session, &mut half.rx, vec![0u8; len]).await;
+    if let Ok(n) = res {
+        // SAFETY: as in `TlsStream::readv`.
+        unsafe {
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), ptr, n);
+            buf.set_init(n);
+        }
+    }
+    (res, buf)
+}
+
 impl<W: AsyncWriteRent> AsyncWriteRent for TlsWrite<W> {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: IoBuf promises `read_ptr` is valid for `bytes_init` initialised bytes,
-        // for as long as `buf` lives, which outlives `data`.
-        let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let res = write_plain(&mut self.io, &self.session, data).await;
-        (res, buf)
+    fn write<T: IoBuf>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(async move {
+            // SAFETY: IoBuf promises `read_ptr` is valid for `bytes_init` initialised
+            // bytes for as long as `buf` lives, which outlives `data`.
+            let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+            let res = write_plain(&mut self.io, &self.session, data).await;
+            (res, buf)
+        })
     }
 
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        let res = writev_plain(&mut self.io, &self.session, &buf).await;
-        (res, buf)
+    fn writev<T: IoVecBuf>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(async move {
+            let res = writev_plain(&mut self.io, &self.session, &buf).await;
+            (res, buf)
+        })
     }
 
-    async fn flush(&mut self) -> io::Result<()> {
-        flush(&mut self.io, &self.session).await?;
-        self.io.flush().await
+    fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        Box::pin(async move {
+            flush(&mut self.io, &self.session).await?;
+            self.io.flush().await
+        })
     }
 
-    async fn shutdown(&mut self) -> io::Result<()> {
-        self.session.borrow_mut().send_close_notify();
-        flush(&mut self.io, &self.session).await?;
-        self.io.shutdown().await
+    fn shutdown(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        Box::pin(async move {
+            self.session.borrow_mut().send_close_notify();
+            flush(&mut self.io, &self.session).await?;
+            self.io.shutdown().await
+        })
     }
 }
 

@@ -1,5 +1,7 @@
 //! Connecting to an endpoint: TCP (TCP_NODELAY on) or a Unix socket, as its address
-//! says, within the upstream's connect timeout, with the outcome told to passive health.
+//! says, then the TLS handshake when the upstream has `tls:`, all within the upstream's
+//! connect timeout, with the outcome told to passive health. Each worker builds its own
+//! rustls client config per upstream ([`TlsClients`]) from the snapshot's settings.
 //!
 //! Runs on: a worker, inside the task that needs the connection.
 
@@ -12,7 +14,46 @@ use super::health::Verdict;
 use super::Health;
 use crate::error::ErrorKind;
 use crate::metrics::UpstreamStats;
-use crate::transport::{AnyStream, Either, Transport};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use rustls::ClientConfig;
+use strait_discovery::tls::UpstreamTls;
+
+use crate::transport::tls::TlsStream;
+use crate::transport::{AnyStream, Either, Transport, UpstreamStream};
+
+/// This worker's rustls client configs, by upstream name, each built from the settings
+/// of the snapshot it was made for (rebuilt when a new snapshot brings new settings).
+#[derive(Debug, Default)]
+pub struct TlsClients {
+    configs: RefCell<HashMap<Arc<str>, MadeFor>>,
+}
+
+/// A client config and the settings it was built from.
+type MadeFor = (Arc<UpstreamTls>, Arc<ClientConfig>);
+
+impl TlsClients {
+    fn get(&self, name: &Arc<str>, tls: &Arc<UpstreamTls>) -> Option<Arc<ClientConfig>> {
+        if let Some((made_for, config)) = self.configs.borrow().get(name) {
+            if Arc::ptr_eq(made_for, tls) {
+                return Some(config.clone());
+            }
+        }
+        let config = match tls.client_config() {
+            Ok(c) => Arc::new(c),
+            Err(e) => {
+                tracing::error!(upstream = %name, "TLS client config: {e}");
+                return None;
+            }
+        };
+        self.configs
+            .borrow_mut()
+            .insert(name.clone(), (tls.clone(), config.clone()));
+        Some(config)
+    }
+}
 
 /// Opens a connection to endpoint `addr` of `up` within its `timeouts.connect`
 /// (TCP_NODELAY on for TCP), and tells `health` how it went: a success ends the endpoint's
@@ -20,18 +61,19 @@ use crate::transport::{AnyStream, Either, Transport};
 /// ejections are counted in the upstream's `stats`.
 pub async fn connect(
     health: &Health,
+    clients: &TlsClients,
     up: &Upstream,
     stats: &UpstreamStats,
     addr: EndpointAddr,
     worker: usize,
-) -> Result<AnyStream, ErrorKind> {
-    let kind = match monoio::time::timeout(up.settings.connect_timeout, open(addr)).await {
+) -> Result<UpstreamStream, ErrorKind> {
+    let attempt = open_secured(clients, up, addr);
+    let kind = match monoio::time::timeout(up.settings.connect_timeout, attempt).await {
         Ok(Ok(stream)) => {
-            stream.set_nodelay();
             health.success(addr);
             return Ok(stream);
         }
-        Ok(Err(_)) => ErrorKind::ConnectRefused,
+        Ok(Err(kind)) => kind,
         Err(_) => ErrorKind::ConnectTimeout,
     };
     stats.connect_failures.inc();
@@ -47,6 +89,42 @@ pub async fn connect(
         );
     }
     Err(kind)
+}
+
+/// A connection to `addr`, TLS-secured when `up` says so.
+async fn open_secured(
+    clients: &TlsClients,
+    up: &Upstream,
+    addr: EndpointAddr,
+) -> Result<UpstreamStream, ErrorKind> {
+    let stream = open(addr).await.map_err(|_| ErrorKind::ConnectRefused)?;
+    stream.set_nodelay();
+    match &up.settings.tls {
+        None => Ok(Either::A(stream)),
+        // Boxed: only TLS connects carry the handshake's state, not every task that connects.
+        Some(tls) => Box::pin(secure(stream, clients, up, tls, addr))
+            .await
+            .map(Either::B),
+    }
+}
+
+/// The TLS handshake over a fresh connection to `addr`.
+async fn secure(
+    stream: AnyStream,
+    clients: &TlsClients,
+    up: &Upstream,
+    tls: &Arc<UpstreamTls>,
+    addr: EndpointAddr,
+) -> Result<TlsStream<AnyStream>, ErrorKind> {
+    let config = clients.get(&up.name, tls).ok_or(ErrorKind::UpstreamTls)?;
+    let name = tls.server_name(&addr).ok_or(ErrorKind::UpstreamTls)?;
+    let conn = rustls::ClientConnection::new(config, name).map_err(|_| ErrorKind::UpstreamTls)?;
+    let mut secured = TlsStream::new(stream, conn);
+    if let Err(e) = secured.handshake().await {
+        tracing::debug!(endpoint = %addr, upstream = %up.name, "TLS handshake with the upstream failed: {e}");
+        return Err(ErrorKind::UpstreamTls);
+    }
+    Ok(secured)
 }
 
 /// A connection to `addr`: TCP to an IP and port, or a Unix socket's path.

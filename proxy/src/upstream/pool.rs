@@ -12,7 +12,7 @@ use strait_discovery::spec::PoolSettings;
 use strait_discovery::EndpointAddr;
 
 use crate::metrics::WorkerMetrics;
-use crate::transport::{AnyStream, Idle, Transport};
+use crate::transport::{Idle, Transport, UpstreamStream};
 
 /// A pooled connection idle for less than this is handed to a replayable request without
 /// a look at whether the upstream closed it (see [`Pool::take`]). Upstreams close idle
@@ -23,8 +23,12 @@ pub(super) const UNCHECKED_IDLE: Duration = Duration::from_millis(250);
 /// An upstream connection checked out for one exchange.
 #[derive(Debug)]
 pub struct UpstreamConn {
-    pub stream: AnyStream,
+    pub stream: UpstreamStream,
     pub addr: EndpointAddr,
+    /// The TLS settings it was secured with ([`strait_discovery::tls::UpstreamTls::id`]);
+    /// 0 for plain text. Part of the pool key: a connection is only reused by an upstream
+    /// that would have made the same one.
+    pub tls: u64,
     /// Requests sent on this connection before the current one.
     pub requests: u32,
     /// Taken from the pool (the peer may have closed it meanwhile).
@@ -33,7 +37,7 @@ pub struct UpstreamConn {
 
 #[derive(Debug)]
 struct IdleConn {
-    stream: AnyStream,
+    stream: UpstreamStream,
     since: Instant,
     requests: u32,
 }
@@ -42,7 +46,7 @@ struct IdleConn {
 #[derive(Debug, Default)]
 pub struct Pool {
     /// Keyed with FxHash: the keys are our own endpoint addresses, not attacker input.
-    idle: RefCell<FxHashMap<EndpointAddr, Vec<IdleConn>>>,
+    idle: RefCell<FxHashMap<(EndpointAddr, u64), Vec<IdleConn>>>,
     /// Idle connections held, mirrored into `metrics.pool_idle`.
     count: Cell<usize>,
     metrics: Arc<WorkerMetrics>,
@@ -56,7 +60,7 @@ impl Pool {
         }
     }
 
-    fn counted(&self, idle: &FxHashMap<EndpointAddr, Vec<IdleConn>>) {
+    fn counted(&self, idle: &FxHashMap<(EndpointAddr, u64), Vec<IdleConn>>) {
         let n = idle.values().map(Vec::len).sum();
         self.count.set(n);
         self.metrics.pool_idle.set(n as u64);
@@ -81,12 +85,13 @@ impl Pool {
     pub fn take(
         &self,
         addr: EndpointAddr,
+        tls: u64,
         settings: &PoolSettings,
         now: Instant,
         replayable: bool,
     ) -> Option<UpstreamConn> {
         let mut idle = self.idle.borrow_mut();
-        let list = idle.get_mut(&addr)?;
+        let list = idle.get_mut(&(addr, tls))?;
         while let Some(c) = list.pop() {
             self.add(-1);
             let idle_for = now.saturating_duration_since(c.since);
@@ -100,6 +105,7 @@ impl Pool {
             return Some(UpstreamConn {
                 stream: c.stream,
                 addr,
+                tls,
                 requests: c.requests,
                 reused: true,
             });
@@ -118,7 +124,7 @@ impl Pool {
             return;
         }
         let mut idle = self.idle.borrow_mut();
-        let list = idle.entry(conn.addr).or_default();
+        let list = idle.entry((conn.addr, conn.tls)).or_default();
         if list.len() >= settings.max_idle_per_endpoint {
             list.remove(0);
             self.add(-1);
@@ -134,9 +140,7 @@ impl Pool {
     /// Closes every idle connection to these endpoints.
     pub fn close(&self, endpoints: &[EndpointAddr]) {
         let mut idle = self.idle.borrow_mut();
-        for addr in endpoints {
-            idle.remove(addr);
-        }
+        idle.retain(|(addr, _), _| !endpoints.contains(addr));
         self.counted(&idle);
     }
 

@@ -246,8 +246,9 @@ fn applying_a_snapshot_closes_idle_connections_forgets_health_and_departs_watche
         let now = Instant::now();
         u.pool.put(
             UpstreamConn {
-                stream: crate::transport::Either::A(stream),
+                stream: crate::transport::Either::A(crate::transport::Either::A(stream)),
                 addr: gone,
+                tls: 0,
                 requests: 0,
                 reused: false,
             },

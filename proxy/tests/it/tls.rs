@@ -476,3 +476,51 @@ fn strait_check_refuses_a_key_that_does_not_match_naming_the_file() {
         "no key material in errors: {err}"
     );
 }
+
+#[test]
+fn upstream_tls_verifies_the_endpoint_with_the_ca_refuses_a_wrong_one_and_pools() {
+    let dir = temp_dir("tls-upstream");
+    let a = certs(&dir, "a", &["a.test"]);
+    let other = certs(&dir, "other", &["a.test"]);
+    // The TLS endpoint: a gateway with an HTTPS listener in front of an echo backend.
+    let inner = Harness::start(
+        &["127.0.15.21"],
+        &format!(
+            "listeners:\n  - name: http\n    address: 127.0.15.22:0\n{}services:\n  - {{name: s, upstream: u}}\nupstreams:\n  - {{name: u, nodes: [{{address: '{{b0}}'}}]}}\n",
+            tls_listener("https", "127.0.15.23", &[&a], ""),
+        ),
+    );
+    let endpoint = inner.gateway_ref().listen_addr("https").unwrap();
+    let upstream = |name: &str, tls: &str| {
+        format!("  - {{name: {name}, nodes: [{{address: '{endpoint}'}}], tls: {tls}}}\n")
+    };
+    let front = Harness::with_addrs(
+        &format!(
+            "services:\n  - {{name: good, hosts: [good.test], upstream: good}}\n  - {{name: bad, hosts: [bad.test], upstream: bad}}\n  - {{name: blind, hosts: [blind.test], upstream: blind}}\nupstreams:\n{}{}{}",
+            upstream("good", &format!("{{sni: a.test, ca_file: '{}'}}", a.ca_file.display())),
+            upstream("bad", &format!("{{sni: a.test, ca_file: '{}'}}", other.ca_file.display())),
+            upstream("blind", &format!("{{sni: a.test, ca_file: '{}', verify: false}}", other.ca_file.display())),
+        ),
+        &[],
+    );
+    // Verified: the request goes through TLS (the endpoint sees https) on a pooled
+    // connection: the second request comes from the same source port.
+    let mut c = front.client();
+    let r = c.request(&get("good.test", "/one"));
+    assert_eq!(r.status, 200, "{}", r.text());
+    assert_eq!(r.json()["headers"]["X-Forwarded-Proto"], "https");
+    let first = r.json()["origin"].clone();
+    let r = c.request(&get("good.test", "/two"));
+    assert_eq!(r.status, 200);
+    assert_eq!(r.json()["origin"], first);
+    // A CA that did not sign the endpoint's certificate: 502, said so.
+    let r = front.client().request(&get("bad.test", "/"));
+    assert_eq!(r.status, 502);
+    assert!(
+        r.text().contains("TLS handshake with the upstream failed"),
+        "{}",
+        r.text()
+    );
+    // verify: false, on purpose: served.
+    assert_eq!(front.client().request(&get("blind.test", "/")).status, 200);
+}

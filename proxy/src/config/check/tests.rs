@@ -268,6 +268,7 @@ upstreams:
                 max_ejection: Duration::from_secs(8),
                 max_ejected_percent: 30,
             },
+            tls: None,
         }
     );
 }

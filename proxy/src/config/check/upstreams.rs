@@ -1,7 +1,8 @@
 //! `upstreams:`: static `nodes` (`ip:port` or `unix:/path`) or a `discovery` reference,
-//! timeouts, keep-alive, retries, the `Host` sent, passive health.
+//! timeouts, keep-alive, retries, the `Host` sent, passive health, TLS.
 //!
-//! Runs on: the thread that loads the config. Pure.
+//! Runs on: the thread that loads the config. Pure, but for `tls:`, whose CA and client
+//! certificate files are read and checked here.
 
 use std::collections::HashMap;
 
@@ -14,7 +15,9 @@ use strait_discovery::EndpointAddr;
 use super::{Checker, Result};
 use crate::config::file::{
     FileDiscovery, FileNode, FilePassHost, FilePassiveHealth, FilePort, FileUpstream,
+    FileUpstreamTls,
 };
+use strait_discovery::tls::UpstreamTls;
 
 /// Largest node weight accepted.
 const MAX_WEIGHT: u32 = 10_000;
@@ -106,12 +109,45 @@ impl Checker<'_> {
                     .unwrap_or(d.pool.max_requests_per_connection),
             },
             health: self.passive_health(&format!("{at}.passive_health"), h, &d.health)?,
+            tls: match upstream.tls {
+                Some(t) => Some(std::sync::Arc::new(
+                    self.upstream_tls(&format!("{at}.tls"), t)?,
+                )),
+                None => None,
+            },
         };
         Ok(UpstreamSpec {
             name: upstream.name,
             source,
             settings,
         })
+    }
+
+    /// `upstreams[].tls`: its files are read and checked here, so a bad one refuses the
+    /// config (at start, `strait check` and reload) with the field and file named.
+    fn upstream_tls(&self, at: &str, t: FileUpstreamTls) -> Result<UpstreamTls> {
+        if let Some(sni) = &t.sni {
+            if rustls::pki_types::ServerName::try_from(sni.as_str()).is_err() {
+                return Err(self.error(format!("{at}.sni"), format!("{sni:?} is not a DNS name")));
+            }
+        }
+        let client = match (&t.cert_file, &t.key_file) {
+            (Some(c), Some(k)) => Some((c.as_path(), k.as_path())),
+            (None, None) => None,
+            (Some(_), None) => {
+                return Err(self.error(format!("{at}.key_file"), "`cert_file` needs `key_file`"))
+            }
+            (None, Some(_)) => {
+                return Err(self.error(format!("{at}.cert_file"), "`key_file` needs `cert_file`"))
+            }
+        };
+        UpstreamTls::load(
+            t.sni,
+            t.verify.unwrap_or(true),
+            t.ca_file.as_deref(),
+            client,
+        )
+        .map_err(|e| self.error(at, e.0))
     }
 
     fn passive_health(
