@@ -43,6 +43,9 @@ use crate::sys;
 pub mod deadline;
 mod either;
 pub mod tls;
+mod upstream;
+
+pub use upstream::UpstreamStream;
 
 pub use either::Either;
 
@@ -107,9 +110,6 @@ impl Transport for UnixStream {
 
 /// An upstream connection: TCP or a Unix socket, as its endpoint's address says.
 pub type AnyStream = Either<TcpStream, UnixStream>;
-
-/// A pooled upstream connection: plain, or TLS over one (`upstreams[].tls`).
-pub type UpstreamStream = Either<AnyStream, tls::TlsStream<AnyStream>>;
 
 /// Where a client connection comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -272,57 +272,85 @@ fn first_iovec(ptr: *const libc::iovec, len: usize) -> Option<(*mut u8, usize)> 
         .map(|v| (v.iov_base.cast::<u8>(), v.iov_len))
 }
 
+// Boxed futures: a `TlsStream` sits in the upstream connection type beside plain ones
+// (`UpstreamStream`), and an unboxed TLS read would size (and make every plain read
+// move) the larger future.
 impl<S: Transport> AsyncReadRent for TlsStream<S> {
-    async fn read<T: IoBufMut>(&mut self, buf: T) -> BufResult<usize, T> {
-        // Records the session owes the peer (a key update's answer) go first.
-        if self.session.borrow().wants_write() {
-            if let Err(e) = flush(&mut self.io, &self.session).await {
-                return (Err(e), buf);
+    fn read<T: IoBufMut>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(async move {
+            // Records the session owes the peer (a key update's answer) go first.
+            if self.session.borrow().wants_write() {
+                if let Err(e) = flush(&mut self.io, &self.session).await {
+                    return (Err(e), buf);
+                }
             }
-        }
-        read_plain(&mut self.io, &self.session, &mut self.rx, buf).await
+            read_plain(&mut self.io, &self.session, &mut self.rx, buf).await
+        })
     }
 
-    async fn readv<T: IoVecBufMut>(&mut self, mut buf: T) -> BufResult<usize, T> {
-        let Some((ptr, len)) = first_iovec(buf.write_iovec_ptr(), buf.write_iovec_len()) else {
-            return (Ok(0), buf);
-        };
-        let (res, tmp) = self.read(vec![0u8; len]).await;
-        if let Ok(n) = res {
-            // SAFETY: `ptr` holds `len` ≥ n writable bytes (IoVecBufMut) and `tmp` n
-            // readable ones; they do not overlap (`tmp` is ours). The first n are now set.
-            unsafe {
-                std::ptr::copy_nonoverlapping(tmp.as_ptr(), ptr, n);
-                buf.set_init(n);
+    fn readv<T: IoVecBufMut>(
+        &mut self,
+        mut buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(async move {
+            let Some((ptr, len)) = first_iovec(buf.write_iovec_ptr(), buf.write_iovec_len()) else {
+                return (Ok(0), buf);
+            };
+            let (res, tmp) =
+                read_plain(&mut self.io, &self.session, &mut self.rx, vec![0u8; len]).await;
+            if let Ok(n) = res {
+                // SAFETY: `ptr` holds `len` ≥ n writable bytes (IoVecBufMut) and `tmp` n
+                // readable ones; they do not overlap (`tmp` is ours). The first n are now set.
+                unsafe {
+                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), ptr, n);
+                    buf.set_init(n);
+                }
             }
-        }
-        (res, buf)
+            (res, buf)
+        })
     }
 }
 
 impl<S: Transport> AsyncWriteRent for TlsStream<S> {
-    async fn write<T: IoBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        // SAFETY: IoBuf promises `read_ptr` is valid for `bytes_init` initialised bytes,
-        // for as long as `buf` lives, which outlives `data`.
-        let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-        let res = write_plain(&mut self.io, &self.session, data).await;
-        (res, buf)
+    fn write<T: IoBuf>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(async move {
+            // SAFETY: IoBuf promises `read_ptr` is valid for `bytes_init` initialised
+            // bytes for as long as `buf` lives, which outlives `data`.
+            let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+            let res = write_plain(&mut self.io, &self.session, data).await;
+            (res, buf)
+        })
     }
 
-    async fn writev<T: IoVecBuf>(&mut self, buf: T) -> BufResult<usize, T> {
-        let res = writev_plain(&mut self.io, &self.session, &buf).await;
-        (res, buf)
+    fn writev<T: IoVecBuf>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(async move {
+            let res = writev_plain(&mut self.io, &self.session, &buf).await;
+            (res, buf)
+        })
     }
 
-    async fn flush(&mut self) -> io::Result<()> {
-        flush(&mut self.io, &self.session).await?;
-        self.io.flush().await
+    fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        Box::pin(async move {
+            flush(&mut self.io, &self.session).await?;
+            self.io.flush().await
+        })
     }
 
-    async fn shutdown(&mut self) -> io::Result<()> {
-        self.session.borrow_mut().send_close_notify();
-        flush(&mut self.io, &self.session).await?;
-        self.io.shutdown().await
+    fn shutdown(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        Box::pin(async move {
+            self.session.borrow_mut().send_close_notify();
+            flush(&mut self.io, &self.session).await?;
+            self.io.shutdown().await
+        })
     }
 }
 

@@ -100,11 +100,11 @@ async fn open_secured(
     let stream = open(addr).await.map_err(|_| ErrorKind::ConnectRefused)?;
     stream.set_nodelay();
     match &up.settings.tls {
-        None => Ok(Either::A(stream)),
+        None => Ok(stream.into()),
         // Boxed: only TLS connects carry the handshake's state, not every task that connects.
         Some(tls) => Box::pin(secure(stream, clients, up, tls, addr))
             .await
-            .map(Either::B),
+            .map(|s| UpstreamStream::Tls(Box::new(s))),
     }
 }
 

@@ -246,7 +246,7 @@ fn applying_a_snapshot_closes_idle_connections_forgets_health_and_departs_watche
         let now = Instant::now();
         u.pool.put(
             UpstreamConn {
-                stream: crate::transport::Either::A(crate::transport::Either::A(stream)),
+                stream: crate::transport::UpstreamStream::Tcp(stream),
                 addr: gone,
                 tls: 0,
                 requests: 0,
