@@ -125,14 +125,25 @@ pub enum Protocol {
 /// A `tcp` listener's settings.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TcpConfig {
-    /// The upstream every connection goes to (by name: indices change across reloads).
-    pub upstream: String,
+    /// The upstream every connection goes to (by name: indices change across reloads);
+    /// with `sni_routes`, the one a ClientHello no route names goes to (`None`: closed).
+    pub upstream: Option<String>,
+    /// SNI passthrough: the ClientHello's server name picks the upstream; the TLS bytes
+    /// go through untouched. Empty: no look at the bytes.
+    pub sni_routes: Vec<SniRoute>,
     /// A connection with no byte moving either way for this long is closed; also the
     /// bound on one blocked write.
     pub idle_timeout: Duration,
     /// How long a connection to an endpoint that left the table may go on; `None`: it is
     /// never cut for that.
     pub drain_timeout: Option<Duration>,
+}
+
+/// One `sni_routes` entry: names (exact, or `*.` and one label) and their upstream.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SniRoute {
+    pub names: Vec<String>,
+    pub upstream: String,
 }
 
 impl TcpConfig {

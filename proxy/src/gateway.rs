@@ -339,11 +339,17 @@ impl Gateway {
     fn check_reload(&self, config: &Config) -> Result<(), ReloadError> {
         for l in &self.config.listeners {
             if let Protocol::Tcp(tcp) = &l.protocol {
-                if !config.spec.upstreams.iter().any(|u| u.name == tcp.upstream) {
-                    return Err(ReloadError::TcpUpstreamMissing {
-                        listener: l.name.clone(),
-                        upstream: tcp.upstream.clone(),
-                    });
+                let named = tcp
+                    .upstream
+                    .iter()
+                    .chain(tcp.sni_routes.iter().map(|r| &r.upstream));
+                for upstream in named {
+                    if !config.spec.upstreams.iter().any(|u| &u.name == upstream) {
+                        return Err(ReloadError::TcpUpstreamMissing {
+                            listener: l.name.clone(),
+                            upstream: upstream.clone(),
+                        });
+                    }
                 }
             }
         }

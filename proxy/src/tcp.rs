@@ -15,6 +15,14 @@
 //! endpoint came back meanwhile. A graceful stop of the gateway stops the accept loops
 //! like the HTTP ones and closes what is still open at `shutdown.timeout`.
 //!
+//! SNI passthrough (`sni_routes`): before connecting, the client's first bytes are read
+//! until its TLS ClientHello is whole (parsed by rustls's `Acceptor`, bounded in size and
+//! by `idle_timeout`); its server name picks the upstream (exact, then one-label
+//! wildcard, then the listener's `upstream`, else the connection is closed), and the bytes
+//! read go to the endpoint first, untouched: the TLS session is between client and
+//! endpoint. A `tcp` listener with `tls:` instead terminates TLS (`tls::accept`) and
+//! copies the plaintext.
+//!
 //! Runs on: a worker, one task per client connection. Touches only worker-local state
 //! (`Rc`, `Cell`, `RefCell`): no lock, no shared atomic, no cross-thread channel.
 
@@ -37,10 +45,13 @@ pub struct Listener {
     /// Names the listener in logs.
     name: String,
     config: TcpConfig,
-    /// The upstream's index in the view of this snapshot version (`None` inside: not in
-    /// that table): one name lookup per table swap rather than per connection.
+    /// The default upstream's index in the view of this snapshot version (`None` inside:
+    /// not in that table): one name lookup per table swap rather than per connection.
     index: Cell<Option<(SnapshotVersion, Option<u32>)>>,
 }
+
+/// The most bytes read while waiting for a whole ClientHello (a few records at most).
+const MAX_CLIENT_HELLO: usize = 64 * 1024;
 
 impl Listener {
     pub fn new(name: String, config: TcpConfig) -> Listener {
@@ -51,8 +62,9 @@ impl Listener {
         }
     }
 
-    /// The index of the listener's upstream in `view`.
+    /// The index of the listener's default upstream in `view`.
     fn upstream(&self, view: &View) -> Option<u32> {
+        let name = self.config.upstream.as_deref()?;
         let version = view.snapshot.version;
         if let Some((v, idx)) = self.index.get() {
             if v == version {
@@ -63,7 +75,7 @@ impl Listener {
             .snapshot
             .upstreams
             .iter()
-            .position(|u| *u.name == *self.config.upstream)
+            .position(|u| *u.name == *name)
             .and_then(|i| u32::try_from(i).ok());
         self.index.set(Some((version, idx)));
         idx
@@ -72,11 +84,35 @@ impl Listener {
 
 /// Serves one client connection of a `tcp` listener until it ends, then closes both
 /// sides. A connection no endpoint could take is closed at once.
-pub async fn serve<S: Transport>(client: S, peer: ClientAddr, open: Open, l: Rc<Listener>) {
+pub async fn serve<S: Transport>(mut client: S, peer: ClientAddr, open: Open, l: Rc<Listener>) {
     // TCP_NODELAY came with the accept: a TCP listener has it.
     let w = open.worker().clone();
+    // SNI passthrough: the ClientHello picks the upstream and is sent on first.
+    let (route, hello) = if l.config.sni_routes.is_empty() {
+        (Route::Default, Vec::new())
+    } else {
+        // Boxed: only passthrough connections carry the ClientHello read's state.
+        let read = Box::pin(monoio::time::timeout(
+            l.config.idle_timeout,
+            client_hello(&mut client),
+        ));
+        let got = monoio::select! {
+            biased;
+            r = read => r,
+            () = w.stop.wait() => return,
+        };
+        let Ok(Some((sni, bytes))) = got else {
+            tracing::debug!(worker = w.id, listener = %l.name, client = %peer, "no TLS ClientHello: closing");
+            return;
+        };
+        let route = match sni.as_deref().and_then(|n| l.route_for(n)) {
+            Some(upstream) => Route::Named(upstream),
+            None => Route::Default,
+        };
+        (route, bytes)
+    };
     let connected = {
-        let connect = std::pin::pin!(connect(&w, &l));
+        let connect = std::pin::pin!(connect(&w, &l, &route));
         monoio::select! {
             biased;
             c = connect => c,
@@ -95,7 +131,7 @@ pub async fn serve<S: Transport>(client: S, peer: ClientAddr, open: Open, l: Rc<
     let copy = std::pin::pin!(copy::both_ways(
         client,
         upstream,
-        Vec::new(),
+        hello,
         Vec::new(),
         limits,
         &w
@@ -133,13 +169,26 @@ pub async fn serve<S: Transport>(client: S, peer: ClientAddr, open: Open, l: Rc<
 /// failed connect (1 + `retries` attempts in all, each endpoint once). Returns the
 /// connection, its endpoint and the view it was picked from (still current, or still
 /// sending to that endpoint).
-async fn connect(w: &Worker, l: &Listener) -> Option<(UpstreamStream, EndpointAddr, Rc<View>)> {
+async fn connect(
+    w: &Worker,
+    l: &Listener,
+    route: &Route<'_>,
+) -> Option<(UpstreamStream, EndpointAddr, Rc<View>)> {
     let mut view = w.upstreams.table.view();
     let mut tried: Vec<EndpointAddr> = Vec::new();
     let mut used = 0;
     loop {
-        let Some(idx) = l.upstream(&view) else {
-            tracing::warn!(worker = w.id, listener = %l.name, upstream = %l.config.upstream, "the listener's upstream is not in the routing table");
+        let idx = match route {
+            Route::Default => l.upstream(&view),
+            Route::Named(name) => view
+                .snapshot
+                .upstreams
+                .iter()
+                .position(|u| *u.name == **name)
+                .and_then(|i| u32::try_from(i).ok()),
+        };
+        let Some(idx) = idx else {
+            tracing::debug!(worker = w.id, listener = %l.name, ?route, "no upstream for this connection in the routing table");
             return None;
         };
         let up = &view.snapshot.upstreams[idx as usize];
@@ -178,6 +227,60 @@ async fn connect(w: &Worker, l: &Listener) -> Option<(UpstreamStream, EndpointAd
     }
 }
 
+/// Which upstream a connection goes to.
+#[derive(Debug)]
+enum Route<'a> {
+    /// The listener's `upstream`.
+    Default,
+    /// The upstream an SNI route names.
+    Named(&'a str),
+}
+
+impl Listener {
+    /// The upstream `sni_routes` names for server name `sni`: exact, then a wildcard one
+    /// label up.
+    fn route_for(&self, sni: &str) -> Option<&str> {
+        let sni = sni.trim_end_matches('.').to_ascii_lowercase();
+        let routes = &self.config.sni_routes;
+        if let Some(r) = routes.iter().find(|r| r.names.contains(&sni)) {
+            return Some(&r.upstream);
+        }
+        let (_, parent) = sni.split_once('.')?;
+        routes
+            .iter()
+            .find(|r| r.names.iter().any(|n| n.strip_prefix("*.") == Some(parent)))
+            .map(|r| r.upstream.as_str())
+    }
+}
+
+/// Reads the client's first bytes until they hold a whole TLS ClientHello; returns its
+/// server name (if any) and every byte read. `None`: not TLS, too large, or closed.
+async fn client_hello<S: Transport>(client: &mut S) -> Option<(Option<String>, Vec<u8>)> {
+    let mut acceptor = rustls::server::Acceptor::default();
+    let mut seen = Vec::new();
+    let mut buf = vec![0u8; 4096];
+    loop {
+        let (res, b) = client.read(buf).await;
+        buf = b;
+        let n = res.ok().filter(|&n| n > 0)?;
+        seen.extend_from_slice(&buf[..n]);
+        let mut fresh = &buf[..n];
+        while !fresh.is_empty() {
+            acceptor.read_tls(&mut fresh).ok()?;
+        }
+        match acceptor.accept() {
+            Ok(Some(accepted)) => {
+                let sni = accepted.client_hello().server_name().map(str::to_owned);
+                return Some((sni, seen));
+            }
+            Ok(None) if seen.len() < MAX_CLIENT_HELLO => {}
+            _ => return None,
+        }
+        buf.clear();
+        buf.resize(4096, 0);
+    }
+}
+
 /// Resolves when the connection to `addr` (picked from `view`) must be cut: `drain`
 /// after the endpoint left the table, if it has not come back meanwhile. Never, with no
 /// `drain`.
@@ -212,14 +315,15 @@ mod tests {
     use super::*;
 
     /// What an idle tcp connection costs beyond its sockets and two 2 KiB buffers: its
-    /// task's future (3,840 bytes in a debug build: both directions' read and write
+    /// task's future (3,968 bytes in a debug build: both directions' read and write
     /// states, the copy's one timer, the drain watch).
     #[test]
     fn a_tcp_connections_future_stays_small() {
         let l = Rc::new(Listener::new(
             "tcp".into(),
             TcpConfig {
-                upstream: "u".into(),
+                upstream: Some("u".into()),
+                sni_routes: Vec::new(),
                 idle_timeout: Duration::from_secs(60),
                 drain_timeout: None,
             },

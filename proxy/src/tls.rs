@@ -348,6 +348,25 @@ pub struct TlsFacts {
 /// `handshake_timeout` and `max_handshakes`), then HTTP/1.1 over it. Plain HTTP gets
 /// nginx's 400; every outcome is counted.
 pub async fn accept<S: Transport>(stream: S, peer: ClientAddr, open: Open, t: Rc<Terminator>) {
+    accept_then(stream, peer, open, t, |s, peer, open, facts| {
+        http1::serve(s, peer, open, Some(facts))
+    })
+    .await;
+}
+
+/// [`accept`], then `then` over the TLS stream (a `tcp` listener with `tls:` copies it
+/// to its upstream).
+pub async fn accept_then<S, F, Fut>(
+    stream: S,
+    peer: ClientAddr,
+    open: Open,
+    t: Rc<Terminator>,
+    then: F,
+) where
+    S: Transport,
+    F: FnOnce(TlsStream<S>, ClientAddr, Open, TlsFacts) -> Fut,
+    Fut: std::future::Future<Output = ()>,
+{
     let w = open.worker().clone();
     let count = |o: Outcome| w.metrics.tls_handshakes[o as usize].inc();
     if t.in_progress.get() >= t.settings.max_handshakes {
@@ -445,7 +464,7 @@ pub async fn accept<S: Transport>(stream: S, peer: ClientAddr, open: Open, t: Rc
         version,
         sni: tls.server_name().map(Rc::from),
     };
-    http1::serve(tls, peer, open, Some(facts)).await;
+    then(tls, peer, open, facts).await;
 }
 
 /// Why a handshake did not end.

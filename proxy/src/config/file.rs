@@ -146,9 +146,28 @@ pub struct FileListener {
     /// on; `0s` never cuts it. Default `5m`.
     #[serde(default)]
     pub drain_timeout: Option<String>,
-    /// `http` only: terminate TLS (HTTPS). Default: plain text.
+    /// Terminate TLS (HTTPS on `http`, TLS-wrapped TCP on `tcp`). Default: plain text.
     #[serde(default)]
     pub tls: Option<FileListenerTls>,
+    /// `tcp` only, without `tls`: SNI passthrough, the ClientHello's server name picks
+    /// the upstream (`upstream` is then the default, optional).
+    #[serde(default)]
+    pub sni_routes: Option<Vec<FileSniRoute>>,
+}
+
+/// One item of `listeners[].sni_routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSniRoute {
+    /// Server names: exact, or `*.example.com` for one label.
+    pub names: Vec<String>,
+    /// Where a connection with one of these names goes.
+    pub upstream: String,
+}
+
+impl FileSniRoute {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["names", "upstream"];
 }
 
 impl FileListener {
@@ -162,6 +181,7 @@ impl FileListener {
         "idle_timeout",
         "drain_timeout",
         "tls",
+        "sni_routes",
     ];
 }
 
@@ -765,6 +785,11 @@ mod tests {
                 "FileListenerTls",
                 accepted::<FileListenerTls>(KEY),
                 FileListenerTls::FIELDS,
+            ),
+            (
+                "FileSniRoute",
+                accepted::<FileSniRoute>(KEY),
+                FileSniRoute::FIELDS,
             ),
             (
                 "FileUpstreamTls",

@@ -163,7 +163,11 @@ pub(super) fn start(l: BoundListener, worker: &Rc<Worker>) -> io::Result<()> {
         (Protocol::Http, Some(settings)) => {
             Serve::Https(Rc::new(tls::Terminator::new(l.name, settings)))
         }
-        (Protocol::Tcp(config), _) => Serve::Tcp(Rc::new(tcp::Listener::new(l.name, config))),
+        (Protocol::Tcp(config), None) => Serve::Tcp(Rc::new(tcp::Listener::new(l.name, config))),
+        (Protocol::Tcp(config), Some(settings)) => Serve::TcpTls(
+            Rc::new(tcp::Listener::new(l.name.clone(), config)),
+            Rc::new(tls::Terminator::new(l.name, settings)),
+        ),
     };
     match l.socket {
         BoundSocket::Tcp(socket) => {
@@ -204,6 +208,8 @@ enum Serve {
     Https(Rc<tls::Terminator>),
     /// Copied to the listener's upstream ([`tcp::serve`]).
     Tcp(Rc<tcp::Listener>),
+    /// A TLS handshake, then the plaintext copied to the listener's upstream.
+    TcpTls(Rc<tcp::Listener>, Rc<tls::Terminator>),
 }
 
 impl Serve {
@@ -219,6 +225,16 @@ impl Serve {
             }
             Serve::Tcp(l) => {
                 monoio::spawn(tcp::serve(stream, peer, open, l.clone()));
+            }
+            Serve::TcpTls(l, t) => {
+                let l = l.clone();
+                monoio::spawn(tls::accept_then(
+                    stream,
+                    peer,
+                    open,
+                    t.clone(),
+                    move |s, p, o, _| tcp::serve(s, p, o, l),
+                ));
             }
         }
     }

@@ -524,3 +524,110 @@ fn upstream_tls_verifies_the_endpoint_with_the_ca_refuses_a_wrong_one_and_pools(
     // verify: false, on purpose: served.
     assert_eq!(front.client().request(&get("blind.test", "/")).status, 200);
 }
+
+#[test]
+fn client_ca_file_requires_a_client_certificate_its_ca_signed() {
+    let dir = temp_dir("tls-mtls");
+    let a = certs(&dir, "a", &["a.test"]);
+    let client = certs(&dir, "client", &["client.test"]);
+    let stranger = certs(&dir, "stranger", &["client.test"]);
+    let template = format!(
+        "listeners:\n  - name: http\n    address: 127.0.0.1:0\n{}services:\n  - {{name: s, upstream: u}}\nupstreams:\n  - {{name: u, nodes: [{{address: '{{b0}}'}}]}}\n",
+        tls_listener(
+            "https",
+            "127.0.15.31",
+            &[&a],
+            &format!("      client_ca_file: '{}'\n", client.ca_file.display())
+        ),
+    );
+    let h = Harness::start(&["127.0.15.32"], &template);
+    let https = h.gateway_ref().listen_addr("https").unwrap();
+    let with_cert = |who: &DemoCerts| {
+        let mut roots = RootCertStore::empty();
+        roots.add(der(&a.ca_file)).unwrap();
+        let key = rustls::pki_types::PrivateKeyDer::from_pem_file(&who.key_file).unwrap();
+        let config =
+            ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_safe_default_protocol_versions()
+                .unwrap()
+                .with_root_certificates(roots)
+                .with_client_auth_cert(vec![der(&who.cert_file)], key)
+                .unwrap();
+        Arc::new(config)
+    };
+    // Signed by the listener's client CA: served.
+    let mut ok = Tls::connect(https, with_cert(&client), "a.test", true).unwrap();
+    assert_eq!(ok.get("a.test", "/").0, 200);
+    // No certificate, or one another CA signed: refused (TLS 1.3 reports it on the first
+    // read after the handshake).
+    for config in [client_config(&[&a], None), with_cert(&stranger)] {
+        let refused = Tls::connect(https, config, "a.test", true).and_then(|mut c| {
+            c.stream
+                .get_mut()
+                .write_all(get("a.test", "/").as_bytes())?;
+            let mut line = String::new();
+            c.stream.read_line(&mut line)?;
+            if line.is_empty() {
+                Err(std::io::Error::other("closed"))
+            } else {
+                Ok(line)
+            }
+        });
+        assert!(
+            refused.is_err(),
+            "served without a trusted client certificate: {refused:?}"
+        );
+    }
+}
+
+#[test]
+fn a_tcp_listener_passes_tls_through_by_sni_or_terminates_it() {
+    let dir = temp_dir("tls-tcp");
+    let a = certs(&dir, "a", &["a.test"]);
+    let w = certs(&dir, "w", &["*.w.test"]);
+    // Two TLS endpoints: gateways with HTTPS listeners, each in front of an echo backend.
+    let endpoint = |ip: &str, backend: &str, set: &DemoCerts| {
+        Harness::start(
+            &[backend],
+            &format!(
+                "listeners:\n  - name: http\n    address: {ip}:0\n{}services:\n  - {{name: s, upstream: u}}\nupstreams:\n  - {{name: u, nodes: [{{address: '{{b0}}'}}]}}\n",
+                tls_listener("https", &ip.replace(".4", ".5"), &[set], ""),
+            ),
+        )
+    };
+    let ea = endpoint("127.0.15.41", "127.0.15.42", &a);
+    let ew = endpoint("127.0.15.43", "127.0.15.44", &w);
+    let echo_backend = echo("127.0.15.46");
+    let front = Harness::with_addrs(
+        &format!(
+            "listeners:\n  - name: http\n    address: 127.0.15.47:0\n  - name: tcp\n    address: 127.0.15.48:0\n    protocol: tcp\n    sni_routes:\n      - {{names: [a.test], upstream: ua}}\n      - {{names: ['*.w.test'], upstream: uw}}\n{}    protocol: tcp\n    upstream: plain\nupstreams:\n  - {{name: ua, nodes: [{{address: '{}'}}]}}\n  - {{name: uw, nodes: [{{address: '{}'}}]}}\n  - {{name: plain, nodes: [{{address: '{}'}}]}}\n",
+            tls_listener("terminate", "127.0.15.49", &[&a], ""),
+            ea.gateway_ref().listen_addr("https").unwrap(),
+            ew.gateway_ref().listen_addr("https").unwrap(),
+            echo_backend.addr(),
+        ),
+        &[],
+    );
+    let pass = front.gateway_ref().listen_addr("tcp").unwrap();
+    let config = client_config(&[&a, &w], None);
+    // Passthrough: the endpoint's own certificate reaches the client.
+    let mut to_a = Tls::connect(pass, config.clone(), "a.test", true).unwrap();
+    assert_eq!(to_a.served(), der(&a.cert_file));
+    assert_eq!(to_a.get("a.test", "/").0, 200);
+    let to_w = Tls::connect(pass, config.clone(), "x.w.test", true).unwrap();
+    assert_eq!(to_w.served(), der(&w.cert_file));
+    // No route and no default upstream: closed.
+    assert!(Tls::connect(pass, config.clone(), "other.test", true).is_err());
+    // Not TLS at all: closed without an answer.
+    let mut plain = Client::connect(pass);
+    plain.send(get("a.test", "/").as_bytes());
+    assert!(plain.read_to_close().is_empty());
+    // Termination on a tcp listener: the plaintext reaches the (HTTP) backend.
+    let term = front.gateway_ref().listen_addr("terminate").unwrap();
+    let mut c = Tls::connect(term, config, "a.test", true).unwrap();
+    assert_eq!(c.served(), der(&a.cert_file));
+    let (status, body) = c.get("a.test", "/through");
+    assert_eq!(status, 200);
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["backend"], echo_backend.addr().to_string());
+}

@@ -12,7 +12,7 @@ use strait_discovery::UnixPath;
 use super::{Checker, Result};
 use crate::config::file::{FileListener, FileListenerTls, FileProtocol};
 use crate::config::{
-    CertFiles, ListenAddr, ListenerConfig, ListenerTls, Protocol, TcpConfig, TlsVersion,
+    CertFiles, ListenAddr, ListenerConfig, ListenerTls, Protocol, SniRoute, TcpConfig, TlsVersion,
 };
 
 impl Checker<'_> {
@@ -53,14 +53,14 @@ impl Checker<'_> {
                     )),
                 };
             let protocol = self.protocol(&format!("listeners[{i}]"), &item, upstreams)?;
+            if item.tls.is_some() && item.sni_routes.is_some() {
+                return Err(self.error(
+                    format!("listeners[{i}].sni_routes"),
+                    "`sni_routes` passes TLS through untouched; `tls` terminates it: give one",
+                ));
+            }
             let tls = match item.tls {
                 None => None,
-                Some(_) if item.protocol != FileProtocol::Http => {
-                    return Err(self.error(
-                        format!("listeners[{i}].tls"),
-                        "`tls` is for `protocol: http` listeners (HTTPS); TLS on `tcp` listeners is not supported yet",
-                    ))
-                }
                 Some(t) => Some(self.listener_tls(&format!("listeners[{i}].tls"), t)?),
             };
             out.push(ListenerConfig {
@@ -170,6 +170,7 @@ impl Checker<'_> {
                 ("upstream", item.upstream.is_some()),
                 ("idle_timeout", item.idle_timeout.is_some()),
                 ("drain_timeout", item.drain_timeout.is_some()),
+                ("sni_routes", item.sni_routes.is_some()),
             ];
             if let Some((key, _)) = tcp_only.iter().find(|(_, set)| *set) {
                 return Err(self.error(
@@ -183,17 +184,48 @@ impl Checker<'_> {
             return Ok(Protocol::Http);
         }
         let field = format!("{at}.upstream");
-        let Some(upstream) = &item.upstream else {
-            return Err(self.error(field, "a `protocol: tcp` listener needs an `upstream`"));
-        };
-        self.upstream_ref(&field, upstream, upstreams)?;
+        let mut sni_routes = Vec::new();
+        for (j, r) in item.sni_routes.iter().flatten().enumerate() {
+            let at = format!("{at}.sni_routes[{j}]");
+            if r.names.is_empty() {
+                return Err(self.error(format!("{at}.names"), "at least one server name"));
+            }
+            for (k, n) in r.names.iter().enumerate() {
+                let bare = n.strip_prefix("*.").unwrap_or(n);
+                if bare.is_empty()
+                    || bare.contains('*')
+                    || bare.contains(|c: char| c.is_whitespace())
+                {
+                    return Err(self.error(
+                        format!("{at}.names[{k}]"),
+                        format!("{n:?} is not a server name (a wildcard is `*.` and one label: `*.example.com`)"),
+                    ));
+                }
+            }
+            self.upstream_ref(&format!("{at}.upstream"), &r.upstream, upstreams)?;
+            sni_routes.push(SniRoute {
+                names: r.names.iter().map(|n| n.to_ascii_lowercase()).collect(),
+                upstream: r.upstream.clone(),
+            });
+        }
+        match &item.upstream {
+            Some(upstream) => self.upstream_ref(&field, upstream, upstreams)?,
+            None if !sni_routes.is_empty() => {}
+            None => {
+                return Err(self.error(
+                    field,
+                    "a `protocol: tcp` listener needs an `upstream` (or `sni_routes`)",
+                ))
+            }
+        }
         let drain = self.duration_or_zero(
             &format!("{at}.drain_timeout"),
             item.drain_timeout.as_deref(),
             TcpConfig::DEFAULT_DRAIN_TIMEOUT,
         )?;
         Ok(Protocol::Tcp(TcpConfig {
-            upstream: upstream.clone(),
+            upstream: item.upstream.clone(),
+            sni_routes,
             idle_timeout: self.duration(
                 &format!("{at}.idle_timeout"),
                 item.idle_timeout.as_deref(),

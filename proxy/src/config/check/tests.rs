@@ -192,7 +192,8 @@ upstreams:
     assert_eq!(
         config.listeners[1].protocol,
         Protocol::Tcp(TcpConfig {
-            upstream: "u".into(),
+            upstream: Some("u".into()),
+            sni_routes: Vec::new(),
             idle_timeout: Duration::from_secs(600),
             drain_timeout: Some(Duration::from_secs(30)),
         })
@@ -200,7 +201,8 @@ upstreams:
     assert_eq!(
         config.listeners[2].protocol,
         Protocol::Tcp(TcpConfig {
-            upstream: "u".into(),
+            upstream: Some("u".into()),
+            sni_routes: Vec::new(),
             idle_timeout: TcpConfig::DEFAULT_IDLE_TIMEOUT,
             drain_timeout: None,
         })
@@ -700,7 +702,8 @@ fn a_tcp_listener_needs_a_defined_upstream_and_gets_the_documented_defaults() {
     assert_eq!(
         config.listeners[0].protocol,
         Protocol::Tcp(TcpConfig {
-            upstream: "u".into(),
+            upstream: Some("u".into()),
+            sni_routes: Vec::new(),
             idle_timeout: Duration::from_secs(3600),
             drain_timeout: Some(Duration::from_secs(300)),
         })
@@ -710,7 +713,10 @@ fn a_tcp_listener_needs_a_defined_upstream_and_gets_the_documented_defaults() {
         (e.field.as_str(), e.line),
         ("listeners[0].upstream", Some(2))
     );
-    assert_eq!(e.message, "a `protocol: tcp` listener needs an `upstream`");
+    assert_eq!(
+        e.message,
+        "a `protocol: tcp` listener needs an `upstream` (or `sni_routes`)"
+    );
     let e = refused(&tcp("    upstream: nope\n"));
     assert_eq!(
         (e.field.as_str(), e.line),
