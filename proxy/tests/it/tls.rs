@@ -631,3 +631,40 @@ fn a_tcp_listener_passes_tls_through_by_sni_or_terminates_it() {
     let json: Value = serde_json::from_str(&body).unwrap();
     assert_eq!(json["backend"], echo_backend.addr().to_string());
 }
+
+#[test]
+fn handshakes_beyond_max_handshakes_are_closed_at_once_and_a_good_client_still_gets_in() {
+    let dir = temp_dir("tls-flood");
+    let a = certs(&dir, "a", &["a.test"]);
+    let template = format!(
+        "listeners:\n  - name: http\n    address: 127.0.0.1:0\n{}services:\n  - {{name: s, upstream: u}}\nupstreams:\n  - {{name: u, nodes: [{{address: '{{b0}}'}}]}}\n",
+        tls_listener("https", "127.0.15.61", &[&a], "      max_handshakes: 2\n      handshake_timeout: 2s\n"),
+    );
+    let h = Harness::start(&["127.0.15.62"], &template);
+    let https = h.gateway_ref().listen_addr("https").unwrap();
+    let admin = h.gateway_ref().admin_addr().unwrap();
+    // Two connections that start a handshake and stall (a record header, no more).
+    let stalled: Vec<TcpStream> = (0..2)
+        .map(|_| {
+            let mut s = TcpStream::connect(https).unwrap();
+            s.write_all(&[0x16, 0x03, 0x01, 0x02, 0x00]).unwrap();
+            s
+        })
+        .collect();
+    eventually("both stalled handshakes to be in progress", || {
+        // A third connection is refused at once while they are.
+        let mut third = TcpStream::connect(https).ok()?;
+        third
+            .set_read_timeout(Some(Duration::from_millis(500)))
+            .ok()?;
+        let mut b = [0u8; 1];
+        matches!(third.read(&mut b), Ok(0)).then_some(())
+    });
+    assert!(handshakes(admin, "overload") >= 1);
+    // Once they are cut (handshake_timeout), handshakes get through again.
+    drop(stalled);
+    eventually("a good client to get in", || {
+        let mut c = Tls::connect(https, client_config(&[&a], None), "a.test", true).ok()?;
+        (c.get("a.test", "/").0 == 200).then_some(())
+    });
+}
