@@ -31,8 +31,11 @@ use rustls::Connection;
 
 use super::{Idle, Transport};
 
-/// Ciphertext read buffer: one full TLS record (16 KiB of plaintext plus overhead).
+/// Ciphertext read buffer while a lot arrives: one full TLS record (16 KiB of plaintext
+/// plus overhead).
 pub const CIPHER_BUF: usize = 16 * 1024 + 512;
+/// Ciphertext read buffer otherwise (an idle keep-alive connection waits with this one).
+pub const CIPHER_BUF_SMALL: usize = 2 * 1024;
 
 type Session = Rc<RefCell<Connection>>;
 
@@ -52,14 +55,30 @@ impl<S: std::fmt::Debug> std::fmt::Debug for TlsStream<S> {
     }
 }
 
-/// The owned ciphertext buffers of one direction.
+/// The owned ciphertext read buffer: small, and a record's size only while reads fill
+/// it, so an idle connection holds 2 KiB rather than 16.
 struct Cipher {
     buf: Option<Vec<u8>>,
+    /// The last read filled its buffer: more is probably waiting.
+    busy: bool,
 }
 
 impl Cipher {
     fn new() -> Cipher {
-        Cipher { buf: None }
+        Cipher {
+            buf: None,
+            busy: false,
+        }
+    }
+
+    /// The buffer for the next read.
+    fn next(&mut self) -> Vec<u8> {
+        let cap = if self.busy {
+            CIPHER_BUF
+        } else {
+            CIPHER_BUF_SMALL
+        };
+        self.take(cap)
     }
 
     fn take(&mut self, cap: usize) -> Vec<u8> {
@@ -67,6 +86,8 @@ impl Cipher {
         b.clear();
         if b.capacity() < cap {
             b.reserve(cap);
+        } else if b.capacity() > cap * 2 {
+            b = Vec::with_capacity(cap);
         }
         b
     }
@@ -171,8 +192,9 @@ async fn fill<R: AsyncReadRent>(
     session: &Session,
     rx: &mut Cipher,
 ) -> io::Result<bool> {
-    let buf = rx.take(CIPHER_BUF);
+    let buf = rx.next();
     let (res, buf) = io.read(buf).await;
+    rx.busy = matches!(res, Ok(n) if n == buf.capacity());
     let n = match res {
         Ok(n) => n,
         Err(e) => {
