@@ -294,86 +294,49 @@ fn first_iovec(ptr: *const libc::iovec, len: usize) -> Option<(*mut u8, usize)> 
         .map(|v| (v.iov_base.cast::<u8>(), v.iov_len))
 }
 
-// Boxed futures: a `TlsStream` sits in the upstream connection type beside plain ones
-// (`UpstreamStream`), and an unboxed TLS read would size (and make every plain read
-// move) the larger future.
-impl<S: Transport> AsyncReadRent for TlsStream<S> {
-    fn read<T: IoBufMut>(
-        &mut self,
-        buf: T,
-    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
-        Box::pin(async move {
-            // Records the session owes the peer (a key update's answer) go first.
-            if self.session.borrow().wants_write() {
-                if let Err(e) = flush(&mut self.io, &self.session).await {
-                    return (Err(e), buf);
-                }
-            }
-            read_plain(&mut self.io, &self.session, &mut self.rx, buf).await
-        })
+/// A read into the first non-empty buffer of an iovec list (TLS has no vectored read).
+async fn readv_plain<R: AsyncReadRent, T: IoVecBufMut>(
+    io: &mut R,
+    session: &Session,
+    rx: &mut Cipher,
+    mut buf: T,
+) -> BufResult<usize, T> {
+    let Some((ptr, len)) = first_iovec(buf.write_iovec_ptr(), buf.write_iovec_len()) else {
+        return (Ok(0), buf);
+    };
+    let (res, tmp) = read_plain(io, session, rx, vec![0u8; len]).await;
+    if let Ok(n) = res {
+        // SAFETY: `ptr` holds `len` ≥ n writable bytes (IoVecBufMut) and `tmp` n readable
+        // ones; they do not overlap (`tmp` is ours). The first n are now set.
+        unsafe {
+            std::ptr::copy_nonoverlapping(tmp.as_ptr(), ptr, n);
+            buf.set_init(n);
+        }
     }
-
-    fn readv<T: IoVecBufMut>(
-        &mut self,
-        mut buf: T,
-    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
-        Box::pin(async move {
-            let Some((ptr, len)) = first_iovec(buf.write_iovec_ptr(), buf.write_iovec_len()) else {
-                return (Ok(0), buf);
-            };
-            let (res, tmp) =
-                read_plain(&mut self.io, &self.session, &mut self.rx, vec![0u8; len]).await;
-            if let Ok(n) = res {
-                // SAFETY: `ptr` holds `len` ≥ n writable bytes (IoVecBufMut) and `tmp` n
-                // readable ones; they do not overlap (`tmp` is ours). The first n are now set.
-                unsafe {
-                    std::ptr::copy_nonoverlapping(tmp.as_ptr(), ptr, n);
-                    buf.set_init(n);
-                }
-            }
-            (res, buf)
-        })
-    }
+    (res, buf)
 }
 
-impl<S: Transport> AsyncWriteRent for TlsStream<S> {
-    fn write<T: IoBuf>(
-        &mut self,
-        buf: T,
-    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
-        Box::pin(async move {
-            // SAFETY: IoBuf promises `read_ptr` is valid for `bytes_init` initialised
-            // bytes for as long as `buf` lives, which outlives `data`.
-            let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-            let res = write_plain(&mut self.io, &self.session, data).await;
-            (res, buf)
-        })
-    }
+/// Encrypts and sends an owned buffer.
+async fn write_owned<W: AsyncWriteRent, T: IoBuf>(
+    io: &mut W,
+    session: &Session,
+    buf: T,
+) -> BufResult<usize, T> {
+    // SAFETY: IoBuf promises `read_ptr` is valid for `bytes_init` initialised bytes for as
+    // long as `buf` lives, which outlives `data`.
+    let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
+    let res = write_plain(io, session, data).await;
+    (res, buf)
+}
 
-    fn writev<T: IoVecBuf>(
-        &mut self,
-        buf: T,
-    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
-        Box::pin(async move {
-            let res = writev_plain(&mut self.io, &self.session, &buf).await;
-            (res, buf)
-        })
-    }
-
-    fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
-        Box::pin(async move {
-            flush(&mut self.io, &self.session).await?;
-            self.io.flush().await
-        })
-    }
-
-    fn shutdown(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
-        Box::pin(async move {
-            self.session.borrow_mut().send_close_notify();
-            flush(&mut self.io, &self.session).await?;
-            self.io.shutdown().await
-        })
-    }
+/// Encrypts and sends an owned iovec list.
+async fn writev_owned<W: AsyncWriteRent, T: IoVecBuf>(
+    io: &mut W,
+    session: &Session,
+    buf: T,
+) -> BufResult<usize, T> {
+    let res = writev_plain(io, session, &buf).await;
+    (res, buf)
 }
 
 async fn writev_plain<W: AsyncWriteRent, T: IoVecBuf>(
@@ -400,6 +363,77 @@ async fn writev_plain<W: AsyncWriteRent, T: IoVecBuf>(
     Ok(total)
 }
 
+/// Sends what the session holds, then flushes the connection.
+async fn flush_all<W: AsyncWriteRent>(io: &mut W, session: &Session) -> io::Result<()> {
+    flush(io, session).await?;
+    io.flush().await
+}
+
+/// close_notify, then the connection's write half-close.
+async fn close<W: AsyncWriteRent>(io: &mut W, session: &Session) -> io::Result<()> {
+    session.borrow_mut().send_close_notify();
+    flush(io, session).await?;
+    io.shutdown().await
+}
+
+/// A read on an unsplit stream: records the session owes the peer (a key update's
+/// answer) go first.
+async fn read_unsplit<S: Transport, T: IoBufMut>(
+    s: &mut TlsStream<S>,
+    buf: T,
+) -> BufResult<usize, T> {
+    if s.session.borrow().wants_write() {
+        if let Err(e) = flush(&mut s.io, &s.session).await {
+            return (Err(e), buf);
+        }
+    }
+    read_plain(&mut s.io, &s.session, &mut s.rx, buf).await
+}
+
+// Boxed futures, here and on the halves: a `TlsStream` sits in the upstream connection
+// type beside plain ones (`UpstreamStream`), and its halves in the tunnel and `tcp` copy
+// loops every open connection holds; unboxed, the TLS futures would size (and make every
+// plain operation move) the larger future.
+impl<S: Transport> AsyncReadRent for TlsStream<S> {
+    fn read<T: IoBufMut>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(read_unsplit(self, buf))
+    }
+
+    fn readv<T: IoVecBufMut>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(readv_plain(&mut self.io, &self.session, &mut self.rx, buf))
+    }
+}
+
+impl<S: Transport> AsyncWriteRent for TlsStream<S> {
+    fn write<T: IoBuf>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(write_owned(&mut self.io, &self.session, buf))
+    }
+
+    fn writev<T: IoVecBuf>(
+        &mut self,
+        buf: T,
+    ) -> impl std::future::Future<Output = BufResult<usize, T>> {
+        Box::pin(writev_owned(&mut self.io, &self.session, buf))
+    }
+
+    fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        Box::pin(flush_all(&mut self.io, &self.session))
+    }
+
+    fn shutdown(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
+        Box::pin(close(&mut self.io, &self.session))
+    }
+}
+
 /// The reading half of a split [`TlsStream`].
 pub struct TlsRead<R> {
     io: R,
@@ -414,8 +448,6 @@ pub struct TlsWrite<W> {
     session: Session,
 }
 
-// The halves' futures are boxed: they sit inside the tunnel and `tcp` copy loops, whose
-// futures every open connection holds, so only TLS connections pay for TLS's state.
 impl<R: AsyncReadRent> AsyncReadRent for TlsRead<R> {
     fn read<T: IoBufMut>(
         &mut self,
@@ -428,26 +460,8 @@ impl<R: AsyncReadRent> AsyncReadRent for TlsRead<R> {
         &mut self,
         buf: T,
     ) -> impl std::future::Future<Output = BufResult<usize, T>> {
-        Box::pin(readv_half(self, buf))
+        Box::pin(readv_plain(&mut self.io, &self.session, &mut self.rx, buf))
     }
-}
-
-async fn readv_half<R: AsyncReadRent, T: IoVecBufMut>(
-    half: &mut TlsRead<R>,
-    mut buf: T,
-) -> BufResult<usize, T> {
-    let Some((ptr, len)) = first_iovec(buf.write_iovec_ptr(), buf.write_iovec_len()) else {
-        return (Ok(0), buf);
-    };
-    let (res, tmp) = read_plain(&mut half.io, &half.session, &mut half.rx, vec![0u8; len]).await;
-    if let Ok(n) = res {
-        // SAFETY: as in `TlsStream::readv`.
-        unsafe {
-            std::ptr::copy_nonoverlapping(tmp.as_ptr(), ptr, n);
-            buf.set_init(n);
-        }
-    }
-    (res, buf)
 }
 
 impl<W: AsyncWriteRent> AsyncWriteRent for TlsWrite<W> {
@@ -455,38 +469,22 @@ impl<W: AsyncWriteRent> AsyncWriteRent for TlsWrite<W> {
         &mut self,
         buf: T,
     ) -> impl std::future::Future<Output = BufResult<usize, T>> {
-        Box::pin(async move {
-            // SAFETY: IoBuf promises `read_ptr` is valid for `bytes_init` initialised
-            // bytes for as long as `buf` lives, which outlives `data`.
-            let data = unsafe { std::slice::from_raw_parts(buf.read_ptr(), buf.bytes_init()) };
-            let res = write_plain(&mut self.io, &self.session, data).await;
-            (res, buf)
-        })
+        Box::pin(write_owned(&mut self.io, &self.session, buf))
     }
 
     fn writev<T: IoVecBuf>(
         &mut self,
         buf: T,
     ) -> impl std::future::Future<Output = BufResult<usize, T>> {
-        Box::pin(async move {
-            let res = writev_plain(&mut self.io, &self.session, &buf).await;
-            (res, buf)
-        })
+        Box::pin(writev_owned(&mut self.io, &self.session, buf))
     }
 
     fn flush(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
-        Box::pin(async move {
-            flush(&mut self.io, &self.session).await?;
-            self.io.flush().await
-        })
+        Box::pin(flush_all(&mut self.io, &self.session))
     }
 
     fn shutdown(&mut self) -> impl std::future::Future<Output = io::Result<()>> {
-        Box::pin(async move {
-            self.session.borrow_mut().send_close_notify();
-            flush(&mut self.io, &self.session).await?;
-            self.io.shutdown().await
-        })
+        Box::pin(close(&mut self.io, &self.session))
     }
 }
 

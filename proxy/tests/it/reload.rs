@@ -50,14 +50,10 @@ fn log_line(log: &mpsc::Receiver<String>, parts: &[&str]) -> String {
 }
 
 fn reloads(admin: SocketAddr, result: &str) -> u64 {
-    let m = Client::connect(admin)
-        .request(&get("admin", "/metrics"))
-        .text();
-    let series = format!("strait_config_reloads_total{{result=\"{result}\"}} ");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+    crate::support::metric(
+        admin,
+        &format!("strait_config_reloads_total{{result=\"{result}\"}}"),
+    )
 }
 
 #[test]

@@ -155,14 +155,10 @@ fn tls_listener(name: &str, ip: &str, certs: &[&DemoCerts], extra: &str) -> Stri
 }
 
 fn handshakes(admin: SocketAddr, result: &str) -> u64 {
-    let m = Client::connect(admin)
-        .request(&get("admin", "/metrics"))
-        .text();
-    let series = format!("strait_tls_handshakes_total{{result=\"{result}\"}} ");
-    m.lines()
-        .find_map(|l| l.strip_prefix(&series))
-        .and_then(|v| v.parse().ok())
-        .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+    crate::support::metric(
+        admin,
+        &format!("strait_tls_handshakes_total{{result=\"{result}\"}}"),
+    )
 }
 
 #[test]

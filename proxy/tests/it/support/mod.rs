@@ -42,6 +42,19 @@ pub(crate) fn eventually<T>(what: &str, mut probe: impl FnMut() -> Option<T>) ->
     }
 }
 
+/// The value of the metric line `series` (e.g. `strait_ready`, or a name with its
+/// labels) in the admin server's `/metrics`; fails the test when it is missing.
+pub(crate) fn metric(admin: SocketAddr, series: &str) -> u64 {
+    let m = Client::connect(admin)
+        .request(&get("admin", "/metrics"))
+        .text();
+    let prefix = format!("{series} ");
+    m.lines()
+        .find_map(|l| l.strip_prefix(&prefix))
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("no {series} in\n{m}"))
+}
+
 /// Waits until connecting to `addr` is refused: every listener on it has closed. A
 /// connection that still succeeds meanwhile is closed at once.
 pub(crate) fn wait_refused(addr: SocketAddr) {
