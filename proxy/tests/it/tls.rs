@@ -213,6 +213,24 @@ fn sni_picks_the_exact_then_the_wildcard_then_the_default_certificate_and_strict
         (handshakes(admin, "unknown_sni") >= 2).then_some(())
     });
 
+    // openssl s_client, another real client: the wildcard certificate, verified.
+    let out = Command::new("openssl")
+        .args([
+            "s_client",
+            "-connect",
+            &https.to_string(),
+            "-servername",
+            "x.w.test",
+            "-CAfile",
+        ])
+        .arg(&w.ca_file)
+        .stdin(Stdio::null())
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("CN = *.w.test"), "{text}");
+    assert!(text.contains("Verify return code: 0 (ok)"), "{text}");
+
     // curl, a real client, through the HTTPS listener.
     let out = Command::new("curl")
         .args(["-sS", "--max-time", "10", "--cacert"])
