@@ -53,6 +53,16 @@ impl fmt::Debug for LoadedCert {
     }
 }
 
+impl Clone for LoadedCert {
+    fn clone(&self) -> LoadedCert {
+        LoadedCert {
+            chain: self.chain.clone(),
+            key: self.key.clone_key(),
+            info: self.info.clone(),
+        }
+    }
+}
+
 impl LoadedCert {
     /// A signing key and chain of this worker's own.
     fn certified(&self) -> Result<Arc<CertifiedKey>, CertError> {
@@ -187,7 +197,7 @@ fn leaf_facts(der: &CertificateDer<'_>) -> Result<(String, i64, Vec<String>), St
 }
 
 /// One TLS listener's certificates as loaded: what the snapshot carries.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ListenerCerts {
     /// Config order: the first is the default.
     pub certs: Vec<LoadedCert>,
@@ -404,6 +414,18 @@ pub struct TlsSnapshot {
     /// Session ticket keys: every worker seals and opens with the same ones (its own
     /// copy), so a ticket resumes whichever core the client lands on.
     pub tickets: TicketKeys,
+}
+
+impl TlsSnapshot {
+    /// The same certificates with new ticket keys (the current ones kept for opening
+    /// tickets), as the next version: what a rotation publishes, with no file read.
+    pub fn with_new_tickets(&self) -> Result<TlsSnapshot, CertError> {
+        Ok(TlsSnapshot {
+            version: self.version + 1,
+            listeners: self.listeners.clone(),
+            tickets: TicketKeys::rotate(Some(&self.tickets))?,
+        })
+    }
 }
 
 /// TLS to an upstream's endpoints, as checked from the config: the data each worker

@@ -302,9 +302,7 @@ impl Gateway {
                 version = tls.version,
                 "certificates read again and in force"
             );
-            self.publisher.send(Update::Tls(tls.clone()));
-            *self.admin.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(tls.clone());
-            self.tls = Some(tls);
+            self.install_tls(tls);
         }
         let version = self.discovery().reload(builder).unwrap_or_default();
         self.wait_applied(version);
@@ -313,25 +311,27 @@ impl Gateway {
     }
 
     /// New session ticket keys for every TLS listener (the current ones kept to open
-    /// tickets): what the control loop does every [`strait_discovery::tls::TICKET_ROTATION`].
-    /// The certificate files are read again on the way; if one cannot be, nothing changes.
+    /// tickets), with the certificates in force: what the control loop does every
+    /// [`strait_discovery::tls::TICKET_ROTATION`].
     pub fn rotate_tickets(&mut self) {
-        let Some(before) = self.tls.clone() else {
+        let Some(before) = &self.tls else {
             return;
         };
-        match crate::tls::load_with(&self.config, Some(&before), true) {
-            Ok(Some(tls)) => {
-                let tls = Arc::new(tls);
-                self.publisher.send(Update::Tls(tls.clone()));
-                *self.admin.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(tls.clone());
-                self.tls = Some(tls);
+        match before.with_new_tickets() {
+            Ok(tls) => {
+                self.install_tls(Arc::new(tls));
                 tracing::info!("session ticket keys rotated");
             }
-            Ok(None) => {}
-            Err(e) => {
-                tracing::error!("session ticket keys not rotated, certificates unreadable: {e}")
-            }
+            Err(e) => tracing::error!("session ticket keys not rotated: {e}"),
         }
+    }
+
+    /// Publishes `tls` to the workers (new handshakes use it) and keeps it as the one in
+    /// force, for the next reload and the expiry gauge.
+    fn install_tls(&mut self, tls: Arc<TlsSnapshot>) {
+        self.publisher.send(Update::Tls(tls.clone()));
+        *self.admin.tls.lock().unwrap_or_else(|e| e.into_inner()) = Some(tls.clone());
+        self.tls = Some(tls);
     }
 
     /// A new config must keep the upstream of every running `tcp` listener (listeners

@@ -45,19 +45,6 @@ pub fn load(
     config: &Config,
     before: Option<&TlsSnapshot>,
 ) -> Result<Option<TlsSnapshot>, ConfigError> {
-    load_with(config, before, false)
-}
-
-/// Warn at load about a certificate expiring sooner than this.
-pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
-
-/// [`load`], with new session ticket keys when `rotate` (the running one kept for
-/// opening tickets).
-pub fn load_with(
-    config: &Config,
-    before: Option<&TlsSnapshot>,
-    rotate: bool,
-) -> Result<Option<TlsSnapshot>, ConfigError> {
     let mut listeners = HashMap::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let Some(tls) = &l.tls else { continue };
@@ -107,7 +94,6 @@ pub fn load_with(
         return Ok(None);
     }
     let keys = match before {
-        Some(b) if rotate => TicketKeys::rotate(Some(&b.tickets)),
         Some(b) => b.tickets.copy(),
         None => TicketKeys::rotate(None),
     };
@@ -246,6 +232,9 @@ fn server_config(
     config.max_early_data_size = 0;
     Ok(config)
 }
+
+/// Warn at load about a certificate expiring sooner than this.
+pub const EXPIRY_WARNING: Duration = Duration::from_secs(14 * 24 * 3600);
 
 /// Handshake outcomes, as `strait_tls_handshakes_total{result}` labels them.
 pub const RESULTS: [&str; 7] = [
