@@ -19,7 +19,10 @@ the one named `httpbin` holds the example backend. Checked:
    probes on the admin port, the grace period above shutdown.delay + shutdown.timeout,
    non-root on a read-only root filesystem, RollingUpdate with maxUnavailable 1; the
    Service selects its pods and targets their listener;
-5. the example: 3 replicas with a readiness probe and a preStop sleep shorter than its grace
+5. deploy/rbac-tls-secrets.yaml (render `tls-secrets`): one Role granting `get`, `list` and
+   `watch` on `secrets` by `resourceNames` only, bound by one RoleBinding in its namespace
+   to ServiceAccount strait/strait only;
+6. the example: 3 replicas with a readiness probe and a preStop sleep shorter than its grace
    period, behind the Service (and port) that the config's upstream discovers, in a namespace
    its registry watches.
 """
@@ -458,6 +461,42 @@ def check_example(objs, configs, checks):
             )
 
 
+def check_tls_secrets(name, objs, checks):
+    kinds = sorted(o.get("kind", "") for o in objs)
+    checks.check(kinds == ["Role", "RoleBinding"], f"{name}: one Role and one RoleBinding", f"{kinds}")
+    role = next((o for o in objs if o.get("kind") == "Role"), None)
+    binding = next((o for o in objs if o.get("kind") == "RoleBinding"), None)
+    if not role or not binding:
+        return
+    rules = role.get("rules") or []
+    for i, rule in enumerate(rules):
+        checks.check(
+            rule.get("apiGroups") == [""]
+            and rule.get("resources") == ["secrets"]
+            and set(rule.get("verbs") or []) <= {"get", "list", "watch"}
+            and bool(rule.get("resourceNames"))
+            and set(rule) == {"apiGroups", "resources", "verbs", "resourceNames"},
+            f"{name}: rule {i} grants only get/list/watch on named secrets",
+            f"{rule}",
+        )
+    checks.check(bool(rules), f"{name}: the Role has rules")
+    ns = role["metadata"].get("namespace")
+    ref = binding.get("roleRef") or {}
+    checks.check(
+        binding["metadata"].get("namespace") == ns
+        and ref.get("kind") == "Role"
+        and ref.get("name") == role["metadata"]["name"],
+        f"{name}: the RoleBinding binds the Role in namespace {ns}",
+        f"{ref}",
+    )
+    checks.check(
+        binding.get("subjects")
+        == [{"kind": "ServiceAccount", "name": "strait", "namespace": "strait"}],
+        f"{name}: bound to ServiceAccount strait/strait only",
+        f"{binding.get('subjects')}",
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--strait", required=True, help="the strait binary")
@@ -479,6 +518,9 @@ def main():
     configs = {}
     for name, objs in renders.items():
         check_schemas(name, objs, args.kubernetes_version, checks)
+        if name == "tls-secrets":
+            check_tls_secrets(name, objs, checks)
+            continue
         if not name.startswith("gateway"):
             rbac = [kn(o) for o in objs if o.get("kind") in RBAC_KINDS]
             checks.check(not rbac, f"{name}: no RBAC objects", f"{rbac}")

@@ -8,7 +8,8 @@
 #    (kubernetes-validate, strict), that the ClusterRole grants only list/watch on
 #    endpointslices, endpoints and services, that the config in the ConfigMap passes
 #    `strait check`, and that the DaemonSet, the config and the example agree (ports, probes,
-#    grace period, the discovered Service).
+#    grace period, the discovered Service); and that the optional deploy/rbac-tls-secrets.yaml
+#    grants only get/list/watch on named Secrets to strait's service account.
 #
 # Installs what it needs: kubectl and python3-venv with apt when missing, kubernetes-validate
 # with pip into a venv under target/ (kept between runs), and builds the strait binary with
@@ -81,6 +82,8 @@ render() {
 render gateway deploy
 render gateway-host-network "$work/host-network"
 render httpbin deploy/examples/httpbin
+# The optional Role for TLS Secrets is applied on its own, not through kustomize.
+renders+=("tls-secrets=deploy/rbac-tls-secrets.yaml")
 
 "$VENV/bin/python" deploy/validate.py --strait "$strait" \
   --kubernetes-version "$KUBERNETES_VERSION" "${renders[@]}" ||

@@ -33,6 +33,7 @@ fn snapshot(n: usize, weight: impl Fn(usize) -> u32) -> Arc<Snapshot> {
         .collect();
     let spec = Spec {
         registries: Vec::new(),
+        tls_secrets: Vec::new(),
         services: vec![],
         upstreams: vec![UpstreamSpec {
             name: "up".into(),

@@ -114,6 +114,7 @@ fn spec() -> Spec {
     Spec {
         services: Vec::new(),
         registries: Vec::new(),
+        tls_secrets: Vec::new(),
         upstreams: (0..SERVICES)
             .map(|i| UpstreamSpec {
                 name: service_name(i),

@@ -204,6 +204,7 @@ mod tests {
         };
         Spec {
             registries: Vec::new(),
+            tls_secrets: Vec::new(),
             services: vec![ServiceSpec {
                 name: "s".into(),
                 hosts: vec![],

@@ -17,9 +17,10 @@ use crate::build::TableBuilder;
 use crate::publish::Publisher;
 use crate::registry::{kubernetes, Msg, WatchEvent};
 use crate::snapshot::{Endpoint, SnapshotVersion, UpstreamStatus};
-use crate::spec::{DiscoveryRef, RegistrySpec, Spec, UpstreamSource};
+use crate::spec::{DiscoveryRef, RegistrySpec, SecretRef, Spec, UpstreamSource};
 use crate::state::{RegistryState, ServiceKey};
 use crate::status::{RegistryStatus, Status};
+use crate::tls::SecretEvent;
 
 /// What the rest of the process asks of the discovery thread.
 #[derive(Debug)]
@@ -68,6 +69,9 @@ pub(crate) struct Controller {
     discovered: HashMap<String, DiscoveryRef>,
     tx: UnboundedSender<Msg>,
     next_generation: u64,
+    /// One watcher per TLS Secret, with the registry spec it was started with.
+    secrets: HashMap<SecretRef, (RegistrySpec, JoinHandle<()>)>,
+    secret_tx: crossbeam_channel::Sender<SecretEvent>,
 }
 
 impl Controller {
@@ -76,6 +80,7 @@ impl Controller {
         publisher: Publisher,
         status: Arc<Status>,
         tx: UnboundedSender<Msg>,
+        secret_tx: crossbeam_channel::Sender<SecretEvent>,
     ) -> Controller {
         Controller {
             builder,
@@ -86,6 +91,8 @@ impl Controller {
             discovered: HashMap::new(),
             tx,
             next_generation: 1,
+            secrets: HashMap::new(),
+            secret_tx,
         }
     }
 
@@ -141,6 +148,9 @@ impl Controller {
             }
         }
         self.registries.clear();
+        for (_, (_, task)) in self.secrets.drain() {
+            task.abort();
+        }
     }
 
     /// Applies the builder's spec: starts, keeps or stops registries, re-indexes
@@ -202,6 +212,7 @@ impl Controller {
         for name in &names {
             self.rebuild(name);
         }
+        self.configure_secrets(&spec, &wanted);
         let old = self.status.registries();
         let statuses: BTreeMap<String, RegistryStatus> = self
             .registries
@@ -214,6 +225,41 @@ impl Controller {
             })
             .collect();
         self.status.set_registries(statuses);
+    }
+
+    /// Starts a watcher for each TLS Secret of the spec in its (enabled) registry, keeps
+    /// those whose registry is unchanged, stops the rest (the gateway keeps serving what
+    /// they last delivered).
+    fn configure_secrets(&mut self, spec: &Spec, registries: &HashMap<&str, &RegistrySpec>) {
+        let wanted: HashMap<&SecretRef, &RegistrySpec> = spec
+            .tls_secrets
+            .iter()
+            .filter_map(|s| {
+                let r = registries.get(s.registry.as_str()).filter(|r| r.enabled);
+                if r.is_none() {
+                    tracing::warn!(%s, "registry not configured or disabled: the Secret is not watched");
+                }
+                Some((s, *r?))
+            })
+            .collect();
+        self.secrets.retain(|s, (r, task)| {
+            let keep = wanted.get(s).is_some_and(|w| *w == r);
+            if !keep {
+                task.abort();
+            }
+            keep
+        });
+        for (s, r) in wanted {
+            if self.secrets.contains_key(s) {
+                continue;
+            }
+            let task = tokio::spawn(kubernetes::watch_secret(
+                r.clone(),
+                s.clone(),
+                self.secret_tx.clone(),
+            ));
+            self.secrets.insert(s.clone(), (r.clone(), task));
+        }
     }
 
     fn handle(&mut self, msg: Msg, changed: &mut BTreeSet<String>) {

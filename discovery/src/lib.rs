@@ -14,7 +14,9 @@
 //! - [`registry`] and the controller: the discovery thread (tokio + kube on one OS
 //!   thread, started by [`spawn`]) watching EndpointSlices (or Endpoints) and Services in
 //!   each configured cluster; [`convert`] and [`state`] turn what it sees into endpoints;
-//!   [`status`] is what the admin server reports of it.
+//!   [`status`] is what the admin server reports of it. The same thread watches the TLS
+//!   Secrets listeners name and hands their contents to the gateway
+//!   ([`DiscoveryHandle::secret_events`]).
 //!
 //! Runs on: the thread that loads the config (building the first table) and the discovery
 //! thread (every later one).
@@ -55,6 +57,7 @@ pub struct DiscoveryHandle {
     thread: Option<JoinHandle<()>>,
     acks: Option<JoinHandle<()>>,
     status: Arc<Status>,
+    secret_events: crossbeam_channel::Receiver<tls::SecretEvent>,
 }
 
 /// Starts the discovery thread (one OS thread, a current-thread tokio runtime) with the
@@ -94,7 +97,8 @@ pub fn spawn(
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()?;
-    let controller = Controller::new(builder, publisher, status.clone(), ev_tx);
+    let (secret_tx, secret_events) = crossbeam_channel::unbounded();
+    let controller = Controller::new(builder, publisher, status.clone(), ev_tx, secret_tx);
     let thread = std::thread::Builder::new()
         .name("strait-discovery".into())
         .spawn(move || runtime.block_on(controller.run(cmd_rx, ev_rx)))?;
@@ -103,12 +107,19 @@ pub fn spawn(
         thread: Some(thread),
         acks: Some(collector),
         status,
+        secret_events,
     })
 }
 
 impl DiscoveryHandle {
     pub fn status(&self) -> &Arc<Status> {
         &self.status
+    }
+
+    /// What the watchers of the spec's TLS Secrets see, in order, for the gateway's control
+    /// loop (which owns the certificates).
+    pub fn secret_events(&self) -> &crossbeam_channel::Receiver<tls::SecretEvent> {
+        &self.secret_events
     }
 
     /// Applies a checked config's builder; returns the version published.

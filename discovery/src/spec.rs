@@ -18,6 +18,28 @@ pub struct Spec {
     pub upstreams: Vec<UpstreamSpec>,
     /// Kubernetes clusters to discover endpoints in.
     pub registries: Vec<RegistrySpec>,
+    /// The `kubernetes.io/tls` Secrets TLS listeners take certificates from, each watched
+    /// in its registry (sorted, no duplicates).
+    pub tls_secrets: Vec<SecretRef>,
+}
+
+/// A Secret in a registry's cluster: `listeners[].tls.certificates[].secret`.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SecretRef {
+    pub registry: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl std::fmt::Display for SecretRef {
+    /// `secret local/apisix/httpbin-tls`, as logs, errors and metrics name it.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(
+            f,
+            "secret {}/{}/{}",
+            self.registry, self.namespace, self.name
+        )
+    }
 }
 
 /// One Kubernetes cluster to watch.

@@ -404,6 +404,94 @@ impl ProducesTickets for TicketKeys {
     }
 }
 
+/// A TLS Secret's contents, as its watcher read them. `Debug` never shows the key.
+#[derive(Clone)]
+pub struct SecretData {
+    /// The Secret's `type` (`kubernetes.io/tls` for certificates).
+    pub type_: String,
+    /// `data["tls.crt"]`, when present.
+    pub cert: Option<Vec<u8>>,
+    /// `data["tls.key"]`, when present.
+    pub key: Option<Vec<u8>>,
+    pub resource_version: Option<String>,
+}
+
+impl fmt::Debug for SecretData {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SecretData")
+            .field("type", &self.type_)
+            .field("cert_bytes", &self.cert.as_ref().map(Vec::len))
+            .field("has_key", &self.key.is_some())
+            .field("resource_version", &self.resource_version)
+            .finish()
+    }
+}
+
+impl SecretData {
+    /// Reads `tls.crt` and `tls.key` of a Secret.
+    pub fn from_secret(secret: &k8s_openapi::api::core::v1::Secret) -> SecretData {
+        let field = |k: &str| {
+            secret
+                .data
+                .as_ref()
+                .and_then(|d| d.get(k))
+                .map(|b| b.0.clone())
+        };
+        SecretData {
+            type_: secret.type_.clone().unwrap_or_default(),
+            cert: field("tls.crt"),
+            key: field("tls.key"),
+            resource_version: secret.metadata.resource_version.clone(),
+        }
+    }
+
+    /// Checks the pair as [`load_pem`] does, naming the Secret (`source`) in errors; a
+    /// Secret of another type than `kubernetes.io/tls` is accepted when it holds both keys.
+    pub fn load(
+        &self,
+        source: &str,
+        names: Option<&[String]>,
+        now: SystemTime,
+    ) -> Result<LoadedCert, CertError> {
+        let (Some(cert), Some(key)) = (&self.cert, &self.key) else {
+            return Err(CertError(format!(
+                "{source}: no `tls.crt` and `tls.key` in its data (type {:?}; a kubernetes.io/tls Secret has both)",
+                self.type_
+            )));
+        };
+        load_pem(
+            cert,
+            key,
+            &format!("{source} tls.crt"),
+            &format!("{source} tls.key"),
+            names,
+            now,
+        )
+        .map(|mut c| {
+            c.info.source = source.to_string();
+            c
+        })
+    }
+}
+
+/// What a Secret's watcher saw.
+#[derive(Debug, Clone)]
+pub enum SecretChange {
+    /// Listed or changed: its current contents.
+    Applied(SecretData),
+    /// Listed and not found, or deleted.
+    Missing,
+    /// The watch failed (it retries by itself): the reason, with the HTTP status.
+    Failed { code: Option<u16>, message: String },
+}
+
+/// A Secret's watcher reports to the gateway's control loop (`DiscoveryHandle::secret_events`).
+#[derive(Debug, Clone)]
+pub struct SecretEvent {
+    pub secret: crate::spec::SecretRef,
+    pub change: SecretChange,
+}
+
 /// What the workers' TLS listeners serve, published whole whenever a certificate changes.
 #[derive(Debug)]
 pub struct TlsSnapshot {

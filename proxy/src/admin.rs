@@ -54,8 +54,19 @@ pub struct AdminState {
     pub reloads_refused: AtomicU64,
     /// The certificates in force, for the expiry gauge.
     pub tls: Mutex<Option<Arc<strait_discovery::tls::TlsSnapshot>>>,
+    /// TLS Secrets not read yet (not ready until each has been), and those whose latest
+    /// version is refused, with why.
+    pub secrets: Mutex<SecretsState>,
     /// Set to stop the accept thread.
     closed: AtomicBool,
+}
+
+/// What the admin server knows of the TLS Secrets.
+#[derive(Debug, Clone, Default)]
+pub struct SecretsState {
+    pub pending: Vec<String>,
+    /// `(secret, why)`.
+    pub rejected: Vec<(String, String)>,
 }
 
 impl AdminState {
@@ -74,13 +85,32 @@ impl AdminState {
             reloads_ok: AtomicU64::new(0),
             reloads_refused: AtomicU64::new(0),
             tls: Mutex::new(None),
+            secrets: Mutex::new(SecretsState::default()),
             closed: AtomicBool::new(false),
         }
     }
 
-    /// Ready for traffic: every enabled registry synced and applied, and not stopping.
+    /// Ready for traffic: every enabled registry synced and applied, every TLS Secret
+    /// read, and not stopping.
     pub fn ready(&self) -> bool {
-        !self.stopping.load(Ordering::SeqCst) && self.status.ready()
+        !self.stopping.load(Ordering::SeqCst)
+            && self.status.ready()
+            && self.secrets_state().pending.is_empty()
+    }
+
+    /// Records what is known of the TLS Secrets.
+    pub fn set_secrets(&self, secrets: &crate::tls::Secrets) {
+        *self.secrets.lock().unwrap_or_else(|e| e.into_inner()) = SecretsState {
+            pending: secrets.pending(),
+            rejected: secrets.rejected(),
+        };
+    }
+
+    fn secrets_state(&self) -> SecretsState {
+        self.secrets
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
     }
 
     /// Why `/readyz` answers 503, or `None` when ready.
@@ -88,8 +118,12 @@ impl AdminState {
         if self.stopping.load(Ordering::SeqCst) {
             return Some("stopping: a graceful stop has begun".into());
         }
+        let pending = self.secrets_state().pending;
         if self.status.ready() {
-            return None;
+            if pending.is_empty() {
+                return None;
+            }
+            return Some(format!("TLS Secrets not read yet: {}", pending.join(", ")));
         }
         let waiting: Vec<String> = self
             .status
@@ -116,6 +150,7 @@ impl AdminState {
                 reloads_ok: self.reloads_ok.load(Ordering::Relaxed),
                 reloads_failed: self.reloads_refused.load(Ordering::Relaxed),
                 tls: self.tls.lock().unwrap_or_else(|e| e.into_inner()).clone(),
+                secrets_refused: self.secrets_state().rejected,
             },
         )
     }

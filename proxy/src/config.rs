@@ -58,7 +58,7 @@ pub struct ListenerConfig {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ListenerTls {
     /// In config order: the first is the default for a client with no or an unknown SNI.
-    pub certificates: Vec<CertFiles>,
+    pub certificates: Vec<Certificate>,
     pub min_version: TlsVersion,
     /// From accept to the end of the handshake; longer is cut.
     pub handshake_timeout: std::time::Duration,
@@ -77,12 +77,37 @@ impl ListenerTls {
     pub const DEFAULT_MAX_HANDSHAKES: usize = 1024;
 }
 
-/// One certificate of a TLS listener: PEM files, and the names it serves when not its own.
+/// One certificate of a TLS listener: where it comes from, and the names it serves when
+/// not its own.
 #[derive(Debug, Clone, PartialEq, Eq)]
-pub struct CertFiles {
-    pub cert_file: PathBuf,
-    pub key_file: PathBuf,
+pub struct Certificate {
+    pub source: CertSource,
     pub names: Option<Vec<String>>,
+}
+
+/// Where a listener's certificate comes from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CertSource {
+    /// PEM files, re-read when they change.
+    Files {
+        cert_file: PathBuf,
+        key_file: PathBuf,
+    },
+    /// A `kubernetes.io/tls` Secret (`tls.crt`, `tls.key`), watched in its registry.
+    Secret(strait_discovery::spec::SecretRef),
+}
+
+impl Certificate {
+    /// The PEM files, for a file certificate.
+    pub fn files(&self) -> Option<(&PathBuf, &PathBuf)> {
+        match &self.source {
+            CertSource::Files {
+                cert_file,
+                key_file,
+            } => Some((cert_file, key_file)),
+            CertSource::Secret(_) => None,
+        }
+    }
 }
 
 /// The lowest TLS version a listener accepts.

@@ -90,6 +90,8 @@ pub struct Gateway {
     cancel_drain: Option<crossbeam_channel::Sender<()>>,
     /// The certificates the TLS listeners serve.
     tls: Option<Arc<TlsSnapshot>>,
+    /// The TLS Secrets as read so far (the last good contents of each).
+    secrets: crate::tls::Secrets,
 }
 
 impl Gateway {
@@ -101,7 +103,8 @@ impl Gateway {
             .unwrap_or(NonZeroUsize::MIN)
             .get();
         let mut builder = TableBuilder::try_new(config.spec.clone())?;
-        let tls = crate::tls::load(&config, None)
+        let secrets = crate::tls::Secrets::new(&config.spec.tls_secrets);
+        let tls = crate::tls::load(&config, None, &secrets, crate::tls::Files::Read)
             .map_err(StartError::Tls)?
             .map(Arc::new);
         let mut per_worker: Vec<Vec<BoundListener>> = (0..workers).map(|_| Vec::new()).collect();
@@ -207,6 +210,7 @@ impl Gateway {
             config.spec.clone(),
         ));
         *admin.tls.lock().unwrap_or_else(|e| e.into_inner()) = tls.clone();
+        admin.set_secrets(&secrets);
         let admin_server = match admin_listener {
             Some(l) => Some(AdminServer::start(l, admin.clone())?),
             None => None,
@@ -226,6 +230,7 @@ impl Gateway {
             admin_server,
             cancel_drain: None,
             tls,
+            secrets,
         })
     }
 
@@ -274,14 +279,17 @@ impl Gateway {
     /// cannot be built, or that drops the upstream of a running `tcp` listener, is
     /// refused and the running table stays. Returns once every worker routes with the
     /// new table.
-    pub fn reload(&mut self, config: Config) -> Result<SnapshotVersion, ReloadError> {
+    pub fn reload(&mut self, mut config: Config) -> Result<SnapshotVersion, ReloadError> {
+        // Listeners are not reloaded: the Secrets watched stay the running ones'.
+        config.spec.tls_secrets = self.config.spec.tls_secrets.clone();
         if let Err(e) = self.check_reload(&config) {
             self.reload_refused();
             return Err(e);
         }
         // Certificate files are read again for the running listeners (listeners are not
         // reloaded); a bad one refuses the whole reload and the served ones stay.
-        let tls = match crate::tls::load(&self.config, self.tls.as_deref()) {
+        let files = crate::tls::Files::Read;
+        let tls = match crate::tls::load(&self.config, self.tls.as_deref(), &self.secrets, files) {
             Ok(t) => t.map(Arc::new),
             Err(e) => {
                 self.reload_refused();
@@ -324,6 +332,31 @@ impl Gateway {
             }
             Err(e) => tracing::error!("session ticket keys not rotated: {e}"),
         }
+    }
+
+    /// What the discovery thread's Secret watchers see, for the control loop to
+    /// [`apply_secret`](Gateway::apply_secret).
+    pub fn secret_events(&self) -> crossbeam_channel::Receiver<strait_discovery::tls::SecretEvent> {
+        self.discovery().secret_events().clone()
+    }
+
+    /// Takes in a TLS Secret's change: a good new pair is served to new handshakes at
+    /// once (open connections keep theirs); a bad one, or a deletion, is logged and counted
+    /// and the last good certificate keeps serving.
+    pub fn apply_secret(&mut self, event: strait_discovery::tls::SecretEvent) {
+        let changed = self.secrets.apply(event);
+        if changed {
+            let files = crate::tls::Files::Reuse;
+            match crate::tls::load(&self.config, self.tls.as_deref(), &self.secrets, files) {
+                Ok(Some(tls)) => {
+                    tracing::info!(version = tls.version, "certificates in force");
+                    self.install_tls(Arc::new(tls));
+                }
+                Ok(None) => {}
+                Err(e) => tracing::error!("certificates not rebuilt, the served ones stay: {e}"),
+            }
+        }
+        self.admin.set_secrets(&self.secrets);
     }
 
     /// Publishes `tls` to the workers (new handshakes use it) and keeps it as the one in

@@ -70,7 +70,10 @@ fn main() -> anyhow::Result<()> {
     match Cli::parse().command {
         Command::Check { file } => {
             let config = Config::load(&file).unwrap_or_else(|e| exit(&e));
-            if let Err(mut e) = strait::tls::load(&config, None) {
+            // Secrets are not fetched here: only the files are checked.
+            let secrets = strait::tls::Secrets::default();
+            if let Err(mut e) = strait::tls::load(&config, None, &secrets, strait::tls::Files::Read)
+            {
                 e.file = Some(file.clone());
                 exit(&e);
             }

@@ -289,6 +289,8 @@ pub struct Control<'a> {
     pub reloads_failed: u64,
     /// The certificates in force on the TLS listeners.
     pub tls: Option<Arc<strait_discovery::tls::TlsSnapshot>>,
+    /// TLS Secrets whose latest version is refused (`(secret, why)`).
+    pub secrets_refused: Vec<(String, String)>,
 }
 
 /// Renders every metric (CONFIG.md, "Metrics") in the Prometheus text format 0.0.4.
@@ -547,7 +549,25 @@ fn tls_metrics(out: &mut String, workers: &[Arc<WorkerMetrics>], control: &Contr
         "gauge",
         "Seconds until each served certificate expires (negative: expired), by listener and source file.",
     );
-    let Some(tls) = &control.tls else { return };
+    if let Some(tls) = &control.tls {
+        expiry_rows(out, tls);
+    }
+    family(
+        out,
+        "strait_tls_certificate_refused",
+        "gauge",
+        "1 for each TLS Secret whose latest version is refused (bad pair, expired, not found): the last good certificate keeps serving.",
+    );
+    for (secret, _) in &control.secrets_refused {
+        let _ = writeln!(
+            out,
+            "strait_tls_certificate_refused{{source=\"{}\"}} 1",
+            escape(secret)
+        );
+    }
+}
+
+fn expiry_rows(out: &mut String, tls: &strait_discovery::tls::TlsSnapshot) {
     let now = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_secs() as i64);
@@ -633,6 +653,7 @@ mod tests {
                 reloads_ok: 0,
                 reloads_failed: 0,
                 tls: None,
+                secrets_refused: Vec::new(),
             },
         );
         let path = concat!(env!("CARGO_MANIFEST_DIR"), "/../CONFIG.md");

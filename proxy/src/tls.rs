@@ -30,43 +30,88 @@ use rustls::server::{
 };
 use rustls::sign::CertifiedKey;
 use rustls::{RootCertStore, ServerConfig, ServerConnection};
-use strait_discovery::tls::{load_files, CertSet, ListenerCerts, TicketKeys, TlsSnapshot};
+use strait_discovery::tls::{
+    load_files, CertSet, ListenerCerts, LoadedCert, TicketKeys, TlsSnapshot,
+};
 
-use crate::config::{Config, ConfigError, ListenerTls, TlsVersion};
+use crate::config::{CertSource, Config, ConfigError, ListenerTls, TlsVersion};
 use crate::http1;
 use crate::transport::tls::TlsStream;
 use crate::transport::{ClientAddr, Transport};
 use crate::worker::Open;
 
-/// Loads the certificates of every TLS listener in `config`; `before` (the running
-/// snapshot) gives the version and the ticket keys to keep. `None` when no listener has
-/// `tls:`. A certificate expiring within [`EXPIRY_WARNING`] is loaded with a warning.
+mod secrets;
+pub use secrets::Secrets;
+
+/// How [`load`] gets file certificates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Files {
+    /// Read every file again (start, `strait check`, reload, a file change).
+    Read,
+    /// Keep the ones of the snapshot in force (a Secret changed).
+    Reuse,
+}
+
+/// Loads the certificates of every TLS listener in `config`, from files and from the
+/// `secrets` read so far (a Secret not read yet, or refused, contributes nothing); `before`
+/// (the running snapshot) gives the version, the ticket keys to keep and, with
+/// [`Files::Reuse`], the file certificates. `None` when no listener has `tls:`. A file
+/// that fails is an error naming the field; a certificate expiring within
+/// [`EXPIRY_WARNING`] is loaded with a warning.
 pub fn load(
     config: &Config,
     before: Option<&TlsSnapshot>,
+    secrets: &Secrets,
+    files: Files,
 ) -> Result<Option<TlsSnapshot>, ConfigError> {
+    let now = std::time::SystemTime::now();
     let mut listeners = HashMap::new();
     for (i, l) in config.listeners.iter().enumerate() {
         let Some(tls) = &l.tls else { continue };
         let mut certs = Vec::with_capacity(tls.certificates.len());
         for (j, c) in tls.certificates.iter().enumerate() {
             let loaded =
-                load_files(&c.cert_file, &c.key_file, c.names.as_deref()).map_err(|e| {
-                    ConfigError {
-                        file: None,
-                        field: format!("listeners[{i}].tls.certificates[{j}]"),
-                        line: None,
-                        message: e.0,
+                match &c.source {
+                    CertSource::Files {
+                        cert_file,
+                        key_file,
+                    } => {
+                        let kept = (files == Files::Reuse)
+                            .then(|| in_force(before, &l.name, &cert_file.display().to_string()))
+                            .flatten();
+                        match kept {
+                            Some(k) => k,
+                            None => load_files(cert_file, key_file, c.names.as_deref()).map_err(
+                                |e| ConfigError {
+                                    file: None,
+                                    field: format!("listeners[{i}].tls.certificates[{j}]"),
+                                    line: None,
+                                    message: e.0,
+                                },
+                            )?,
+                        }
                     }
-                })?;
+                    CertSource::Secret(s) => {
+                        let Some(data) = secrets.good(s) else {
+                            continue;
+                        };
+                        match data.load(&s.to_string(), c.names.as_deref(), now) {
+                            Ok(loaded) => loaded,
+                            Err(e) => {
+                                tracing::error!(listener = %l.name, "certificate not served: {e}");
+                                continue;
+                            }
+                        }
+                    }
+                };
             let left = loaded.info.not_after
-                - std::time::SystemTime::now()
+                - now
                     .duration_since(std::time::UNIX_EPOCH)
                     .map_or(0, |d| d.as_secs() as i64);
             if left < EXPIRY_WARNING.as_secs() as i64 {
                 tracing::warn!(
                     listener = %l.name,
-                    cert_file = %c.cert_file.display(),
+                    source = %loaded.info.source,
                     subject = %loaded.info.subject,
                     days_left = left / 86_400,
                     "certificate expires soon"
@@ -108,6 +153,17 @@ pub fn load(
         listeners,
         tickets,
     }))
+}
+
+/// The certificate from `source` that `listener` serves in `before`.
+fn in_force(before: Option<&TlsSnapshot>, listener: &str, source: &str) -> Option<LoadedCert> {
+    before?
+        .listeners
+        .get(listener)?
+        .certs
+        .iter()
+        .find(|c| c.info.source == source)
+        .cloned()
 }
 
 /// The CA certificates in a PEM file, as roots for verifying client certificates.
@@ -549,7 +605,7 @@ pub fn generate_demo_certs(
 pub fn demo_listener(
     dir: &std::path::Path,
 ) -> Result<(crate::config::ListenerConfig, DemoCerts), String> {
-    use crate::config::{CertFiles, ListenAddr, ListenerConfig, Protocol};
+    use crate::config::{Certificate, ListenAddr, ListenerConfig, Protocol};
     let certs = generate_demo_certs(dir, "sd.httpbin.org", &["sd.httpbin.org", "localhost"])?;
     let listener = ListenerConfig {
         name: "https".into(),
@@ -557,9 +613,11 @@ pub fn demo_listener(
         mode: None,
         protocol: Protocol::Http,
         tls: Some(ListenerTls {
-            certificates: vec![CertFiles {
-                cert_file: certs.cert_file.clone(),
-                key_file: certs.key_file.clone(),
+            certificates: vec![Certificate {
+                source: CertSource::Files {
+                    cert_file: certs.cert_file.clone(),
+                    key_file: certs.key_file.clone(),
+                },
                 names: None,
             }],
             min_version: TlsVersion::V1_2,

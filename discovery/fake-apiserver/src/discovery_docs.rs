@@ -100,7 +100,7 @@ mod tests {
             json!(["get", "list", "watch"])
         );
         let core = document(&["api", "v1"], "x").unwrap();
-        assert_eq!(core["resources"].as_array().unwrap().len(), 3);
+        assert_eq!(core["resources"].as_array().unwrap().len(), 4);
         assert!(document(&["apis", "apps", "v1"], "x").is_none());
     }
 }

@@ -12,13 +12,16 @@ pub enum Kind {
     Namespace,
     /// discovery.k8s.io/v1 `EndpointSlice` (namespaced).
     EndpointSlice,
+    /// core/v1 `Secret` (namespaced): the TLS certificates of listeners.
+    Secret,
 }
 
 impl Kind {
     /// Every kind, in discovery order.
-    pub const ALL: [Kind; 4] = [
+    pub const ALL: [Kind; 5] = [
         Kind::Endpoints,
         Kind::Namespace,
+        Kind::Secret,
         Kind::Service,
         Kind::EndpointSlice,
     ];
@@ -30,6 +33,7 @@ impl Kind {
             Kind::Service => "Service",
             Kind::Namespace => "Namespace",
             Kind::EndpointSlice => "EndpointSlice",
+            Kind::Secret => "Secret",
         }
     }
 
@@ -40,6 +44,7 @@ impl Kind {
             Kind::Service => "services",
             Kind::Namespace => "namespaces",
             Kind::EndpointSlice => "endpointslices",
+            Kind::Secret => "secrets",
         }
     }
 
@@ -50,6 +55,7 @@ impl Kind {
             Kind::Service => "service",
             Kind::Namespace => "namespace",
             Kind::EndpointSlice => "endpointslice",
+            Kind::Secret => "secret",
         }
     }
 
@@ -59,7 +65,7 @@ impl Kind {
             Kind::Endpoints => &["ep"],
             Kind::Service => &["svc"],
             Kind::Namespace => &["ns"],
-            Kind::EndpointSlice => &[],
+            Kind::EndpointSlice | Kind::Secret => &[],
         }
     }
 
@@ -86,6 +92,7 @@ impl Kind {
             Kind::Service => "ServiceList",
             Kind::Namespace => "NamespaceList",
             Kind::EndpointSlice => "EndpointSliceList",
+            Kind::Secret => "SecretList",
         }
     }
 

@@ -1,6 +1,6 @@
 //! A fake kube-apiserver for tests: a real HTTP(S) server on `127.0.0.1:0` that speaks the
 //! Kubernetes wire protocol (shared/KUBE-API.md) for core/v1 `endpoints`, `services`,
-//! `namespaces` and discovery.k8s.io/v1 `endpointslices`, so that kube's `watcher` and `kubectl`
+//! `namespaces`, `secrets` and discovery.k8s.io/v1 `endpointslices`, so that kube's `watcher` and `kubectl`
 //! run against it unmodified. Dev-only (`publish = false`); no production code depends on it.
 //!
 //! Threads: [`FakeApiServer::start`] spawns one OS thread (`fake-apiserver`) running a

@@ -3,7 +3,7 @@
 //! adds on the wire (`ports[].protocol: TCP`…). Pure; runs on the calling test's thread,
 //! before the store lock is taken.
 
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -26,7 +26,7 @@ pub enum ApplyError {
         source: serde_norway::Error,
     },
     /// Not an object with `apiVersion`/`kind` of a served kind.
-    #[error("unsupported object type apiVersion={api_version:?} kind={kind:?} (served: v1 Endpoints/Service/Namespace, discovery.k8s.io/v1 EndpointSlice)")]
+    #[error("unsupported object type apiVersion={api_version:?} kind={kind:?} (served: v1 Endpoints/Service/Namespace/Secret, discovery.k8s.io/v1 EndpointSlice)")]
     UnsupportedType {
         /// The object's `apiVersion`.
         api_version: String,
@@ -147,6 +147,7 @@ pub(crate) fn normalize(mut value: Value) -> Result<Normalized, ApplyError> {
         Kind::Service => check_typed::<Service>(kind, &name, &value)?,
         Kind::Namespace => check_typed::<Namespace>(kind, &name, &value)?,
         Kind::EndpointSlice => check_typed::<EndpointSlice>(kind, &name, &value)?,
+        Kind::Secret => check_typed::<Secret>(kind, &name, &value)?,
     }
     Ok(Normalized {
         kind,
@@ -207,6 +208,23 @@ fn apply_defaults(kind: Kind, name: &str, value: &mut Value) {
                     default_field(port, "targetPort", p);
                 }
             });
+        }
+        Kind::Secret => {
+            // `stringData` is write-only: the API server merges it into `data`, base64.
+            if let Some(obj) = value.as_object_mut() {
+                default_field(obj, "type", json!("Opaque"));
+                if let Some(Value::Object(strings)) = obj.remove("stringData") {
+                    default_field(obj, "data", json!({}));
+                    if let Some(data) = obj.get_mut("data").and_then(Value::as_object_mut) {
+                        use base64::Engine;
+                        for (k, v) in strings {
+                            let text = v.as_str().unwrap_or_default();
+                            let encoded = base64::engine::general_purpose::STANDARD.encode(text);
+                            data.insert(k, json!(encoded));
+                        }
+                    }
+                }
+            }
         }
         Kind::Namespace => {
             if let Some(obj) = value.as_object_mut() {

@@ -187,6 +187,12 @@ fn columns(kind: Kind) -> Vec<Value> {
             column("Status", "string", "", 0, "The status of the namespace"),
             age,
         ],
+        Kind::Secret => vec![
+            name,
+            column("Type", "string", "", 0, "Used to facilitate programmatic handling of secret data."),
+            column("Data", "integer", "", 0, "Data contains the secret data."),
+            age,
+        ],
     }
 }
 
@@ -337,6 +343,13 @@ fn cells(kind: Kind, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             ]
         }
         Kind::Namespace => vec![name, json!(str_at(obj, "/status/phase")), age],
+        Kind::Secret => {
+            let data = obj
+                .get("data")
+                .and_then(Value::as_object)
+                .map_or(0, |d| d.len());
+            vec![name, json!(str_at(obj, "/type")), json!(data), age]
+        }
     }
 }
 

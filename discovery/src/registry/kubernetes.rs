@@ -1,6 +1,7 @@
 //! One Kubernetes cluster: a kube client built from the registry's connection settings,
 //! and two watchers (EndpointSlices or Endpoints, and Services) that reduce objects and
-//! send them to the controller.
+//! send them to the controller; and [`watch_secret`], one TLS Secret's watcher (scoped to
+//! its namespace and name) reporting to the gateway's control loop.
 //!
 //! Runs on: the discovery thread's tokio runtime. kube's watcher does the protocol work:
 //! list then watch with bookmarks, relist on 410 Gone, resume with jittered exponential
@@ -9,7 +10,7 @@
 use std::path::Path;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -18,8 +19,9 @@ use regex::Regex;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{Msg, WatchError, WatchEvent};
-use crate::spec::{Connection, RegistrySpec, Resource};
+use crate::spec::{Connection, RegistrySpec, Resource, SecretRef};
 use crate::state::{Kind, Object};
+use crate::tls::{SecretChange, SecretData, SecretEvent};
 
 /// Why a registry could not start.
 #[derive(Debug)]
@@ -131,6 +133,90 @@ pub async fn run(spec: RegistrySpec, generation: u64, tx: UnboundedSender<Msg>) 
             return; // the controller is gone
         }
         // Unauthorized: rebuild the client after a backoff.
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// Watches one Secret (`metadata.name` field selector in its namespace: the RBAC a
+/// Role can grant on one name) until its task is aborted or the receiver is gone, and
+/// sends what it sees: its contents once listed and at each change, `Missing` when it
+/// does not exist or is deleted, and failures. Builds the client again after a 401, as
+/// [`run`] does.
+pub async fn watch_secret(
+    spec: RegistrySpec,
+    secret: SecretRef,
+    tx: crossbeam_channel::Sender<SecretEvent>,
+) {
+    let send = |change| {
+        tx.send(SecretEvent {
+            secret: secret.clone(),
+            change,
+        })
+        .is_ok()
+    };
+    let mut delay = BACKOFF_START;
+    loop {
+        let client = client_config(&spec).await.and_then(|config| {
+            Client::try_from(config)
+                .map_err(|e| ConnectError(format!("registry {:?}: client: {e}", spec.name)))
+        });
+        let client = match client {
+            Ok(c) => c,
+            Err(e) => {
+                if !send(SecretChange::Failed {
+                    code: None,
+                    message: e.0,
+                }) {
+                    return;
+                }
+                tokio::time::sleep(delay).await;
+                delay = (delay * 2).min(BACKOFF_MAX);
+                continue;
+            }
+        };
+        let api = Api::<Secret>::namespaced(client, &secret.namespace);
+        let config = watcher::Config::default().fields(&format!("metadata.name={}", secret.name));
+        let mut stream = watcher::watcher(api, config).default_backoff().boxed();
+        let mut listed = None;
+        while let Some(item) = stream.next().await {
+            let change = match item {
+                Ok(Event::Init) => {
+                    listed = None;
+                    continue;
+                }
+                Ok(Event::InitApply(s)) => {
+                    listed = Some(SecretData::from_secret(&s));
+                    continue;
+                }
+                Ok(Event::InitDone) => match listed.take() {
+                    Some(data) => SecretChange::Applied(data),
+                    None => SecretChange::Missing,
+                },
+                Ok(Event::Apply(s)) => SecretChange::Applied(SecretData::from_secret(&s)),
+                Ok(Event::Delete(_)) => SecretChange::Missing,
+                Err(e) => {
+                    let e = classify(&e);
+                    SecretChange::Failed {
+                        code: e.code,
+                        message: e.message,
+                    }
+                }
+            };
+            let unauthorized = matches!(
+                &change,
+                SecretChange::Failed {
+                    code: Some(401),
+                    ..
+                }
+            );
+            if !send(change) {
+                return;
+            }
+            if unauthorized {
+                break;
+            }
+        }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(BACKOFF_MAX);
     }

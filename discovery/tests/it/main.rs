@@ -155,6 +155,7 @@ fn spec(registries: Vec<RegistrySpec>, upstreams: Vec<UpstreamSpec>) -> Spec {
         services: Vec::new(),
         upstreams,
         registries,
+        tls_secrets: Vec::new(),
     }
 }
 

@@ -102,6 +102,7 @@ impl Checker<'_> {
         }
         let services = self.services(services, &defined)?;
         let registries = self.registries(registries)?;
+        let tls_secrets = self.tls_secrets(&listeners, &registries)?;
         let upstreams = self.upstreams(upstreams)?;
         Ok(Config {
             workers,
@@ -115,6 +116,7 @@ impl Checker<'_> {
                 services,
                 upstreams,
                 registries,
+                tls_secrets,
             },
         })
     }
@@ -209,3 +211,5 @@ impl Checker<'_> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tls_tests;

@@ -230,9 +230,14 @@ impl FileListenerTls {
 #[serde(deny_unknown_fields)]
 pub struct FileCertificate {
     /// PEM certificate chain, leaf first. Re-read when it changes.
-    pub cert_file: PathBuf,
+    #[serde(default)]
+    pub cert_file: Option<PathBuf>,
     /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of the leaf. Re-read when it changes.
-    pub key_file: PathBuf,
+    #[serde(default)]
+    pub key_file: Option<PathBuf>,
+    /// A `kubernetes.io/tls` Secret instead of files: watched through the registry named.
+    #[serde(default)]
+    pub secret: Option<FileSecretRef>,
     /// The DNS names this certificate serves (`*.example.com`: one label). Default: the
     /// certificate's subjectAltName DNS names (its CN when it has none).
     #[serde(default)]
@@ -241,7 +246,22 @@ pub struct FileCertificate {
 
 impl FileCertificate {
     /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &["cert_file", "key_file", "names"];
+    pub const FIELDS: &'static [&'static str] = &["cert_file", "key_file", "secret", "names"];
+}
+
+/// `listeners[].tls.certificates[].secret:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileSecretRef {
+    /// The `registries[].name` whose cluster holds the Secret.
+    pub registry: String,
+    pub namespace: String,
+    pub name: String,
+}
+
+impl FileSecretRef {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["registry", "namespace", "name"];
 }
 
 /// `listeners[].protocol:` values.

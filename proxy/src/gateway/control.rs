@@ -5,7 +5,8 @@
 //! the config file reload it (CONFIG.md, "Reload"); `Drain` (SIGTERM) stops it gracefully
 //! (readiness off, `shutdown.delay`, drained within `shutdown.timeout`), and a second
 //! `Drain` or `Stop` meanwhile stops it at once; `Stop` (SIGINT) stops it at once. A
-//! sender that goes away counts as `Drain`.
+//! sender that goes away counts as `Drain`. What the TLS Secrets' watchers see is
+//! applied here too (new certificates for new handshakes).
 //!
 //! Runs on: the caller's thread (the binary's main thread, or a test), plus the config
 //! file watcher's thread. Never on a worker.
@@ -78,8 +79,10 @@ pub fn run(
             let mut paths = vec![s.path.clone()];
             for l in &gateway.config().listeners {
                 for c in l.tls.iter().flat_map(|t| &t.certificates) {
-                    paths.push(c.cert_file.clone());
-                    paths.push(c.key_file.clone());
+                    if let Some((cert, key)) = c.files() {
+                        paths.push(cert.clone());
+                        paths.push(key.clone());
+                    }
                 }
             }
             reload::watch(paths, reload::POLL)?
@@ -92,9 +95,15 @@ pub fn run(
         }
     };
     let rotation = crossbeam_channel::tick(strait_discovery::tls::TICKET_ROTATION);
+    let secrets = gateway.secret_events();
     loop {
         select! {
             recv(changed) -> _ => reload(&mut gateway),
+            recv(secrets) -> event => {
+                if let Ok(event) = event {
+                    gateway.apply_secret(event);
+                }
+            }
             recv(rotation) -> _ => gateway.rotate_tickets(),
             recv(control) -> c => match c {
                 Ok(Control::Reload) => reload(&mut gateway),

@@ -17,6 +17,7 @@ fn snapshot(weights: &[u32]) -> Arc<Snapshot> {
         .collect();
     let spec = Spec {
         registries: Vec::new(),
+        tls_secrets: Vec::new(),
         services: vec![],
         upstreams: vec![UpstreamSpec {
             name: "u".into(),
@@ -188,6 +189,7 @@ fn an_endpoint_that_turns_terminating_leaves_rotation_while_others_are_ready() {
     let spec = |states: [EndpointState; 2]| {
         let mut builder = TableBuilder::try_new(Spec {
             registries: Vec::new(),
+            tls_secrets: Vec::new(),
             services: vec![],
             upstreams: vec![UpstreamSpec {
                 name: "u".into(),

@@ -54,6 +54,7 @@ mod routing;
 mod support;
 mod tcp;
 mod tls;
+mod tls_secrets;
 mod tunnel;
 mod unix;
 mod upstream;

@@ -22,7 +22,7 @@ use crate::support::client::IO_TIMEOUT;
 use crate::support::{driver_line, echo, eventually, get, Client, Harness, SETTLE};
 
 /// A fresh directory under the test target dir.
-fn temp_dir(name: &str) -> PathBuf {
+pub(crate) fn temp_dir(name: &str) -> PathBuf {
     let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .join(format!("it-{}-{name}", std::process::id()));
     let _ = std::fs::remove_dir_all(&dir);
@@ -31,13 +31,13 @@ fn temp_dir(name: &str) -> PathBuf {
 }
 
 /// Generates a CA and a certificate for `names` into `dir/<stem>.*`.
-fn certs(dir: &Path, stem: &str, names: &[&str]) -> DemoCerts {
+pub(crate) fn certs(dir: &Path, stem: &str, names: &[&str]) -> DemoCerts {
     let sub = dir.join(stem);
     std::fs::create_dir_all(&sub).unwrap();
     generate_demo_certs(&sub, stem, names).unwrap()
 }
 
-fn der(path: &Path) -> CertificateDer<'static> {
+pub(crate) fn der(path: &Path) -> CertificateDer<'static> {
     CertificateDer::pem_file_iter(path)
         .unwrap()
         .next()
@@ -46,7 +46,7 @@ fn der(path: &Path) -> CertificateDer<'static> {
 }
 
 /// A rustls client config trusting the CAs of `sets`, resuming through `cache` when given.
-fn client_config(
+pub(crate) fn client_config(
     sets: &[&DemoCerts],
     cache: Option<Arc<ClientSessionMemoryCache>>,
 ) -> Arc<ClientConfig> {
@@ -68,14 +68,14 @@ fn client_config(
 }
 
 /// A keep-alive HTTPS connection made with rustls.
-struct Tls {
+pub(crate) struct Tls {
     stream: BufReader<StreamOwned<ClientConnection, TcpStream>>,
 }
 
 impl Tls {
     /// Connects and handshakes; `sni: None` sends no SNI (the certificate is still
     /// verified against `name`).
-    fn connect(
+    pub(crate) fn connect(
         addr: SocketAddr,
         config: Arc<ClientConfig>,
         name: &str,
@@ -107,14 +107,14 @@ impl Tls {
     }
 
     /// The leaf certificate the server presented.
-    fn served(&self) -> CertificateDer<'static> {
+    pub(crate) fn served(&self) -> CertificateDer<'static> {
         self.conn().peer_certificates().unwrap()[0]
             .clone()
             .into_owned()
     }
 
     /// Sends a GET and reads the response: status and body (Content-Length framed).
-    fn get(&mut self, host: &str, path: &str) -> (u16, String) {
+    pub(crate) fn get(&mut self, host: &str, path: &str) -> (u16, String) {
         self.stream
             .get_mut()
             .write_all(get(host, path).as_bytes())

@@ -212,6 +212,31 @@ fn kubectl_over_tls_sends_the_kubeconfig_token_and_trusts_the_ca() {
         "jsonpath={.subsets[0].addresses[*].ip}",
     ]));
     assert_eq!(ep, "127.0.0.2 127.0.0.3 127.0.0.4");
+    // A TLS Secret written with stringData reads back as base64 data, as kubectl shows it.
+    fake.apply(&serde_json::json!({
+        "apiVersion": "v1", "kind": "Secret",
+        "metadata": {"name": "httpbin-tls", "namespace": "apisix"},
+        "type": "kubernetes.io/tls",
+        "stringData": {"tls.crt": "CERT", "tls.key": "KEY"},
+    }));
+    let table = run(command(&kubectl, &dir, &kubeconfig).args(["get", "secrets", "-n", "apisix"]));
+    let row = table.lines().nth(1).unwrap_or_default();
+    let cells: Vec<&str> = row.split_whitespace().collect();
+    assert_eq!(
+        cells[..3],
+        ["httpbin-tls", "kubernetes.io/tls", "2"],
+        "{table}"
+    );
+    let crt = run(command(&kubectl, &dir, &kubeconfig).args([
+        "get",
+        "secret",
+        "httpbin-tls",
+        "-n",
+        "apisix",
+        "-o",
+        "jsonpath={.data.tls\\.crt}",
+    ]));
+    assert_eq!(crt, "Q0VSVA==", "base64 of CERT");
     assert!(
         fake.requests().iter().all(|r| r.auth == Auth::Token),
         "{:#?}",

@@ -7,15 +7,56 @@
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
 
+use strait_discovery::spec::{RegistrySpec, SecretRef};
 use strait_discovery::UnixPath;
 
 use super::{Checker, Result};
 use crate::config::file::{FileListener, FileListenerTls, FileProtocol};
 use crate::config::{
-    CertFiles, ListenAddr, ListenerConfig, ListenerTls, Protocol, SniRoute, TcpConfig, TlsVersion,
+    CertSource, Certificate, ListenAddr, ListenerConfig, ListenerTls, Protocol, SniRoute,
+    TcpConfig, TlsVersion,
 };
 
 impl Checker<'_> {
+    /// The Secrets the TLS listeners take certificates from, each in a configured,
+    /// enabled registry (sorted, no duplicates).
+    pub(super) fn tls_secrets(
+        &self,
+        listeners: &[ListenerConfig],
+        registries: &[RegistrySpec],
+    ) -> Result<Vec<SecretRef>> {
+        let mut out = Vec::new();
+        for (i, l) in listeners.iter().enumerate() {
+            for (j, c) in l.tls.iter().flat_map(|t| t.certificates.iter()).enumerate() {
+                let CertSource::Secret(s) = &c.source else {
+                    continue;
+                };
+                let at = format!("listeners[{i}].tls.certificates[{j}].secret.registry");
+                match registries.iter().find(|r| r.name == s.registry) {
+                    None => {
+                        return Err(self.error(
+                            at,
+                            format!("no registry named {:?} in `registries:`", s.registry),
+                        ))
+                    }
+                    Some(r) if !r.enabled => {
+                        return Err(self.error(
+                            at,
+                            format!(
+                                "registry {:?} is disabled: nothing would watch the Secret",
+                                s.registry
+                            ),
+                        ))
+                    }
+                    Some(_) => out.push(s.clone()),
+                }
+            }
+        }
+        out.sort();
+        out.dedup();
+        Ok(out)
+    }
+
     pub(super) fn listeners(
         &self,
         items: Vec<FileListener>,
@@ -79,7 +120,7 @@ impl Checker<'_> {
         if t.certificates.is_empty() {
             return Err(self.error(
                 format!("{at}.certificates"),
-                "at least one certificate (`cert_file` and `key_file`) is required",
+                "at least one certificate (`cert_file` and `key_file`, or `secret`) is required",
             ));
         }
         let mut certificates = Vec::with_capacity(t.certificates.len());
@@ -98,9 +139,55 @@ impl Checker<'_> {
                     }
                 }
             }
-            certificates.push(CertFiles {
-                cert_file: c.cert_file,
-                key_file: c.key_file,
+            let at_cert = format!("{at}.certificates[{j}]");
+            let source = match (c.cert_file, c.key_file, c.secret) {
+                (Some(cert_file), Some(key_file), None) => CertSource::Files {
+                    cert_file,
+                    key_file,
+                },
+                (None, None, Some(s)) => {
+                    for (field, value) in [
+                        ("registry", &s.registry),
+                        ("namespace", &s.namespace),
+                        ("name", &s.name),
+                    ] {
+                        if value.trim().is_empty() {
+                            return Err(self
+                                .error(format!("{at_cert}.secret.{field}"), "must not be empty"));
+                        }
+                    }
+                    CertSource::Secret(SecretRef {
+                        registry: s.registry,
+                        namespace: s.namespace,
+                        name: s.name,
+                    })
+                }
+                (_, _, Some(_)) => {
+                    return Err(
+                        self.error(at_cert, "`secret` or `cert_file` and `key_file`, not both")
+                    )
+                }
+                (Some(_), None, None) => {
+                    return Err(self.error(
+                        format!("{at_cert}.key_file"),
+                        "`cert_file` needs `key_file`",
+                    ))
+                }
+                (None, Some(_), None) => {
+                    return Err(self.error(
+                        format!("{at_cert}.cert_file"),
+                        "`key_file` needs `cert_file`",
+                    ))
+                }
+                (None, None, None) => {
+                    return Err(self.error(
+                        at_cert,
+                        "a certificate needs `cert_file` and `key_file`, or `secret`",
+                    ))
+                }
+            };
+            certificates.push(Certificate {
+                source,
                 names: c.names,
             });
         }

@@ -81,6 +81,7 @@ fn seed_config_parses_into_the_expected_config() {
         admin: AdminConfig::default(),
         spec: Spec {
             registries: Vec::new(),
+            tls_secrets: Vec::new(),
             services: vec![ServiceSpec {
                 name: "sd-app".into(),
                 hosts: vec!["sd.httpbin.org".into()],

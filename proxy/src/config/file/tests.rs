@@ -61,6 +61,11 @@ fn all() -> Vec<(&'static str, Vec<String>, &'static [&'static str])> {
             FileCertificate::FIELDS,
         ),
         (
+            "FileSecretRef",
+            accepted::<FileSecretRef>(KEY),
+            FileSecretRef::FIELDS,
+        ),
+        (
             "FileProtocol",
             accepted::<FileProtocol>(VALUE),
             FileProtocol::VARIANTS,
