@@ -209,6 +209,27 @@ pub struct UpstreamSettings {
     pub health: PassiveHealth,
     /// TLS to the endpoints (`upstreams[].tls`); `None`: plain text.
     pub tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
+    /// The protocol spoken to the endpoints.
+    pub protocol: UpstreamProtocol,
+}
+
+/// `upstreams[].protocol`: what strait speaks to an upstream's endpoints.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum UpstreamProtocol {
+    /// HTTP/1.1 (HTTP/2 client streams are translated).
+    #[default]
+    Http1,
+    /// HTTP/2 over TLS (ALPN `h2`); needs `tls:`.
+    H2,
+    /// HTTP/2 in plain text, prior knowledge.
+    H2c,
+}
+
+impl UpstreamProtocol {
+    /// HTTP/2 of either kind.
+    pub fn is_h2(self) -> bool {
+        !matches!(self, UpstreamProtocol::Http1)
+    }
 }
 
 impl Default for UpstreamSettings {
@@ -224,6 +245,7 @@ impl Default for UpstreamSettings {
             pool: PoolSettings::default(),
             health: PassiveHealth::default(),
             tls: None,
+            protocol: UpstreamProtocol::Http1,
         }
     }
 }

@@ -36,6 +36,8 @@ pub struct Record {
     pub upstream_time: f64,
     /// The connection's TLS version and SNI, on a TLS listener (kept across requests).
     pub tls: Option<crate::tls::TlsFacts>,
+    /// The request came on an HTTP/2 stream (the request line says `HTTP/2.0`).
+    pub h2: bool,
 }
 
 impl Record {

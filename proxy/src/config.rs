@@ -68,6 +68,8 @@ pub struct ListenerTls {
     pub client_ca_file: Option<PathBuf>,
     /// Handshakes in progress per worker; more new connections are closed at once.
     pub max_handshakes: usize,
+    /// ALPN offers `h2` (an `http` listener with `http.http2.enabled`).
+    pub h2: bool,
 }
 
 impl ListenerTls {
@@ -208,6 +210,51 @@ pub struct HttpConfig {
     pub max_connections_per_worker: usize,
     /// Largest request body accepted; larger → 413. 0: no limit.
     pub max_request_body_bytes: u64,
+    /// HTTP/2 from clients.
+    pub http2: Http2Config,
+}
+
+/// `http.http2`: HTTP/2 from clients (ALPN `h2` on TLS listeners, h2c with prior
+/// knowledge on plain-text ones) and its limits, each a defence against a known flood.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Http2Config {
+    /// Offer and accept HTTP/2 at all.
+    pub enabled: bool,
+    /// Streams a client may have open at once on one connection (SETTINGS).
+    pub max_concurrent_streams: u32,
+    /// Largest decoded header list (names + values + 32 per field) of a request.
+    pub max_header_list_size: u32,
+    /// Flow-control window per stream: what a client may send unread.
+    pub initial_stream_window: u32,
+    /// Flow-control window per connection.
+    pub initial_connection_window: u32,
+    /// Bytes buffered per stream toward a slow client before waiting for its window.
+    pub max_send_buffer: usize,
+    /// Streams a client may reset before strait accepts them (rapid reset,
+    /// CVE-2023-44487): more closes the connection with GOAWAY.
+    pub max_pending_resets: usize,
+    /// Streams strait resets for a client's protocol errors before it closes the
+    /// connection with GOAWAY.
+    pub max_local_resets: usize,
+    /// A stream with no frame either way for this long is reset (long gRPC streams stay
+    /// up while they move; the HTTP read timeouts do not apply to them).
+    pub stream_idle_timeout: Duration,
+}
+
+impl Default for Http2Config {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            max_concurrent_streams: 128,
+            max_header_list_size: 32 * 1024,
+            initial_stream_window: 256 * 1024,
+            initial_connection_window: 1024 * 1024,
+            max_send_buffer: 256 * 1024,
+            max_pending_resets: 20,
+            max_local_resets: 1024,
+            stream_idle_timeout: Duration::from_secs(300),
+        }
+    }
 }
 
 impl Default for HttpConfig {
@@ -222,6 +269,7 @@ impl Default for HttpConfig {
             tunnel_idle_timeout: Duration::from_secs(300),
             max_connections_per_worker: 16384,
             max_request_body_bytes: 1024 * 1024,
+            http2: Http2Config::default(),
         }
     }
 }

@@ -73,6 +73,14 @@ enum Next {
     Close,
     /// The upstream switched protocols (101 sent to the client): tunnel from now on.
     Upgrade(tunnel::Upgraded),
+    /// The connection opened with the HTTP/2 preface (h2c with prior knowledge).
+    Http2,
+}
+
+/// What a connection turns into after its HTTP/1.1 exchanges, if anything.
+enum Handoff {
+    Tunnel(tunnel::Upgraded),
+    Http2,
 }
 
 /// Serves one client connection until it closes, errs or times out, or the worker stops
@@ -99,7 +107,7 @@ pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open, tls: O
         timer: Timer::new(),
     };
     // The shutdown timeout drops the connection wherever it is.
-    let upgraded = {
+    let handoff = {
         let exchanges = std::pin::pin!(exchanges(&mut c, &w));
         monoio::select! {
             biased;
@@ -107,7 +115,17 @@ pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open, tls: O
             () = w.stop.wait() => None,
         }
     };
-    if let Some(up) = upgraded {
+    if let Some(Handoff::Http2) = handoff {
+        let Client {
+            stream,
+            buf,
+            record,
+            ..
+        } = c;
+        // Boxed: only HTTP/2 connections carry its state.
+        return Box::pin(crate::h2::serve(stream, buf, peer, open, record.tls)).await;
+    }
+    if let Some(Handoff::Tunnel(up)) = handoff {
         // Boxed: only upgraded connections pay for the tunnel's state. A graceful stop
         // lets a tunnel run until the shutdown timeout, which ends it.
         let Client { stream, buf, .. } = c;
@@ -121,14 +139,15 @@ pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open, tls: O
 }
 
 /// The exchanges of one client connection, one after another while it is kept alive;
-/// an upgraded connection's tunnel, when an exchange ends in one.
-async fn exchanges<S: Transport>(c: &mut Client<S>, w: &Worker) -> Option<tunnel::Upgraded> {
+/// an upgraded connection's tunnel, when an exchange ends in one, or HTTP/2.
+async fn exchanges<S: Transport>(c: &mut Client<S>, w: &Worker) -> Option<Handoff> {
     let mut first = true;
     loop {
         match exchange(c, w, first).await {
             Next::KeepAlive => {}
             Next::Close => return None,
-            Next::Upgrade(up) => return Some(up),
+            Next::Upgrade(up) => return Some(Handoff::Tunnel(up)),
+            Next::Http2 => return Some(Handoff::Http2),
         }
         first = false;
         // A body held for replay may have grown the buffer; idle connections stay small.
@@ -187,7 +206,15 @@ async fn read_head<S: Transport>(c: &mut Client<S>, w: &Worker, first: bool) -> 
     // Idle keep-alive wait for the first byte; from the first byte on, the header timeout.
     let mut deadline: Option<Instant> = None;
     loop {
-        if !c.buf.is_empty() {
+        // A first request that is the HTTP/2 preface (or the start of it): h2c.
+        let preface = first
+            && w.http.http2.enabled
+            && !c.buf.is_empty()
+            && crate::h2::PREFACE.starts_with(&c.buf[..c.buf.len().min(crate::h2::PREFACE.len())]);
+        if preface && c.buf.len() >= crate::h2::PREFACE.len() {
+            return Err(Next::Http2);
+        }
+        if !c.buf.is_empty() && !preface {
             match reader.poll(&c.buf, &w.head_limits) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
@@ -251,6 +278,36 @@ async fn read_head<S: Transport>(c: &mut Client<S>, w: &Worker, first: bool) -> 
         }
     }
 }
+
+/// One HTTP/2 stream's request, as the HTTP/2 layer hands it over (`h2/pipe.rs`): a
+/// single exchange with the same routing, limits, retries, metrics and log line as an
+/// HTTP/1.1 client's.
+pub(crate) async fn serve_stream<S: Transport>(
+    stream: S,
+    peer: ClientAddr,
+    w: &Worker,
+    tls: Option<TlsFacts>,
+) {
+    let mut c = Client {
+        stream,
+        peer,
+        buf: Vec::with_capacity(1024),
+        out: Vec::new(),
+        cout: Vec::new(),
+        record: Record {
+            tls,
+            h2: true,
+            ..Record::default()
+        },
+        timer: Timer::new(),
+    };
+    // No keep-alive, no upgrade: the stream ends with its response.
+    let _ = exchange(&mut c, w, true).await;
+    w.reclaim_head(&mut c.out);
+    w.reclaim_head(&mut c.cout);
+}
+
+pub(crate) use forward::unavailable;
 
 #[cfg(test)]
 mod tests {

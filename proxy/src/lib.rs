@@ -30,6 +30,7 @@ pub mod config;
 pub mod echo;
 pub mod error;
 pub mod gateway;
+pub mod h2;
 pub mod http1;
 pub mod metrics;
 pub use strait_http as http;

@@ -188,6 +188,10 @@ pub struct WorkerMetrics {
     pub pool_active: Gauge,
     /// TLS handshakes by outcome, indexed like [`crate::tls::RESULTS`].
     pub tls_handshakes: [Counter; 7],
+    /// Open HTTP/2 client connections.
+    pub h2_connections: Gauge,
+    /// HTTP/2 streams accepted from clients.
+    pub h2_streams: Counter,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -405,6 +409,22 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
         "Open client connections.",
     );
     let _ = writeln!(out, "strait_client_connections {clients}");
+    family(
+        &mut out,
+        "strait_http2_connections",
+        "gauge",
+        "Open HTTP/2 client connections (h2 over TLS and h2c), part of strait_client_connections.",
+    );
+    let h2: i64 = workers.iter().map(|w| w.h2_connections.get()).sum();
+    let _ = writeln!(out, "strait_http2_connections {h2}");
+    family(
+        &mut out,
+        "strait_http2_streams_total",
+        "counter",
+        "HTTP/2 streams (requests) accepted from clients.",
+    );
+    let streams: u64 = workers.iter().map(|w| w.h2_streams.get()).sum();
+    let _ = writeln!(out, "strait_http2_streams_total {streams}");
     family(
         &mut out,
         "strait_upstream_endpoints",

@@ -282,7 +282,11 @@ fn server_config(
         }
     };
     let mut config = builder.with_cert_resolver(Arc::new(Resolver(certs.clone())));
-    config.alpn_protocols = vec![b"http/1.1".to_vec()];
+    config.alpn_protocols = if settings.h2 {
+        vec![b"h2".to_vec(), b"http/1.1".to_vec()]
+    } else {
+        vec![b"http/1.1".to_vec()]
+    };
     config.session_storage = Arc::new(NoServerSessionStorage {});
     config.ticketer = tickets;
     config.max_early_data_size = 0;
@@ -387,14 +391,20 @@ pub struct TlsFacts {
     pub version: &'static str,
     /// The name the client asked for (SNI), if any.
     pub sni: Option<Rc<str>>,
+    /// ALPN chose `h2`: the connection speaks HTTP/2.
+    pub h2: bool,
 }
 
 /// Serves one connection of a TLS listener: the handshake (bounded by the listener's
 /// `handshake_timeout` and `max_handshakes`), then HTTP/1.1 over it. Plain HTTP gets
 /// nginx's 400; every outcome is counted.
 pub async fn accept<S: Transport>(stream: S, peer: ClientAddr, open: Open, t: Rc<Terminator>) {
-    accept_then(stream, peer, open, t, |s, peer, open, facts| {
-        http1::serve(s, peer, open, Some(facts))
+    accept_then(stream, peer, open, t, |s, peer, open, facts| async move {
+        if facts.h2 {
+            crate::h2::serve(s, Vec::new(), peer, open, Some(facts)).await;
+        } else {
+            http1::serve(s, peer, open, Some(facts)).await;
+        }
     })
     .await;
 }
@@ -510,6 +520,7 @@ pub async fn accept_then<S, F, Fut>(
     let facts = TlsFacts {
         version,
         sni: tls.server_name().map(Rc::from),
+        h2: tls.session().alpn_protocol() == Some(b"h2"),
     };
     then(tls, peer, open, facts).await;
 }
@@ -625,6 +636,7 @@ pub fn demo_listener(
             sni_strict: false,
             client_ca_file: None,
             max_handshakes: ListenerTls::DEFAULT_MAX_HANDSHAKES,
+            h2: true,
         }),
     };
     Ok((listener, certs))

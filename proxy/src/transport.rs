@@ -52,9 +52,9 @@ pub use either::Either;
 /// A connection the data plane reads and writes with owned buffers.
 pub trait Transport: AsyncReadRent + AsyncWriteRent + 'static {
     /// The half that reads.
-    type Read: AsyncReadRent + 'static;
+    type Read: AsyncReadRent + Unpin + 'static;
     /// The half that writes (and half-closes with `shutdown`).
-    type Write: AsyncWriteRent + 'static;
+    type Write: AsyncWriteRent + Unpin + 'static;
 
     /// Splits the connection so that both directions can be driven at once.
     fn into_split(self) -> (Self::Read, Self::Write);

@@ -5,6 +5,7 @@
 //! - `health.rs`: passive health, ejections ([`Health`]);
 //! - `connect.rs`: opening a connection to an endpoint (TCP or Unix);
 //! - `pool.rs`: the keep-alive pool ([`Pool`]);
+//! - `h2pool.rs`: HTTP/2 connections to `h2`/`h2c` upstreams, shared by streams ([`H2Pool`]);
 //! - `drain.rs`: departures that long-lived connections wait on ([`Departures`]).
 //!
 //! [`Upstreams`] holds the four for a worker, and [`Upstreams::apply`] is the one call
@@ -22,12 +23,14 @@ use crate::metrics::WorkerMetrics;
 
 mod connect;
 mod drain;
+mod h2pool;
 mod health;
 mod pool;
 mod view;
 
 pub use connect::{connect, TlsClients};
 pub use drain::{Departure, Departures, Watch};
+pub use h2pool::{H2Conn, H2Pool};
 pub use health::{Health, Verdict};
 pub use pool::{Pool, UpstreamConn};
 pub use view::{Table, View, MAX_DEFAULT_RETRIES};
@@ -44,6 +47,8 @@ pub struct Upstreams {
     pub departures: Departures,
     /// This worker's TLS client configs for upstreams with `tls:`.
     pub tls: TlsClients,
+    /// Its HTTP/2 connections to `h2`/`h2c` upstreams.
+    pub h2: H2Pool,
 }
 
 /// What applying a snapshot did.
@@ -63,6 +68,7 @@ impl Upstreams {
             health: Health::default(),
             departures: Departures::default(),
             tls: TlsClients::default(),
+            h2: H2Pool::default(),
         }
     }
 
@@ -72,6 +78,7 @@ impl Upstreams {
     pub fn apply(&self, snapshot: Arc<Snapshot>, now: Instant) -> Applied {
         let (view, departed) = self.table.swap(snapshot);
         self.pool.close(&departed);
+        self.h2.close(&departed);
         self.health.forget(&departed);
         self.departures.depart(&departed, now);
         Applied { view, departed }

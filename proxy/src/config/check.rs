@@ -22,7 +22,7 @@ use strait_discovery::Spec;
 
 use super::file::{FileConfig, FileDriver};
 use super::lines::Lines;
-use super::{Config, ConfigError, Driver, ListenAddr, ListenerConfig};
+use super::{Config, ConfigError, Driver, ListenAddr, ListenerConfig, Protocol};
 
 mod listeners;
 mod registries;
@@ -82,9 +82,15 @@ impl Checker<'_> {
             FileDriver::Legacy => Driver::Legacy,
         };
         let defined: HashSet<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
-        let listeners = self.listeners(listeners, &defined)?;
+        let mut listeners = self.listeners(listeners, &defined)?;
         let access_log = self.access_log(access_log)?;
         let http = self.http(http)?;
+        for l in &mut listeners {
+            let h2 = l.protocol == Protocol::Http && http.http2.enabled;
+            if let Some(t) = &mut l.tls {
+                t.h2 = h2;
+            }
+        }
         let shutdown = self.shutdown(shutdown)?;
         let admin = self.admin(admin)?;
         let taken = |l: &ListenerConfig| match l.addr {
@@ -191,9 +197,14 @@ impl Checker<'_> {
     }
 
     /// A count above zero, or `default` when absent.
-    fn positive(&self, field: &str, value: Option<usize>, default: usize) -> Result<usize> {
+    fn positive<T: From<u8> + PartialEq + Copy>(
+        &self,
+        field: &str,
+        value: Option<T>,
+        default: T,
+    ) -> Result<T> {
         match value {
-            Some(0) => Err(self.error(field, "must be greater than 0")),
+            Some(n) if n == T::from(0) => Err(self.error(field, "must be greater than 0")),
             Some(n) => Ok(n),
             None => Ok(default),
         }

@@ -185,85 +185,6 @@ impl FileListener {
     ];
 }
 
-/// `listeners[].tls:`; TLS termination on a listener.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileListenerTls {
-    /// The certificates served, at least one; the first is the default for a client with
-    /// no SNI or an unknown name.
-    #[serde(default)]
-    pub certificates: Vec<FileCertificate>,
-    /// `"1.2"` or `"1.3"`: the lowest TLS version accepted. Default `"1.2"`.
-    #[serde(default)]
-    pub min_version: Option<String>,
-    /// From accept to the end of the handshake; a slower one is cut. Default `10s`.
-    #[serde(default)]
-    pub handshake_timeout: Option<String>,
-    /// Refuse (handshake alert) a client that sends no SNI or a name no certificate
-    /// serves, instead of serving the first certificate. Default `false`.
-    #[serde(default)]
-    pub sni_strict: Option<bool>,
-    /// PEM file of CA certificates: clients must present a certificate they signed (mTLS).
-    /// Default: no client certificate asked for.
-    #[serde(default)]
-    pub client_ca_file: Option<PathBuf>,
-    /// Handshakes in progress per worker; new connections beyond it are closed at once.
-    /// Default `1024`.
-    #[serde(default)]
-    pub max_handshakes: Option<usize>,
-}
-
-impl FileListenerTls {
-    /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &[
-        "certificates",
-        "min_version",
-        "handshake_timeout",
-        "sni_strict",
-        "client_ca_file",
-        "max_handshakes",
-    ];
-}
-
-/// One item of `listeners[].tls.certificates:`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileCertificate {
-    /// PEM certificate chain, leaf first. Re-read when it changes.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// PEM private key (PKCS#8, PKCS#1 RSA or SEC1 EC) of the leaf. Re-read when it changes.
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
-    /// A `kubernetes.io/tls` Secret instead of files: watched through the registry named.
-    #[serde(default)]
-    pub secret: Option<FileSecretRef>,
-    /// The DNS names this certificate serves (`*.example.com`: one label). Default: the
-    /// certificate's subjectAltName DNS names (its CN when it has none).
-    #[serde(default)]
-    pub names: Option<Vec<String>>,
-}
-
-impl FileCertificate {
-    /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &["cert_file", "key_file", "secret", "names"];
-}
-
-/// `listeners[].tls.certificates[].secret:`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileSecretRef {
-    /// The `registries[].name` whose cluster holds the Secret.
-    pub registry: String,
-    pub namespace: String,
-    pub name: String,
-}
-
-impl FileSecretRef {
-    /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &["registry", "namespace", "name"];
-}
-
 /// `listeners[].protocol:` values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -330,6 +251,48 @@ pub struct FileHttp {
     /// Largest request body in bytes; larger gets 413. 0: no limit. Default 1048576 (1 MiB).
     #[serde(default)]
     pub max_request_body_bytes: Option<u64>,
+    /// HTTP/2 from clients and its limits.
+    #[serde(default)]
+    pub http2: FileHttp2,
+}
+
+/// `http.http2:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHttp2 {
+    #[serde(default)]
+    pub enabled: Option<bool>,
+    #[serde(default)]
+    pub max_concurrent_streams: Option<u32>,
+    #[serde(default)]
+    pub max_header_list_size: Option<u32>,
+    #[serde(default)]
+    pub initial_stream_window: Option<u32>,
+    #[serde(default)]
+    pub initial_connection_window: Option<u32>,
+    #[serde(default)]
+    pub max_send_buffer: Option<usize>,
+    #[serde(default)]
+    pub max_pending_resets: Option<usize>,
+    #[serde(default)]
+    pub max_local_resets: Option<usize>,
+    #[serde(default)]
+    pub stream_idle_timeout: Option<String>,
+}
+
+impl FileHttp2 {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "enabled",
+        "max_concurrent_streams",
+        "max_header_list_size",
+        "initial_stream_window",
+        "initial_connection_window",
+        "max_send_buffer",
+        "max_pending_resets",
+        "max_local_resets",
+        "stream_idle_timeout",
+    ];
 }
 
 impl FileHttp {
@@ -344,6 +307,7 @@ impl FileHttp {
         "tunnel_idle_timeout",
         "max_connections_per_worker",
         "max_request_body_bytes",
+        "http2",
     ];
 }
 
@@ -448,34 +412,24 @@ pub struct FileUpstream {
     /// TLS to the endpoints. Default: plain text.
     #[serde(default)]
     pub tls: Option<FileUpstreamTls>,
+    /// What strait speaks to the endpoints: `http1` (default), `h2` (over `tls:`) or `h2c`.
+    #[serde(default)]
+    pub protocol: FileUpstreamProtocol,
 }
 
-/// `upstreams[].tls:`; TLS to an upstream's endpoints.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileUpstreamTls {
-    /// The name sent as SNI and verified in the endpoints' certificates. Default: none
-    /// sent, the endpoint's IP verified.
-    #[serde(default)]
-    pub sni: Option<String>,
-    /// PEM CA certificates to verify the endpoints with. Default: the system's roots.
-    #[serde(default)]
-    pub ca_file: Option<PathBuf>,
-    /// Verify the endpoints' certificates. Default `true`.
-    #[serde(default)]
-    pub verify: Option<bool>,
-    /// A client certificate (PEM chain) presented to the endpoints; needs `key_file`.
-    #[serde(default)]
-    pub cert_file: Option<PathBuf>,
-    /// The client certificate's private key (PEM).
-    #[serde(default)]
-    pub key_file: Option<PathBuf>,
+/// `upstreams[].protocol:` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileUpstreamProtocol {
+    #[default]
+    Http1,
+    H2,
+    H2c,
 }
 
-impl FileUpstreamTls {
-    /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] =
-        &["sni", "ca_file", "verify", "cert_file", "key_file"];
+impl FileUpstreamProtocol {
+    /// The values, as written in the file.
+    pub const VARIANTS: &'static [&'static str] = &["http1", "h2", "h2c"];
 }
 
 impl FileUpstream {
@@ -492,6 +446,7 @@ impl FileUpstream {
         "keepalive",
         "passive_health",
         "tls",
+        "protocol",
     ];
 }
 
@@ -756,6 +711,9 @@ impl FilePassiveHealth {
         "max_ejected_percent",
     ];
 }
+
+mod tls;
+pub use tls::{FileCertificate, FileListenerTls, FileSecretRef, FileUpstreamTls};
 
 #[cfg(test)]
 mod tests;

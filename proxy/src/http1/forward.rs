@@ -430,7 +430,7 @@ fn push_host(out: &mut Vec<u8>, addr: EndpointAddr) {
 }
 
 /// Why `upstream` cannot take a request now (answered 503), if it cannot.
-pub(super) fn unavailable(upstream: &Upstream) -> Option<&'static str> {
+pub(crate) fn unavailable(upstream: &Upstream) -> Option<&'static str> {
     match &upstream.status {
         UpstreamStatus::NotSynced { .. } => {
             Some("service unavailable: discovery has not synced yet")

@@ -227,7 +227,9 @@ fn start_record(record: &mut Record, peer: ClientAddr, host: &str, req: &head::R
     record.request_line.push_str(req.method);
     record.request_line.push(' ');
     record.request_line.push_str(req.target);
-    record.request_line.push_str(if req.minor == 0 {
+    record.request_line.push_str(if record.h2 {
+        " HTTP/2.0"
+    } else if req.minor == 0 {
         " HTTP/1.0"
     } else {
         " HTTP/1.1"

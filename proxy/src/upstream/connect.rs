@@ -31,18 +31,24 @@ pub struct TlsClients {
     configs: RefCell<HashMap<Arc<str>, MadeFor>>,
 }
 
-/// A client config and the settings it was built from.
-type MadeFor = (Arc<UpstreamTls>, Arc<ClientConfig>);
+/// A client config and the settings it was built from (and whether it offers `h2`).
+type MadeFor = (Arc<UpstreamTls>, bool, Arc<ClientConfig>);
 
 impl TlsClients {
-    fn get(&self, name: &Arc<str>, tls: &Arc<UpstreamTls>) -> Option<Arc<ClientConfig>> {
-        if let Some((made_for, config)) = self.configs.borrow().get(name) {
-            if Arc::ptr_eq(made_for, tls) {
+    /// The config for upstream `name`; `h2`: ALPN offers `h2` only (`protocol: h2`).
+    fn get(&self, name: &Arc<str>, tls: &Arc<UpstreamTls>, h2: bool) -> Option<Arc<ClientConfig>> {
+        if let Some((made_for, for_h2, config)) = self.configs.borrow().get(name) {
+            if Arc::ptr_eq(made_for, tls) && *for_h2 == h2 {
                 return Some(config.clone());
             }
         }
         let config = match tls.client_config() {
-            Ok(c) => Arc::new(c),
+            Ok(mut c) => {
+                if h2 {
+                    c.alpn_protocols = vec![b"h2".to_vec()];
+                }
+                Arc::new(c)
+            }
             Err(e) => {
                 tracing::error!(upstream = %name, "TLS client config: {e}");
                 return None;
@@ -50,7 +56,7 @@ impl TlsClients {
         };
         self.configs
             .borrow_mut()
-            .insert(name.clone(), (tls.clone(), config.clone()));
+            .insert(name.clone(), (tls.clone(), h2, config.clone()));
         Some(config)
     }
 }
@@ -116,7 +122,10 @@ async fn secure(
     tls: &Arc<UpstreamTls>,
     addr: EndpointAddr,
 ) -> Result<TlsStream<AnyStream>, ErrorKind> {
-    let config = clients.get(&up.name, tls).ok_or(ErrorKind::UpstreamTls)?;
+    let h2 = up.settings.protocol == strait_discovery::spec::UpstreamProtocol::H2;
+    let config = clients
+        .get(&up.name, tls, h2)
+        .ok_or(ErrorKind::UpstreamTls)?;
     let name = tls.server_name(&addr).ok_or(ErrorKind::UpstreamTls)?;
     let conn = rustls::ClientConnection::new(config, name).map_err(|_| ErrorKind::UpstreamTls)?;
     let mut secured = TlsStream::new(stream, conn);

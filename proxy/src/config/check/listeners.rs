@@ -218,6 +218,8 @@ impl Checker<'_> {
             sni_strict: t.sni_strict.unwrap_or(false),
             client_ca_file: t.client_ca_file,
             max_handshakes,
+            // Set once `http.http2` is read (`Checker::config`).
+            h2: false,
         })
     }
 

@@ -3,8 +3,8 @@
 //! Runs on: the thread that loads the config. Pure.
 
 use super::{Checker, Result};
-use crate::config::file::{FileAccessLog, FileAdmin, FileHttp, FileShutdown};
-use crate::config::{AccessLogConfig, AdminConfig, HttpConfig, ShutdownConfig};
+use crate::config::file::{FileAccessLog, FileAdmin, FileHttp, FileHttp2, FileShutdown};
+use crate::config::{AccessLogConfig, AdminConfig, Http2Config, HttpConfig, ShutdownConfig};
 
 impl Checker<'_> {
     pub(super) fn access_log(&self, file: FileAccessLog) -> Result<AccessLogConfig> {
@@ -70,6 +70,66 @@ impl Checker<'_> {
             max_request_body_bytes: file
                 .max_request_body_bytes
                 .unwrap_or(d.max_request_body_bytes),
+            http2: self.http2(file.http2)?,
+        })
+    }
+
+    fn http2(&self, f: FileHttp2) -> Result<Http2Config> {
+        let d = Http2Config::default();
+        // RFC 9113 §6.5.2: windows up to 2^31-1; frames are 16 KiB, so a window below
+        // that only slows a stream down.
+        let window = |field: &str, v: Option<u32>, default: u32| -> Result<u32> {
+            match v {
+                None => Ok(default),
+                Some(n) if (16_384..=0x7fff_ffff).contains(&n) => Ok(n),
+                Some(_) => Err(self.error(
+                    format!("http.http2.{field}"),
+                    "must be between 16384 and 2147483647 bytes",
+                )),
+            }
+        };
+        Ok(Http2Config {
+            enabled: f.enabled.unwrap_or(d.enabled),
+            max_concurrent_streams: self.positive(
+                "http.http2.max_concurrent_streams",
+                f.max_concurrent_streams,
+                d.max_concurrent_streams,
+            )?,
+            max_header_list_size: self.positive(
+                "http.http2.max_header_list_size",
+                f.max_header_list_size,
+                d.max_header_list_size,
+            )?,
+            initial_stream_window: window(
+                "initial_stream_window",
+                f.initial_stream_window,
+                d.initial_stream_window,
+            )?,
+            initial_connection_window: window(
+                "initial_connection_window",
+                f.initial_connection_window,
+                d.initial_connection_window,
+            )?,
+            max_send_buffer: self.positive(
+                "http.http2.max_send_buffer",
+                f.max_send_buffer,
+                d.max_send_buffer,
+            )?,
+            max_pending_resets: self.positive(
+                "http.http2.max_pending_resets",
+                f.max_pending_resets,
+                d.max_pending_resets,
+            )?,
+            max_local_resets: self.positive(
+                "http.http2.max_local_resets",
+                f.max_local_resets,
+                d.max_local_resets,
+            )?,
+            stream_idle_timeout: self.duration(
+                "http.http2.stream_idle_timeout",
+                f.stream_idle_timeout.as_deref(),
+                d.stream_idle_timeout,
+            )?,
         })
     }
 

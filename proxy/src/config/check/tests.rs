@@ -144,6 +144,16 @@ http:
   tunnel_idle_timeout: 30s
   max_connections_per_worker: 1000
   max_request_body_bytes: 0
+  http2:
+    enabled: false
+    max_concurrent_streams: 10
+    max_header_list_size: 4096
+    initial_stream_window: 65535
+    initial_connection_window: 131072
+    max_send_buffer: 16384
+    max_pending_resets: 5
+    max_local_resets: 7
+    stream_idle_timeout: 90s
 shutdown:
   delay: 0s
   timeout: 45s
@@ -180,6 +190,7 @@ upstreams:
       base_ejection: 1s
       max_ejection: 8s
       max_ejected_percent: 30
+    protocol: h2c
 ",
     )
     .expect("valid config");
@@ -227,6 +238,17 @@ upstreams:
             tunnel_idle_timeout: Duration::from_secs(30),
             max_connections_per_worker: 1000,
             max_request_body_bytes: 0,
+            http2: crate::config::Http2Config {
+                enabled: false,
+                max_concurrent_streams: 10,
+                max_header_list_size: 4096,
+                initial_stream_window: 65535,
+                initial_connection_window: 131072,
+                max_send_buffer: 16384,
+                max_pending_resets: 5,
+                max_local_resets: 7,
+                stream_idle_timeout: Duration::from_secs(90),
+            },
         }
     );
     assert_eq!(
@@ -272,6 +294,7 @@ upstreams:
                 max_ejected_percent: 30,
             },
             tls: None,
+            protocol: strait_discovery::spec::UpstreamProtocol::H2c,
         }
     );
 }

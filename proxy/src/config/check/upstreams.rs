@@ -7,15 +7,15 @@
 use std::collections::HashMap;
 
 use strait_discovery::spec::{
-    DiscoveryRef, NodeSpec, PassHost, PassiveHealth, PoolSettings, ServicePort, UpstreamSettings,
-    UpstreamSource, UpstreamSpec,
+    DiscoveryRef, NodeSpec, PassHost, PassiveHealth, PoolSettings, ServicePort, UpstreamProtocol,
+    UpstreamSettings, UpstreamSource, UpstreamSpec,
 };
 use strait_discovery::EndpointAddr;
 
 use super::{Checker, Result};
 use crate::config::file::{
     FileDiscovery, FileNode, FilePassHost, FilePassiveHealth, FilePort, FileUpstream,
-    FileUpstreamTls,
+    FileUpstreamProtocol, FileUpstreamTls,
 };
 use strait_discovery::tls::UpstreamTls;
 
@@ -115,7 +115,27 @@ impl Checker<'_> {
                 )),
                 None => None,
             },
+            protocol: match upstream.protocol {
+                FileUpstreamProtocol::Http1 => UpstreamProtocol::Http1,
+                FileUpstreamProtocol::H2 => UpstreamProtocol::H2,
+                FileUpstreamProtocol::H2c => UpstreamProtocol::H2c,
+            },
         };
+        match (settings.protocol, settings.tls.is_some()) {
+            (UpstreamProtocol::H2, false) => {
+                return Err(self.error(
+                    format!("{at}.protocol"),
+                    "`h2` is HTTP/2 over TLS: it needs `tls:` (plain-text HTTP/2 is `h2c`)",
+                ))
+            }
+            (UpstreamProtocol::H2c, true) => {
+                return Err(self.error(
+                    format!("{at}.protocol"),
+                    "`h2c` is plain-text HTTP/2: with `tls:` use `h2`",
+                ))
+            }
+            _ => {}
+        }
         Ok(UpstreamSpec {
             name: upstream.name,
             source,

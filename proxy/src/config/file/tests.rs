@@ -71,11 +71,17 @@ fn all() -> Vec<(&'static str, Vec<String>, &'static [&'static str])> {
             FileProtocol::VARIANTS,
         ),
         (
+            "FileUpstreamProtocol",
+            accepted::<FileUpstreamProtocol>(VALUE),
+            FileUpstreamProtocol::VARIANTS,
+        ),
+        (
             "FileAccessLog",
             accepted::<FileAccessLog>(KEY),
             FileAccessLog::FIELDS,
         ),
         ("FileHttp", accepted::<FileHttp>(KEY), FileHttp::FIELDS),
+        ("FileHttp2", accepted::<FileHttp2>(KEY), FileHttp2::FIELDS),
         (
             "FileService",
             accepted::<FileService>(KEY),

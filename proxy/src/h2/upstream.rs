@@ -1,0 +1,700 @@
+//! HTTP/2 to upstreams (`protocol: h2` or `h2c`): a per-worker pool of HTTP/2 connections
+//! per endpoint ([`H2Pool`]), streams multiplexed on them up to the peer's
+//! `MAX_CONCURRENT_STREAMS` (a new connection when every one is full), and the relay of
+//! one client stream to one upstream stream ([`forward`]): headers, DATA both ways
+//! within each side's flow-control window, and trailers (gRPC's `grpc-status`).
+//!
+//! - An endpoint that leaves the table gets no new stream; its connections are dropped
+//!   from the pool and close once their streams end (h2 closes a connection with no
+//!   handle and no stream left).
+//! - A stream the upstream refuses (REFUSED_STREAM, or above a GOAWAY's last stream id:
+//!   it was not processed) is sent again to another endpoint when its whole body was
+//!   held (up to `retry_body_bytes`).
+//! - Errors strait produces on a gRPC request are gRPC errors in a trailers-only
+//!   response: 14 UNAVAILABLE (no endpoint, connect failed, reset), 4 DEADLINE_EXCEEDED
+//!   (timeouts), 8 RESOURCE_EXHAUSTED (body over the limit), 12 UNIMPLEMENTED (no route).
+//! - A stream stays up as long as frames move: each wait is bounded by
+//!   `http.http2.stream_idle_timeout`, not by the HTTP/1.1 read timeouts.
+//!
+//! Runs on: a worker. The h2 crate keeps each connection's state behind its own lock,
+//! taken only by this worker's tasks (never contended across cores).
+
+use std::cell::{Cell, RefCell};
+use std::future::poll_fn;
+use std::rc::Rc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use h2::server::SendResponse;
+use h2::{Reason, RecvStream, SendStream};
+use http::{HeaderMap, HeaderValue, Method, Uri};
+use strait_discovery::route::RouteEntry;
+use strait_discovery::spec::UpstreamProtocol;
+use strait_discovery::{EndpointAddr, Upstream};
+
+use super::io::PollIo;
+use super::Conn;
+use crate::access_log::Record;
+use crate::error::ErrorKind;
+use crate::http::head::{self, Request as Head, RequestInfo};
+use crate::upstream::H2Conn;
+use crate::upstream::View;
+use crate::worker::Worker;
+
+/// Is this a gRPC request (`content-type: application/grpc`, `+proto` and the like)?
+pub(super) fn is_grpc(headers: &HeaderMap) -> bool {
+    headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"application/grpc"))
+}
+
+/// The gRPC status for an HTTP status strait answers with.
+fn grpc_code(status: u16) -> u32 {
+    match status {
+        504 | 408 => 4,
+        413 | 431 => 8,
+        404 | 405 | 501 => 12,
+        502 | 503 => 14,
+        400 => 13,
+        _ => 2,
+    }
+}
+
+/// Answers a gRPC request with a trailers-only error.
+pub(super) fn grpc_error(respond: &mut SendResponse<Bytes>, code: u32, message: &str) {
+    let mut response = http::Response::new(());
+    let h = response.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/grpc"),
+    );
+    h.insert("grpc-status", HeaderValue::from(code));
+    if let Ok(v) = HeaderValue::from_str(&percent_encode(message)) {
+        h.insert("grpc-message", v);
+    }
+    let _ = respond.send_response(response, true);
+}
+
+/// gRPC's grpc-message encoding: printable ASCII but `%` as is, the rest `%XX`.
+fn percent_encode(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for b in s.bytes() {
+        if (0x20..0x7f).contains(&b) && b != b'%' {
+            out.push(b as char);
+        } else {
+            out.push_str(&format!("%{b:02X}"));
+        }
+    }
+    out
+}
+
+/// Answers with strait's own `status` (a gRPC error for a gRPC request).
+pub(super) fn reply(respond: &mut SendResponse<Bytes>, grpc: bool, status: u16, message: &str) {
+    if grpc {
+        return grpc_error(respond, grpc_code(status), message);
+    }
+    let mut response = http::Response::new(());
+    *response.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("text/plain"),
+    );
+    if let Ok(mut send) = respond.send_response(response, false) {
+        let mut body = message.as_bytes().to_vec();
+        body.push(b'\n');
+        let _ = send.send_data(Bytes::from(body), true);
+    }
+}
+
+/// A routed request for an HTTP/2 upstream, ready to send to any endpoint.
+pub(super) struct Outgoing {
+    view: Rc<View>,
+    upstream: u32,
+    stats: u32,
+    max_body: u64,
+    method: Method,
+    path: String,
+    /// `:authority`: the Host strait would send (None: the endpoint's address).
+    authority: Option<String>,
+    headers: HeaderMap,
+    grpc: bool,
+    /// For the access log: the client's host and request line.
+    host: String,
+    request_line: String,
+    user_agent: String,
+}
+
+impl Outgoing {
+    /// From the HTTP/1.1 head strait would send upstream (X-Forwarded-*, Host rules and
+    /// hop-by-hop removal applied): its fields as HTTP/2 headers.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn from_head(
+        out: &[u8],
+        route: &RouteEntry,
+        view: &Rc<View>,
+        max_body: u64,
+        per_endpoint: bool,
+        te_trailers: bool,
+        grpc: bool,
+        req: &Head<'_, '_>,
+        info: &RequestInfo<'_>,
+    ) -> Option<Outgoing> {
+        let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS + 8];
+        let mut r = httparse::Request::new(&mut fields);
+        let Ok(httparse::Status::Complete(_)) = r.parse(out) else {
+            return None;
+        };
+        let method = Method::from_bytes(r.method?.as_bytes()).ok()?;
+        let path = r.path?.to_string();
+        let mut authority = None;
+        let mut headers = HeaderMap::with_capacity(r.headers.len() + 1);
+        for h in r.headers.iter() {
+            let name = h.name.to_ascii_lowercase();
+            match name.as_str() {
+                "host" => authority = std::str::from_utf8(h.value).ok().map(str::to_string),
+                "connection" | "keep-alive" | "proxy-connection" | "transfer-encoding"
+                | "upgrade" | "te" => {}
+                _ => {
+                    let name = http::header::HeaderName::from_bytes(name.as_bytes()).ok()?;
+                    let value = HeaderValue::from_bytes(h.value).ok()?;
+                    headers.append(name, value);
+                }
+            }
+        }
+        if te_trailers {
+            headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
+        }
+        let mut user_agent = String::new();
+        for h in req.headers.iter() {
+            if h.name.eq_ignore_ascii_case("user-agent") {
+                user_agent = String::from_utf8_lossy(h.value).into_owned();
+            }
+        }
+        Some(Outgoing {
+            view: view.clone(),
+            upstream: route.upstream,
+            stats: route.stats,
+            max_body,
+            method,
+            path,
+            authority: if per_endpoint { None } else { authority },
+            headers,
+            grpc,
+            host: info.host.to_string(),
+            request_line: format!("{} {} HTTP/2.0", req.method, req.target),
+            user_agent,
+        })
+    }
+
+    /// The request for an attempt on `addr`.
+    fn request(&self, addr: EndpointAddr, tls: bool) -> Option<http::Request<()>> {
+        let authority = match &self.authority {
+            Some(a) => a.clone(),
+            None => match addr {
+                EndpointAddr::Inet(a) => a.to_string(),
+                EndpointAddr::Unix(_) => "localhost".to_string(),
+            },
+        };
+        let uri = Uri::builder()
+            .scheme(if tls { "https" } else { "http" })
+            .authority(authority.as_str())
+            .path_and_query(self.path.as_str())
+            .build()
+            .ok()?;
+        let mut req = http::Request::new(());
+        *req.method_mut() = self.method.clone();
+        *req.uri_mut() = uri;
+        *req.version_mut() = http::Version::HTTP_2;
+        *req.headers_mut() = self.headers.clone();
+        Some(req)
+    }
+}
+
+/// Why an attempt failed.
+struct AttemptError {
+    kind: ErrorKind,
+    /// The upstream did not process the stream: it may go to another endpoint.
+    refused: bool,
+}
+
+/// Relays one client stream to an HTTP/2 upstream and the response back.
+pub(super) async fn forward(
+    out: Outgoing,
+    mut body: RecvStream,
+    mut respond: SendResponse<Bytes>,
+    w: &Rc<Worker>,
+    conn: &Conn,
+) {
+    let started = Instant::now();
+    let view = out.view.clone();
+    let upstream = &view.snapshot.upstreams[out.upstream as usize];
+    let stats = &view.route_stats[out.stats as usize];
+    let mut record = Record {
+        client: Some(conn.peer),
+        tls: conn.tls.clone(),
+        h2: true,
+        ..Record::default()
+    };
+    record.host.push_str(&out.host);
+    record.request_line.push_str(&out.request_line);
+    record.user_agent.push_str(&out.user_agent);
+    let finish = |record: &mut Record, status: u16, bytes: u64| {
+        let took = started.elapsed();
+        stats.record(status, took);
+        if let Some(access) = &w.access {
+            record.status = status;
+            record.bytes_sent = bytes;
+            record.request_time = took.as_secs_f64();
+            access.write(record);
+        }
+    };
+    if let Some(reason) = crate::http1::unavailable(upstream) {
+        reply(&mut respond, out.grpc, 503, reason);
+        return finish(&mut record, 503, 0);
+    }
+    let declared = out
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    if out.max_body > 0 && declared.is_some_and(|n| n > out.max_body) {
+        reply(
+            &mut respond,
+            out.grpc,
+            413,
+            "content too large: the request body is over the limit",
+        );
+        return finish(&mut record, 413, 0);
+    }
+    let idle = w.http.http2.stream_idle_timeout;
+    // The body held for a replay: complete and within retry_body_bytes.
+    let limit = upstream.settings.retry_body_bytes;
+    let held: RefCell<Vec<Bytes>> = RefCell::new(Vec::new());
+    let held_len = Cell::new(0usize);
+    let body_done = Cell::new(body.is_end_stream());
+    let body_total = Cell::new(0u64);
+    let mut tried: Vec<EndpointAddr> = Vec::new();
+    let allowed = view.attempts(out.upstream);
+    let mut used = 0;
+    let mut last = ErrorKind::ConnectRefused;
+    let tls_id = upstream.settings.tls.as_ref().map_or(0, |t| t.id);
+    let tls = upstream.settings.protocol == UpstreamProtocol::H2;
+    while used < allowed {
+        used += 1;
+        let health = &w.upstreams.health;
+        let Some(ep) = view.pick(out.upstream, &tried, health, started) else {
+            break;
+        };
+        tried.push(ep.addr);
+        let up_stats = &view.upstream_stats[out.upstream as usize];
+        let h2conn = match pooled(w, upstream, up_stats, ep.addr, tls_id).await {
+            Ok(c) => c,
+            Err(kind) => {
+                last = kind;
+                note(w, &mut record, ep.addr, &ProxyStatus(kind));
+                continue;
+            }
+        };
+        let Some(request) = out.request(ep.addr, tls) else {
+            reply(
+                &mut respond,
+                out.grpc,
+                400,
+                "bad request: not a valid HTTP/2 request",
+            );
+            return finish(&mut record, 400, 0);
+        };
+        let end = body_done.get() && held.borrow().is_empty();
+        h2conn.streams.set(h2conn.streams.get() + 1);
+        let _open = StreamSlot(h2conn.streams.clone());
+        let sent = async {
+            let ready = h2conn.send.clone().ready().await.map_err(|e| refusal(&e))?;
+            let mut ready = ready;
+            ready.send_request(request, end).map_err(|e| refusal(&e))
+        };
+        let (response, mut up_send) = match monoio::time::timeout(idle, sent).await {
+            Ok(Ok(pair)) => pair,
+            Ok(Err(e)) => {
+                h2conn.dead.set(true);
+                last = e.kind;
+                note(w, &mut record, ep.addr, &ProxyStatus(e.kind));
+                continue;
+            }
+            Err(_) => {
+                last = ErrorKind::ResponseTimeout;
+                note(w, &mut record, ep.addr, &ProxyStatus(last));
+                continue;
+            }
+        };
+        // Replay what is held (a retry), then stream the rest while the response comes.
+        let replay: Vec<Bytes> = held.borrow().clone();
+        for (i, chunk) in replay.iter().enumerate() {
+            let last_chunk = body_done.get() && i + 1 == replay.len();
+            if send_all(&mut up_send, chunk.clone(), last_chunk)
+                .await
+                .is_err()
+            {
+                break;
+            }
+        }
+        let relay = relay_request(
+            &mut body,
+            &mut up_send,
+            RelayState {
+                done: &body_done,
+                held: &held,
+                held_len: &held_len,
+                total: &body_total,
+                limit,
+                max_body: out.max_body,
+                idle,
+            },
+        );
+        let mut relay = std::pin::pin!(relay);
+        let response_head =
+            monoio::time::timeout(upstream.settings.response_header_timeout, response);
+        let mut response_head = std::pin::pin!(response_head);
+        let mut relay_finished = false;
+        let mut relay_failed = false;
+        let head = loop {
+            monoio::select! {
+                r = &mut response_head => break r,
+                r = &mut relay, if !relay_finished => {
+                    relay_finished = true;
+                    if let Err(status) = r {
+                        relay_failed = true;
+                        if status != 0 {
+                            reply(&mut respond, out.grpc, status, "the request body is over the limit");
+                            return finish(&mut record, status, 0);
+                        }
+                    }
+                }
+            }
+        };
+        let response = match head {
+            Ok(Ok(r)) => r,
+            Ok(Err(e)) => {
+                let e = refusal(&e);
+                note(w, &mut record, ep.addr, &ProxyStatus(e.kind));
+                last = e.kind;
+                // Not processed, and every byte of the body is in hand: another endpoint.
+                let replayable =
+                    body_done.get() && (held_len.get() as u64) == body_total.get() && !relay_failed;
+                if e.refused && replayable {
+                    continue;
+                }
+                break;
+            }
+            Err(_) => {
+                last = ErrorKind::ResponseTimeout;
+                note(w, &mut record, ep.addr, &ProxyStatus(last));
+                break;
+            }
+        };
+        let (parts, mut up_body) = response.into_parts();
+        let status = parts.status.as_u16();
+        if w.access.is_some() {
+            note(w, &mut record, ep.addr, &status);
+            record.upstream_time = started.elapsed().as_secs_f64();
+        }
+        let mut client_response = http::Response::new(());
+        *client_response.status_mut() = parts.status;
+        *client_response.headers_mut() = parts.headers;
+        let end = up_body.is_end_stream();
+        let mut to_client = match respond.send_response(client_response, end) {
+            Ok(s) => s,
+            Err(_) => return finish(&mut record, status, 0),
+        };
+        let mut sent_bytes = 0u64;
+        if !end {
+            let back = relay_response(&mut up_body, &mut to_client, idle, &mut sent_bytes);
+            if relay_finished {
+                let _ = back.await;
+            } else {
+                // Both ways at once: a bidirectional stream.
+                let mut back = std::pin::pin!(back);
+                loop {
+                    monoio::select! {
+                        _ = &mut back => break,
+                        _ = &mut relay, if !relay_finished => relay_finished = true,
+                    }
+                }
+            }
+        }
+        return finish(&mut record, status, sent_bytes);
+    }
+    let status = ProxyStatus(last).code();
+    reply(&mut respond, out.grpc, status, message(last));
+    finish(&mut record, status, 0)
+}
+
+/// Releases a stream's slot on its connection.
+struct StreamSlot(Rc<Cell<usize>>);
+
+impl Drop for StreamSlot {
+    fn drop(&mut self) {
+        self.0.set(self.0.get().saturating_sub(1));
+    }
+}
+
+/// An attempt's status for the access log (`502`, `504`…).
+struct ProxyStatus(ErrorKind);
+
+impl ProxyStatus {
+    fn code(&self) -> u16 {
+        crate::error::ProxyError::new(
+            self.0,
+            crate::error::Side::Upstream,
+            crate::error::Retry::No,
+        )
+        .status()
+    }
+}
+
+impl std::fmt::Display for ProxyStatus {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}", self.code())
+    }
+}
+
+fn message(kind: ErrorKind) -> &'static str {
+    crate::error::ProxyError::new(kind, crate::error::Side::Upstream, crate::error::Retry::No)
+        .message()
+}
+
+/// Adds an attempt to the access-log line.
+fn note(w: &Worker, record: &mut Record, addr: EndpointAddr, status: &dyn std::fmt::Display) {
+    use std::fmt::Write;
+    if w.access.is_none() {
+        return;
+    }
+    if !record.upstream_addr.is_empty() {
+        record.upstream_addr.push_str(", ");
+        record.upstream_status.push_str(", ");
+    }
+    let _ = write!(record.upstream_addr, "{addr}");
+    let _ = write!(record.upstream_status, "{status}");
+}
+
+/// What an h2 error on a stream means for the attempt.
+fn refusal(e: &h2::Error) -> AttemptError {
+    let refused = e.reason() == Some(Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote());
+    let kind = if e.is_io() || e.is_go_away() || e.is_reset() {
+        ErrorKind::UpstreamClosed
+    } else {
+        ErrorKind::BadResponse
+    };
+    AttemptError { kind, refused }
+}
+
+/// A pooled connection to `addr` with room for a stream, or a new one.
+async fn pooled(
+    w: &Rc<Worker>,
+    up: &Upstream,
+    stats: &crate::metrics::UpstreamStats,
+    addr: EndpointAddr,
+    tls_id: u64,
+) -> Result<Rc<H2Conn>, ErrorKind> {
+    let key = (addr, tls_id);
+    if let Some(c) = w.upstreams.h2.find(key) {
+        return Ok(c);
+    }
+    let stream =
+        crate::upstream::connect(&w.upstreams.health, &w.upstreams.tls, up, stats, addr, w.id)
+            .await?;
+    if let crate::transport::UpstreamStream::Tls(t) = &stream {
+        if t.session().alpn_protocol() != Some(b"h2") {
+            tracing::debug!(endpoint = %addr, upstream = %up.name, "the endpoint did not choose h2 by ALPN");
+            return Err(ErrorKind::UpstreamTls);
+        }
+    }
+    let cfg = &w.http.http2;
+    let handshake = h2::client::Builder::new()
+        .initial_window_size(cfg.initial_stream_window)
+        .initial_connection_window_size(cfg.initial_connection_window)
+        .max_send_buffer_size(cfg.max_send_buffer)
+        .max_header_list_size(cfg.max_header_list_size)
+        .enable_push(false)
+        .handshake::<_, Bytes>(PollIo::new(stream, Vec::new()));
+    let (send, connection) = match monoio::time::timeout(up.settings.connect_timeout, handshake)
+        .await
+    {
+        Ok(Ok(pair)) => pair,
+        Ok(Err(e)) => {
+            tracing::debug!(endpoint = %addr, upstream = %up.name, "HTTP/2 handshake with the upstream failed: {e}");
+            return Err(ErrorKind::UpstreamClosed);
+        }
+        Err(_) => return Err(ErrorKind::ConnectTimeout),
+    };
+    let dead = Rc::new(Cell::new(false));
+    let task_dead = dead.clone();
+    let worker = w.clone();
+    monoio::spawn(async move {
+        let mut connection = std::pin::pin!(connection);
+        monoio::select! {
+            r = &mut connection => {
+                if let Err(e) = r {
+                    tracing::debug!(endpoint = %addr, "upstream HTTP/2 connection ended: {e}");
+                }
+            }
+            () = worker.stop.wait() => {}
+        }
+        task_dead.set(true);
+    });
+    let conn = Rc::new(H2Conn {
+        send,
+        streams: Rc::new(Cell::new(0)),
+        dead,
+    });
+    w.upstreams.h2.add(key, conn.clone());
+    Ok(conn)
+}
+
+/// Sends `data` on `send` as the window allows; `end` ends the stream with it.
+pub(super) async fn send_all(
+    send: &mut SendStream<Bytes>,
+    mut data: Bytes,
+    end: bool,
+) -> Result<(), h2::Error> {
+    if data.is_empty() {
+        if end {
+            send.send_data(data, true)?;
+        }
+        return Ok(());
+    }
+    while !data.is_empty() {
+        send.reserve_capacity(data.len());
+        let n = match poll_fn(|cx| send.poll_capacity(cx)).await {
+            Some(Ok(n)) => n.min(data.len()),
+            Some(Err(e)) => return Err(e),
+            None => return Err(h2::Error::from(Reason::CANCEL)),
+        };
+        if n == 0 {
+            continue;
+        }
+        let chunk = data.split_to(n);
+        send.send_data(chunk, end && data.is_empty())?;
+    }
+    Ok(())
+}
+
+/// Where the request body relay keeps its state, shared with the attempts loop.
+struct RelayState<'a> {
+    done: &'a Cell<bool>,
+    held: &'a RefCell<Vec<Bytes>>,
+    held_len: &'a Cell<usize>,
+    total: &'a Cell<u64>,
+    limit: usize,
+    max_body: u64,
+    idle: Duration,
+}
+
+/// The client's request body to the upstream stream, then its trailers. Holds what it
+/// sends while the whole stays within `limit` (for a replay). `Err(413)`: over the body
+/// limit (nothing was answered yet); `Err(0)`: the client or the upstream failed.
+async fn relay_request(
+    body: &mut RecvStream,
+    up: &mut SendStream<Bytes>,
+    s: RelayState<'_>,
+) -> Result<(), u16> {
+    if s.done.get() {
+        return Ok(());
+    }
+    loop {
+        let next = match monoio::time::timeout(s.idle, body.data()).await {
+            Ok(n) => n,
+            Err(_) => {
+                up.send_reset(Reason::CANCEL);
+                return Err(0);
+            }
+        };
+        match next {
+            Some(Ok(data)) => {
+                let _ = body.flow_control().release_capacity(data.len());
+                let before = s.total.get();
+                s.total.set(before + data.len() as u64);
+                if s.max_body > 0 && s.total.get() > s.max_body {
+                    up.send_reset(Reason::CANCEL);
+                    return Err(413);
+                }
+                // Held while everything so far is held and it stays within the limit.
+                if s.held_len.get() as u64 == before && s.held_len.get() + data.len() <= s.limit {
+                    s.held_len.set(s.held_len.get() + data.len());
+                    s.held.borrow_mut().push(data.clone());
+                }
+                let end = body.is_end_stream();
+                if send_all(up, data, end).await.is_err() {
+                    return Err(0);
+                }
+                if end {
+                    s.done.set(true);
+                    return Ok(());
+                }
+            }
+            Some(Err(_)) => {
+                up.send_reset(Reason::CANCEL);
+                return Err(0);
+            }
+            None => {
+                s.done.set(true);
+                match body.trailers().await {
+                    Ok(Some(t)) => {
+                        let _ = up.send_trailers(t);
+                    }
+                    _ => {
+                        let _ = up.send_data(Bytes::new(), true);
+                    }
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+/// The upstream's response body to the client, then its trailers (gRPC's status).
+async fn relay_response(
+    up: &mut RecvStream,
+    client: &mut SendStream<Bytes>,
+    idle: Duration,
+    sent: &mut u64,
+) -> Result<(), ()> {
+    loop {
+        let next = match monoio::time::timeout(idle, up.data()).await {
+            Ok(n) => n,
+            Err(_) => {
+                client.send_reset(Reason::CANCEL);
+                return Err(());
+            }
+        };
+        match next {
+            Some(Ok(data)) => {
+                let _ = up.flow_control().release_capacity(data.len());
+                let n = data.len() as u64;
+                let end = up.is_end_stream();
+                if send_all(client, data, end).await.is_err() {
+                    return Err(());
+                }
+                *sent += n;
+                if end {
+                    return Ok(());
+                }
+            }
+            Some(Err(e)) => {
+                client.send_reset(e.reason().unwrap_or(Reason::INTERNAL_ERROR));
+                return Err(());
+            }
+            None => {
+                match up.trailers().await {
+                    Ok(Some(t)) => {
+                        let _ = client.send_trailers(t);
+                    }
+                    Ok(None) => {
+                        let _ = client.send_data(Bytes::new(), true);
+                    }
+                    Err(e) => client.send_reset(e.reason().unwrap_or(Reason::INTERNAL_ERROR)),
+                }
+                return Ok(());
+            }
+        }
+    }
+}
