@@ -239,6 +239,9 @@ pub struct Http2Config {
     /// A stream with no frame either way for this long is reset (long gRPC streams stay
     /// up while they move; the HTTP read timeouts do not apply to them).
     pub stream_idle_timeout: Duration,
+    /// SETTINGS, PING, PRIORITY, empty and unknown frames a client may send per second;
+    /// more closes the connection with GOAWAY.
+    pub max_control_frames: u32,
 }
 
 impl Default for Http2Config {
@@ -253,6 +256,7 @@ impl Default for Http2Config {
             max_pending_resets: 20,
             max_local_resets: 1024,
             stream_idle_timeout: Duration::from_secs(300),
+            max_control_frames: 1000,
         }
     }
 }

@@ -43,6 +43,12 @@ pub(crate) struct Conn {
     pub(crate) active: Rc<Cell<usize>>,
 }
 
+/// What woke a connection's task.
+enum Event<T> {
+    Accepted(T),
+    Flood,
+}
+
 /// The server side's settings from `http.http2`.
 fn builder(c: &Http2Config) -> h2::server::Builder {
     let mut b = h2::server::Builder::new();
@@ -69,7 +75,9 @@ pub async fn serve<S: Transport>(
 ) {
     let w = open.worker().clone();
     let cfg = &w.http.http2;
-    let io = io::PollIo::new(stream, read_already);
+    let watch = io::FrameWatch::new(cfg.max_control_frames);
+    let flood = watch.tripped.clone();
+    let io = io::PollIo::new(stream, read_already).watched(watch);
     let handshake = builder(cfg).handshake::<_, Bytes>(io);
     let handshake = monoio::time::timeout(w.http.client_header_timeout, handshake);
     let mut conn = monoio::select! {
@@ -91,6 +99,7 @@ pub async fn serve<S: Transport>(
         active: Rc::new(Cell::new(0)),
     };
     let mut going_away = false;
+    let mut abusive = false;
     loop {
         // Idle (no stream in progress) for the keep-alive timeout: GOAWAY.
         let accepted = {
@@ -104,10 +113,22 @@ pub async fn serve<S: Transport>(
             });
             monoio::select! {
                 biased;
-                r = accept => Some(r),
+                () = flood.wait(), if !abusive => Some(Event::Flood),
+                r = accept => Some(Event::Accepted(r)),
                 () = drain => None,
                 () = w.stop.wait() => break,
             }
+        };
+        let accepted = match accepted {
+            Some(Event::Flood) => {
+                abusive = true;
+                tracing::warn!(worker = w.id, %peer, "HTTP/2 control frame flood: closing the connection (GOAWAY)");
+                w.metrics.h2_floods.inc();
+                conn.abrupt_shutdown(h2::Reason::ENHANCE_YOUR_CALM);
+                continue;
+            }
+            Some(Event::Accepted(r)) => Some(r),
+            None => None,
         };
         match accepted {
             // A graceful stop: GOAWAY now, open streams finish, then the connection ends.

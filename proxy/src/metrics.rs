@@ -192,6 +192,8 @@ pub struct WorkerMetrics {
     pub h2_connections: Gauge,
     /// HTTP/2 streams accepted from clients.
     pub h2_streams: Counter,
+    /// HTTP/2 client connections closed for a control frame flood.
+    pub h2_floods: Counter,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -425,6 +427,14 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
     );
     let streams: u64 = workers.iter().map(|w| w.h2_streams.get()).sum();
     let _ = writeln!(out, "strait_http2_streams_total {streams}");
+    family(
+        &mut out,
+        "strait_http2_flood_closes_total",
+        "counter",
+        "HTTP/2 client connections closed with GOAWAY for a flood of control frames.",
+    );
+    let floods: u64 = workers.iter().map(|w| w.h2_floods.get()).sum();
+    let _ = writeln!(out, "strait_http2_flood_closes_total {floods}");
     family(
         &mut out,
         "strait_upstream_endpoints",

@@ -38,7 +38,7 @@ pub use admission::{Open, SlotFree};
 pub use buffers::READ_CHUNK;
 pub use thread::{build_runtime, spawn, DriverKind, Runtime, TaskRun, WorkerSetup};
 
-use signal::Signal;
+pub use signal::Signal;
 
 /// Everything a worker's connections share. One per worker, behind an `Rc`.
 #[derive(Debug)]

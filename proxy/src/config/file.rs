@@ -278,6 +278,8 @@ pub struct FileHttp2 {
     pub max_local_resets: Option<usize>,
     #[serde(default)]
     pub stream_idle_timeout: Option<String>,
+    #[serde(default)]
+    pub max_control_frames: Option<u32>,
 }
 
 impl FileHttp2 {
@@ -292,6 +294,7 @@ impl FileHttp2 {
         "max_pending_resets",
         "max_local_resets",
         "stream_idle_timeout",
+        "max_control_frames",
     ];
 }
 

@@ -10,6 +10,14 @@
 //! own buffering makes them. Bytes already read from the connection (the HTTP/2
 //! preface detected on a plain-text listener) are served first.
 //!
+//! On a client connection, [`FrameWatch`] reads the 9-byte header of every frame that
+//! comes in (nothing else) and trips on floods of frames that cost strait work but carry
+//! no request: SETTINGS and PING (each one asks for an acknowledgement), PRIORITY,
+//! RST_STREAM (rapid reset), empty DATA / HEADERS / CONTINUATION frames, unknown frame
+//! types. Past
+//! `http.http2.max_control_frames` of them within a second the connection stops being
+//! read and its task ends it with GOAWAY (ENHANCE_YOUR_CALM).
+//!
 //! Runs on: a worker, inside an HTTP/2 connection's task (client side) or an upstream
 //! HTTP/2 connection's task.
 
@@ -18,10 +26,14 @@ use std::io;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 
+use std::rc::Rc;
+use std::time::Instant;
+
 use monoio::io::{AsyncReadRent, AsyncWriteRent, AsyncWriteRentExt};
 use tokio::io::ReadBuf;
 
 use crate::transport::Transport;
+use crate::worker::Signal;
 
 /// Bytes read per read operation.
 const READ_BUF: usize = 16 * 1024;
@@ -42,6 +54,102 @@ enum WriteState<W> {
     Closed,
 }
 
+/// Counts a client's costly frames; see the module doc.
+pub struct FrameWatch {
+    /// Preface bytes still to skip.
+    preface: usize,
+    header: [u8; 9],
+    have: usize,
+    /// Payload bytes of the current frame still to skip.
+    skip: usize,
+    window: Instant,
+    count: u32,
+    limit: u32,
+    /// Fired once the limit is passed: the connection's task sends GOAWAY.
+    pub tripped: Rc<Signal>,
+}
+
+impl FrameWatch {
+    /// A watch for a connection that starts with the client preface.
+    pub fn new(limit: u32) -> FrameWatch {
+        FrameWatch {
+            preface: super::PREFACE.len(),
+            header: [0; 9],
+            have: 0,
+            skip: 0,
+            window: Instant::now(),
+            count: 0,
+            limit,
+            tripped: Rc::new(Signal::default()),
+        }
+    }
+
+    /// Takes in bytes read; whether the connection is to be ended.
+    fn feed(&mut self, mut data: &[u8]) -> bool {
+        let skip = self.preface.min(data.len());
+        self.preface -= skip;
+        data = &data[skip..];
+        while !data.is_empty() {
+            if self.skip > 0 {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = &data[n..];
+                continue;
+            }
+            let n = (9 - self.have).min(data.len());
+            self.header[self.have..self.have + n].copy_from_slice(&data[..n]);
+            self.have += n;
+            data = &data[n..];
+            if self.have < 9 {
+                break;
+            }
+            self.have = 0;
+            let h = self.header;
+            let len = u32::from_be_bytes([0, h[0], h[1], h[2]]) as usize;
+            self.skip = len;
+            if costly(h[3], h[4], len) && self.count() {
+                self.tripped.fire();
+                return true;
+            }
+        }
+        false
+    }
+
+    /// Counts one costly frame; whether the limit is passed.
+    fn count(&mut self) -> bool {
+        let now = Instant::now();
+        if now.duration_since(self.window).as_secs() >= 1 {
+            self.window = now;
+            self.count = 0;
+        }
+        self.count += 1;
+        self.count > self.limit
+    }
+}
+
+/// A frame that costs work and carries no request (RFC 9113 frame types and flags).
+fn costly(kind: u8, flags: u8, len: usize) -> bool {
+    const ACK: u8 = 0x1;
+    const END_STREAM: u8 = 0x1;
+    const END_HEADERS: u8 = 0x4;
+    match kind {
+        // DATA: empty and not the end of the stream.
+        0x0 => len == 0 && flags & END_STREAM == 0,
+        // HEADERS / CONTINUATION: an empty fragment that does not end the block.
+        0x1 | 0x9 => len == 0 && flags & END_HEADERS == 0,
+        // PRIORITY
+        0x2 => true,
+        // SETTINGS, PING: unless an acknowledgement.
+        0x4 | 0x6 => flags & ACK == 0,
+        // RST_STREAM: a client cancelling streams faster than this is resetting rapidly.
+        0x3 => true,
+        // PUSH_PROMISE, GOAWAY, WINDOW_UPDATE: h2 refuses or bounds them itself.
+        0x5 | 0x7 | 0x8 => false,
+        // Unknown types are to be ignored (§5.5): a flood of them is work for nothing.
+        _ => true,
+    }
+}
+
 /// A [`Transport`] seen through `tokio::io::{AsyncRead, AsyncWrite}`.
 pub struct PollIo<S: Transport> {
     read: ReadState<S::Read>,
@@ -55,6 +163,8 @@ pub struct PollIo<S: Transport> {
     werr: Option<io::Error>,
     /// The write side's shutdown has started.
     shutting: bool,
+    /// A client connection's flood watch; once tripped nothing more is read.
+    watch: Option<FrameWatch>,
 }
 
 impl<S: Transport> PollIo<S> {
@@ -69,7 +179,16 @@ impl<S: Transport> PollIo<S> {
             wbuf: Vec::new(),
             werr: None,
             shutting: false,
+            watch: None,
         }
+    }
+
+    /// Watches the frames read for floods (a client connection).
+    pub fn watched(mut self, mut watch: FrameWatch) -> PollIo<S> {
+        // What was read before (the preface, maybe more) counts too.
+        watch.feed(&self.rbuf[self.rpos..]);
+        self.watch = Some(watch);
+        self
     }
 
     /// Waits for the write in flight, if any; `Err` if it failed (or failed before).
@@ -99,6 +218,11 @@ impl<S: Transport> tokio::io::AsyncRead for PollIo<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
+        if this.watch.as_ref().is_some_and(|w| w.tripped.is_fired()) {
+            // Nothing more is read: the signal wakes the connection's task, which ends
+            // the connection with GOAWAY.
+            return Poll::Pending;
+        }
         loop {
             if this.rpos < this.rbuf.len() {
                 let n = out.remaining().min(this.rbuf.len() - this.rpos);
@@ -132,7 +256,15 @@ impl<S: Transport> tokio::io::AsyncRead for PollIo<S> {
                                 this.rbuf.clear();
                                 return Poll::Ready(Ok(()));
                             }
-                            Ok(_) => this.read = ReadState::Idle(r),
+                            Ok(_) => {
+                                this.read = ReadState::Idle(r);
+                                if let Some(w) = &mut this.watch {
+                                    if w.feed(&this.rbuf) {
+                                        this.rbuf.clear();
+                                        return Poll::Pending;
+                                    }
+                                }
+                            }
                             Err(e) => {
                                 this.rbuf.clear();
                                 return Poll::Ready(Err(e));

@@ -6,10 +6,12 @@
         --grace seconds (in-flight calls finish).
     grpc_peer.py client --target HOST:PORT --authority NAME
         makes one call of each kind and prints one JSON object with what it saw.
+    grpc_peer.py call --target HOST:PORT --authority NAME --method /test.Echo/Slow --payload 2
+        makes one unary call and prints {"ok": bool, "response"|"code", "details"}.
     grpc_peer.py load --target HOST:PORT --authority NAME --seconds S --channels C
         makes unary and server-streaming calls back to back from C long-lived channels
         (each multiplexing 4 calls at once) for S seconds, then prints
-        {"ok": n, "failed": n, "errors": [...], "servers": {...}}.
+        {"ok": n, "failed": n, "errors": [...], "servers": {...}}; SIGUSR1 ends it early.
 """
 
 import argparse
@@ -119,16 +121,28 @@ def client(args):
     print(json.dumps(out))
 
 
+def call(args):
+    with channel(args) as ch:
+        try:
+            r = ch.unary_unary(args.method)(args.payload.encode(), timeout=args.timeout)
+            out = {"ok": True, "response": r.decode()}
+        except grpc.RpcError as e:
+            out = {"ok": False, **describe(e)}
+    print(json.dumps(out), flush=True)
+
+
 def load(args):
     stats = {"ok": 0, "failed": 0, "errors": [], "servers": {}}
     lock = threading.Lock()
     deadline = time.time() + args.seconds
+    stop = threading.Event()
+    signal.signal(signal.SIGUSR1, lambda *_: stop.set())
 
     def worker(ch):
         unary = ch.unary_unary(f"/{SERVICE}/Unary")
         stream = ch.unary_stream(f"/{SERVICE}/ServerStream")
         n = 0
-        while time.time() < deadline:
+        while time.time() < deadline and not stop.is_set():
             n += 1
             try:
                 if n % 2:
@@ -164,15 +178,18 @@ def main():
     s.add_argument("--listen", required=True)
     s.add_argument("--name", required=True)
     s.add_argument("--grace", type=float, default=5.0)
-    for name in ("client", "load"):
+    for name in ("client", "load", "call"):
         c = sub.add_parser(name)
+        c.add_argument("--method", default=f"/{SERVICE}/Unary")
+        c.add_argument("--payload", default="")
+        c.add_argument("--timeout", type=float, default=10.0)
         c.add_argument("--target", required=True)
         c.add_argument("--authority", default="")
         c.add_argument("--slow", default="0")
         c.add_argument("--seconds", type=float, default=3.0)
         c.add_argument("--channels", type=int, default=2)
     args = p.parse_args()
-    {"server": serve, "client": client, "load": load}[args.cmd](args)
+    {"server": serve, "client": client, "load": load, "call": call}[args.cmd](args)
 
 
 if __name__ == "__main__":

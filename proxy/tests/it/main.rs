@@ -45,6 +45,8 @@ mod connect;
 mod draining;
 mod e2e;
 mod forwarding;
+mod h2;
+mod h2_abuse;
 mod hostile;
 mod process;
 mod reload;

@@ -130,6 +130,11 @@ impl Checker<'_> {
                 f.stream_idle_timeout.as_deref(),
                 d.stream_idle_timeout,
             )?,
+            max_control_frames: self.positive(
+                "http.http2.max_control_frames",
+                f.max_control_frames,
+                d.max_control_frames,
+            )?,
         })
     }
 

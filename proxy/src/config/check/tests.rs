@@ -154,6 +154,7 @@ http:
     max_pending_resets: 5
     max_local_resets: 7
     stream_idle_timeout: 90s
+    max_control_frames: 50
 shutdown:
   delay: 0s
   timeout: 45s
@@ -248,6 +249,7 @@ upstreams:
                 max_pending_resets: 5,
                 max_local_resets: 7,
                 stream_idle_timeout: Duration::from_secs(90),
+                max_control_frames: 50,
             },
         }
     );

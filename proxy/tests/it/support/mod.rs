@@ -11,6 +11,8 @@
 
 pub(crate) mod child;
 pub(crate) mod client;
+pub(crate) mod grpc;
+pub(crate) mod h2raw;
 pub(crate) mod harness;
 pub(crate) mod kube;
 pub(crate) mod load;
