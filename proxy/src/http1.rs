@@ -15,6 +15,8 @@
 //!   stream the body back, then return the upstream connection to the pool;
 //! - `relay.rs`: one body streamed between two transports through a reused buffer,
 //!   re-framed on the way (chunked ↔ close-delimited);
+//! - `h2up.rs`: a request to an `h2`/`h2c` upstream, sent as an HTTP/2 stream (body held
+//!   whole) and its response streamed back as HTTP/1.1;
 //! - `connect.rs` and `tunnel.rs`: a CONNECT routed to a route that names it, and any
 //!   connection that switched protocols (101, or CONNECT's 200), copied both ways.
 //!
@@ -40,6 +42,7 @@ use crate::worker::{Open, Worker};
 mod connect;
 mod exchange;
 mod forward;
+mod h2up;
 mod prepare;
 mod relay;
 mod respond;

@@ -16,6 +16,7 @@
 //! nothing here is `Send`, and nothing is touched from another core.
 
 use std::cell::{Cell, RefCell};
+use std::rc::Rc;
 use std::sync::Arc;
 
 use strait_discovery::tls::TlsSnapshot;
@@ -63,7 +64,7 @@ pub struct Worker {
     /// Fired when a graceful stop's timeout passes: every connection still open drops
     /// its sockets at once. (A worker that returned with tasks still parked would leave
     /// them, and their sockets, open: the runtime does not drop them.)
-    pub stop: Signal,
+    pub stop: Rc<Signal>,
     /// Open client connections, counted from their accept (see [`Open`]).
     connections: Cell<usize>,
     /// Accept loops paused at `http.max_connections_per_worker`, woken when a
@@ -107,7 +108,7 @@ impl Worker {
             metrics,
             draining: Signal::default(),
             drained: Signal::default(),
-            stop: Signal::default(),
+            stop: Rc::new(Signal::default()),
             connections: Cell::new(0),
             paused: RefCell::new(Vec::new()),
             listeners: Cell::new(0),

@@ -107,39 +107,20 @@ pub(super) fn reply(respond: &mut SendResponse<Bytes>, grpc: bool, status: u16, 
     }
 }
 
-/// A routed request for an HTTP/2 upstream, ready to send to any endpoint.
-pub(super) struct Outgoing {
-    view: Rc<View>,
-    upstream: u32,
-    stats: u32,
-    max_body: u64,
+/// The HTTP/2 form of the HTTP/1.1 head strait wrote for an upstream (X-Forwarded-*,
+/// Host rules and hop-by-hop removal applied): what every attempt sends.
+pub(crate) struct UpstreamHead {
     method: Method,
     path: String,
     /// `:authority`: the Host strait would send (None: the endpoint's address).
     authority: Option<String>,
     headers: HeaderMap,
-    grpc: bool,
-    /// For the access log: the client's host and request line.
-    host: String,
-    request_line: String,
-    user_agent: String,
 }
 
-impl Outgoing {
-    /// From the HTTP/1.1 head strait would send upstream (X-Forwarded-*, Host rules and
-    /// hop-by-hop removal applied): its fields as HTTP/2 headers.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) fn from_head(
-        out: &[u8],
-        route: &RouteEntry,
-        view: &Rc<View>,
-        max_body: u64,
-        per_endpoint: bool,
-        te_trailers: bool,
-        grpc: bool,
-        req: &Head<'_, '_>,
-        info: &RequestInfo<'_>,
-    ) -> Option<Outgoing> {
+impl UpstreamHead {
+    /// From `out`, a complete HTTP/1.1 request head; `te_trailers`: the client accepts
+    /// trailers (gRPC), which HTTP/2 says with `te: trailers`.
+    pub(crate) fn parse(out: &[u8], per_endpoint: bool, te_trailers: bool) -> Option<UpstreamHead> {
         let mut fields = [httparse::EMPTY_HEADER; head::MAX_HEADERS + 8];
         let mut r = httparse::Request::new(&mut fields);
         let Ok(httparse::Status::Complete(_)) = r.parse(out) else {
@@ -165,30 +146,16 @@ impl Outgoing {
         if te_trailers {
             headers.insert(http::header::TE, HeaderValue::from_static("trailers"));
         }
-        let mut user_agent = String::new();
-        for h in req.headers.iter() {
-            if h.name.eq_ignore_ascii_case("user-agent") {
-                user_agent = String::from_utf8_lossy(h.value).into_owned();
-            }
-        }
-        Some(Outgoing {
-            view: view.clone(),
-            upstream: route.upstream,
-            stats: route.stats,
-            max_body,
+        Some(UpstreamHead {
             method,
             path,
             authority: if per_endpoint { None } else { authority },
             headers,
-            grpc,
-            host: info.host.to_string(),
-            request_line: format!("{} {} HTTP/2.0", req.method, req.target),
-            user_agent,
         })
     }
 
     /// The request for an attempt on `addr`.
-    fn request(&self, addr: EndpointAddr, tls: bool) -> Option<http::Request<()>> {
+    pub(crate) fn request(&self, addr: EndpointAddr, tls: bool) -> Option<http::Request<()>> {
         let authority = match &self.authority {
             Some(a) => a.clone(),
             None => match addr {
@@ -209,13 +176,69 @@ impl Outgoing {
         *req.headers_mut() = self.headers.clone();
         Some(req)
     }
+
+    /// The declared body length, if any.
+    fn content_length(&self) -> Option<u64> {
+        self.headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok())
+    }
+}
+
+/// A routed request for an HTTP/2 upstream, ready to send to any endpoint.
+pub(super) struct Outgoing {
+    view: Rc<View>,
+    upstream: u32,
+    stats: u32,
+    max_body: u64,
+    head: UpstreamHead,
+    grpc: bool,
+    /// For the access log: the client's host and request line.
+    host: String,
+    request_line: String,
+    user_agent: String,
+}
+
+impl Outgoing {
+    /// A client stream routed to `route`, from the HTTP/1.1 head strait would send.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn from_head(
+        out: &[u8],
+        route: &RouteEntry,
+        view: &Rc<View>,
+        max_body: u64,
+        per_endpoint: bool,
+        te_trailers: bool,
+        grpc: bool,
+        req: &Head<'_, '_>,
+        info: &RequestInfo<'_>,
+    ) -> Option<Outgoing> {
+        let head = UpstreamHead::parse(out, per_endpoint, te_trailers)?;
+        let user_agent = req
+            .headers
+            .iter()
+            .find(|h| h.name.eq_ignore_ascii_case("user-agent"))
+            .map(|h| String::from_utf8_lossy(h.value).into_owned())
+            .unwrap_or_default();
+        Some(Outgoing {
+            view: view.clone(),
+            upstream: route.upstream,
+            stats: route.stats,
+            max_body,
+            head,
+            grpc,
+            host: info.host.to_string(),
+            request_line: format!("{} {} HTTP/2.0", req.method, req.target),
+            user_agent,
+        })
+    }
 }
 
 /// Why an attempt failed.
-struct AttemptError {
-    kind: ErrorKind,
+pub(crate) struct AttemptError {
+    pub(crate) kind: ErrorKind,
     /// The upstream did not process the stream: it may go to another endpoint.
-    refused: bool,
+    pub(crate) refused: bool,
 }
 
 /// Relays one client stream to an HTTP/2 upstream and the response back.
@@ -253,10 +276,7 @@ pub(super) async fn forward(
         reply(&mut respond, out.grpc, 503, reason);
         return finish(&mut record, 503, 0);
     }
-    let declared = out
-        .headers
-        .get(http::header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+    let declared = out.head.content_length();
     if out.max_body > 0 && declared.is_some_and(|n| n > out.max_body) {
         reply(
             &mut respond,
@@ -295,7 +315,7 @@ pub(super) async fn forward(
                 continue;
             }
         };
-        let Some(request) = out.request(ep.addr, tls) else {
+        let Some(request) = out.head.request(ep.addr, tls) else {
             reply(
                 &mut respond,
                 out.grpc,
@@ -429,7 +449,7 @@ pub(super) async fn forward(
 }
 
 /// Releases a stream's slot on its connection.
-struct StreamSlot(Rc<Cell<usize>>);
+pub(crate) struct StreamSlot(pub(crate) Rc<Cell<usize>>);
 
 impl Drop for StreamSlot {
     fn drop(&mut self) {
@@ -477,7 +497,7 @@ fn note(w: &Worker, record: &mut Record, addr: EndpointAddr, status: &dyn std::f
 }
 
 /// What an h2 error on a stream means for the attempt.
-fn refusal(e: &h2::Error) -> AttemptError {
+pub(crate) fn refusal(e: &h2::Error) -> AttemptError {
     let refused = e.reason() == Some(Reason::REFUSED_STREAM) || (e.is_go_away() && e.is_remote());
     let kind = if e.is_io() || e.is_go_away() || e.is_reset() {
         ErrorKind::UpstreamClosed
@@ -488,8 +508,8 @@ fn refusal(e: &h2::Error) -> AttemptError {
 }
 
 /// A pooled connection to `addr` with room for a stream, or a new one.
-async fn pooled(
-    w: &Rc<Worker>,
+pub(crate) async fn pooled(
+    w: &Worker,
     up: &Upstream,
     stats: &crate::metrics::UpstreamStats,
     addr: EndpointAddr,
@@ -528,7 +548,7 @@ async fn pooled(
     };
     let dead = Rc::new(Cell::new(false));
     let task_dead = dead.clone();
-    let worker = w.clone();
+    let stop = w.stop.clone();
     monoio::spawn(async move {
         let mut connection = std::pin::pin!(connection);
         monoio::select! {
@@ -537,7 +557,7 @@ async fn pooled(
                     tracing::debug!(endpoint = %addr, "upstream HTTP/2 connection ended: {e}");
                 }
             }
-            () = worker.stop.wait() => {}
+            () = stop.wait() => {}
         }
         task_dead.set(true);
     });
@@ -551,7 +571,7 @@ async fn pooled(
 }
 
 /// Sends `data` on `send` as the window allows; `end` ends the stream with it.
-pub(super) async fn send_all(
+pub(crate) async fn send_all(
     send: &mut SendStream<Bytes>,
     mut data: Bytes,
     end: bool,

@@ -69,6 +69,12 @@ impl<S: Transport> Exchange<'_, '_, S> {
         reply_error(self.c, self.w, e, self.started).await
     }
 
+    /// Writes the client's response-head buffer (`cout`) out; false when the write failed.
+    pub(super) async fn write_client_cout(&mut self) -> bool {
+        let c = &mut *self.c;
+        write_client(&mut c.stream, &mut c.cout, &mut c.timer, self.w).await
+    }
+
     /// Writes all of `buf` (one of the client's reused buffers, which it keeps) to the
     /// client; false when the write failed.
     pub(super) async fn write_client(&mut self, buf: &mut Vec<u8>) -> bool {

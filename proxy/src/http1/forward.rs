@@ -25,11 +25,11 @@ use crate::upstream::{self, UpstreamConn};
 use crate::worker::READ_CHUNK;
 
 /// Where the request body stands before the upstream exchange.
-struct BodyState {
+pub(super) struct BodyState {
     /// End of the request bytes in the client buffer (head, then body bytes read so far).
-    end: usize,
+    pub(super) end: usize,
     /// The whole body is in the buffer, so the request can be sent again.
-    complete: bool,
+    pub(super) complete: bool,
     /// Content-Length bytes not in the buffer yet.
     remaining: u64,
     decoder: ChunkedDecoder,
@@ -37,7 +37,7 @@ struct BodyState {
 
 impl BodyState {
     /// The body of a request whose head is `buf[..head_len]`, as far as `buf` holds it.
-    fn new(
+    pub(super) fn new(
         buf: &[u8],
         head_len: usize,
         kind: BodyKind,
@@ -81,7 +81,7 @@ impl BodyState {
 }
 
 /// Why reading a held body stopped the exchange.
-enum HoldError {
+pub(super) enum HoldError {
     /// Closed, reset or failed: nothing to answer.
     Gone,
     /// Answer this and close.
@@ -91,7 +91,7 @@ enum HoldError {
 /// Reads the rest of a request body into the client buffer, so that a failed attempt
 /// can be replayed, as long as it stays within `limit` bytes (a chunked body that
 /// outgrows it stops being held and is streamed instead).
-async fn hold_body<S: Transport>(
+pub(super) async fn hold_body<S: Transport>(
     x: &mut Exchange<'_, '_, S>,
     body: &mut BodyState,
     limit: usize,
@@ -172,6 +172,10 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
     let idx = to.route.upstream;
     let upstream = &view.snapshot.upstreams[idx as usize];
     let settings = &upstream.settings;
+    if settings.protocol.is_h2() {
+        // Boxed: only requests to HTTP/2 upstreams carry its state.
+        return Box::pin(super::h2up::forward(x, to)).await;
+    }
 
     // Body bytes that arrived with the head.
     let mut body = match BodyState::new(&x.c.buf, x.req.head_len, x.req.body, x.req.max_body) {

@@ -328,3 +328,50 @@ fn a_rolling_update_of_grpc_pods_under_multiplexed_calls_fails_no_call() {
         );
     }
 }
+
+#[test]
+fn an_http1_client_reaches_an_h2c_upstream_and_streams_share_its_connection() {
+    // The upstream speaks h2c: a second gateway (HTTP/2 with prior knowledge) in front of
+    // an echo backend.
+    let back = Harness::start(
+        &["127.0.16.51"],
+        "listeners:\n  - {name: http, address: '127.0.16.52:0'}\nservices:\n  - {name: s, upstream: u}\nupstreams:\n  - {name: u, nodes: [{address: '{b0}'}]}\n",
+    );
+    let back_admin = back.gateway_ref().admin_addr().unwrap();
+    let front = Harness::with_addrs(
+        "listeners:\n  - {name: http, address: '127.0.16.53:0'}\nservices:\n  - {name: s, upstream: h}\nupstreams:\n  - {name: h, protocol: h2c, nodes: [{address: '{b0}'}]}\n",
+        &[back.addr],
+    );
+    let url = format!("http://{}/anything", front.addr);
+    let (status, body) = curl(&["--http1.1", "-H", "Host: a.test", &url]);
+    assert_eq!(status, "1.1 200", "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["url"], "http://a.test/anything");
+    // A chunked request body is read whole and sent as DATA.
+    let (status, body) = curl(&[
+        "--http1.1",
+        "-H",
+        "Host: a.test",
+        "-H",
+        "Transfer-Encoding: chunked",
+        "--data-binary",
+        "chunked over h1 then h2c",
+        &url,
+    ]);
+    assert_eq!(status, "1.1 200", "{body}");
+    let json: Value = serde_json::from_str(&body).unwrap();
+    assert_eq!(json["data"], "chunked over h1 then h2c");
+    assert_eq!(metric(back_admin, "strait_http2_streams_total"), 2);
+    // Ten keep-alive requests, one HTTP/2 connection upstream.
+    for _ in 0..10 {
+        assert_eq!(front.get("a.test", "/get").status, 200);
+    }
+    assert_eq!(metric(back_admin, "strait_http2_connections"), 1);
+    assert_eq!(metric(back_admin, "strait_http2_streams_total"), 12);
+    // The endpoint leaves the table: its idle HTTP/2 connection closes.
+    let mut front = front;
+    front.set_endpoints("h", &[]);
+    eventually("the upstream HTTP/2 connection to close", || {
+        (metric(back_admin, "strait_http2_connections") == 0).then_some(())
+    });
+}
