@@ -84,7 +84,7 @@ impl FrameWatch {
         }
     }
 
-    /// Takes in bytes read; whether the connection is to be ended.
+    /// Takes in bytes read; whether the connection is to be ended (the signal fired).
     fn feed(&mut self, mut data: &[u8]) -> bool {
         let skip = self.preface.min(data.len());
         self.preface -= skip;
@@ -218,11 +218,6 @@ impl<S: Transport> tokio::io::AsyncRead for PollIo<S> {
         out: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        if this.watch.as_ref().is_some_and(|w| w.tripped.is_fired()) {
-            // Nothing more is read: the signal wakes the connection's task, which ends
-            // the connection with GOAWAY.
-            return Poll::Pending;
-        }
         loop {
             if this.rpos < this.rbuf.len() {
                 let n = out.remaining().min(this.rbuf.len() - this.rpos);
@@ -232,6 +227,12 @@ impl<S: Transport> tokio::io::AsyncRead for PollIo<S> {
             }
             match std::mem::replace(&mut this.read, ReadState::Done) {
                 ReadState::Done => return Poll::Ready(Ok(())),
+                ReadState::Idle(r) if this.watch.as_ref().is_some_and(|w| w.tripped.is_fired()) => {
+                    // What was read is handed out; nothing more is read: the signal wakes
+                    // the connection's task, which ends the connection with GOAWAY.
+                    this.read = ReadState::Idle(r);
+                    return Poll::Pending;
+                }
                 ReadState::Idle(mut r) => {
                     let mut buf = std::mem::take(&mut this.rbuf);
                     buf.clear();
@@ -259,10 +260,7 @@ impl<S: Transport> tokio::io::AsyncRead for PollIo<S> {
                             Ok(_) => {
                                 this.read = ReadState::Idle(r);
                                 if let Some(w) = &mut this.watch {
-                                    if w.feed(&this.rbuf) {
-                                        this.rbuf.clear();
-                                        return Poll::Pending;
-                                    }
+                                    w.feed(&this.rbuf);
                                 }
                             }
                             Err(e) => {

@@ -118,9 +118,11 @@ fn rapid_reset_and_control_frame_floods_end_the_abusive_connection_with_goaway()
         20_000,
     );
     assert_eq!(empty, Some(h2raw::ENHANCE_YOUR_CALM), "empty DATA flood");
-    // Rapid reset may be caught by h2's own limit (max_pending_resets) before strait's.
+    // SETTINGS and PING floods are strait's to catch (h2 only paces them); rapid reset and
+    // empty DATA may be caught by h2's own limits (max_pending_resets, max_local_resets)
+    // first, whichever reads them first.
     let closes = metric(admin, "strait_http2_flood_closes_total");
-    assert!((3..=4).contains(&closes), "{closes}");
+    assert!((2..=4).contains(&closes), "{closes}");
 }
 
 #[test]
