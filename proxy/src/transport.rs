@@ -24,10 +24,11 @@
 //!   exchange, relay and copy code do not change. Upstream TLS (next) pools
 //!   `Either<AnyStream, TlsStream<AnyStream>>`.
 //! - **HTTP/2**: an h2 connection is not a byte stream per request, so it sits above this
-//!   trait: the connection task (`h2/`) runs the `h2` crate over a `Transport` (through a
-//!   small adapter to the poll-based IO traits h2 needs) and turns each stream into an
-//!   exchange, and an h2 stream body is read and written through the same owned-buffer
-//!   calls, so `forward` and `relay` serve HTTP/1.1 and HTTP/2 clients alike.
+//!   trait: the connection task (`h2.rs`) runs the `h2` crate over a `Transport` (through
+//!   `h2/io.rs`, an adapter to the poll-based IO traits h2 needs), and a stream bound for
+//!   an HTTP/1.1 upstream is itself a `Transport` (`h2/pipe.rs`: reads give the request as
+//!   HTTP/1.1, writes take the response), so `forward` and `relay` serve HTTP/1.1 and
+//!   HTTP/2 clients alike.
 //!
 //! Runs on: workers. Everything here is `!Send` and per connection.
 
