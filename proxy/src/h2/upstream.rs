@@ -427,7 +427,13 @@ pub(super) async fn forward(
         };
         let mut sent_bytes = 0u64;
         if !end {
-            let back = relay_response(&mut up_body, &mut to_client, idle, &mut sent_bytes);
+            let back = relay_response(
+                &mut up_body,
+                &mut to_client,
+                idle,
+                out.grpc,
+                &mut sent_bytes,
+            );
             if relay_finished {
                 let _ = back.await;
             } else {
@@ -676,13 +682,26 @@ async fn relay_response(
     up: &mut RecvStream,
     client: &mut SendStream<Bytes>,
     idle: Duration,
+    grpc: bool,
     sent: &mut u64,
 ) -> Result<(), ()> {
     loop {
         let next = match monoio::time::timeout(idle, up.data()).await {
             Ok(n) => n,
             Err(_) => {
-                client.send_reset(Reason::CANCEL);
+                // The upstream stream is reset when its handles drop. A gRPC client gets
+                // the status in trailers (its headers are out); others a reset.
+                if grpc {
+                    let mut t = HeaderMap::new();
+                    t.insert("grpc-status", HeaderValue::from(4u32));
+                    t.insert(
+                        "grpc-message",
+                        HeaderValue::from_static("stream idle timeout"),
+                    );
+                    let _ = client.send_trailers(t);
+                } else {
+                    client.send_reset(Reason::CANCEL);
+                }
                 return Err(());
             }
         };

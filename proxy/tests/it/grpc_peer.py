@@ -1,13 +1,16 @@
 """A real gRPC server and client (grpcio, raw bytes: no generated code) for strait's tests.
 
     grpc_peer.py server --listen 127.0.0.1:PORT --name pod-a
-        serves /test.Echo/{Unary,ServerStream,ClientStream,Bidi,Fail,Slow} in plain text (h2c)
+        serves /test.Echo/{Unary,ServerStream,ClientStream,Bidi,Fail,Slow,SlowStream} in plain
+        text (h2c)
         and prints "listening" once it accepts; exits on SIGTERM after a graceful stop of
         --grace seconds (in-flight calls finish).
     grpc_peer.py client --target HOST:PORT --authority NAME
         makes one call of each kind and prints one JSON object with what it saw.
     grpc_peer.py call --target HOST:PORT --authority NAME --method /test.Echo/Slow --payload 2
         makes one unary call and prints {"ok": bool, "response"|"code", "details"}.
+    grpc_peer.py stream --target HOST:PORT --authority NAME --method M --payload P
+        makes one server-streaming call: {"ok": bool, "responses": [...], "code"...}.
     grpc_peer.py load --target HOST:PORT --authority NAME --seconds S --channels C
         makes unary and server-streaming calls back to back from C long-lived channels
         (each multiplexing 4 calls at once) for S seconds, then prints
@@ -50,6 +53,13 @@ def handlers(name):
         context.set_trailing_metadata((("x-why", "asked"),))
         context.abort(grpc.StatusCode.INVALID_ARGUMENT, "failing as asked")
 
+    def slow_stream(request, context):
+        count, gap = (request or b"3,0.1").decode().split(",")
+        for i in range(int(count)):
+            if i:
+                time.sleep(float(gap))
+            yield f"{name}:{i}".encode()
+
     def slow(request, context):
         time.sleep(float(request or b"1"))
         return name.encode()
@@ -63,6 +73,7 @@ def handlers(name):
             "Bidi": grpc.stream_stream_rpc_method_handler(bidi),
             "Fail": grpc.unary_unary_rpc_method_handler(fail),
             "Slow": grpc.unary_unary_rpc_method_handler(slow),
+            "SlowStream": grpc.unary_stream_rpc_method_handler(slow_stream),
         },
     )
 
@@ -119,6 +130,18 @@ def client(args):
             except grpc.RpcError as e:
                 out[key] = describe(e)
     print(json.dumps(out))
+
+
+def stream(args):
+    got = []
+    with channel(args) as ch:
+        try:
+            for r in ch.unary_stream(args.method)(args.payload.encode(), timeout=args.timeout):
+                got.append(r.decode())
+            out = {"ok": True, "responses": got}
+        except grpc.RpcError as e:
+            out = {"ok": False, "responses": got, **describe(e)}
+    print(json.dumps(out), flush=True)
 
 
 def call(args):
@@ -178,7 +201,7 @@ def main():
     s.add_argument("--listen", required=True)
     s.add_argument("--name", required=True)
     s.add_argument("--grace", type=float, default=5.0)
-    for name in ("client", "load", "call"):
+    for name in ("client", "load", "call", "stream"):
         c = sub.add_parser(name)
         c.add_argument("--method", default=f"/{SERVICE}/Unary")
         c.add_argument("--payload", default="")
@@ -189,7 +212,7 @@ def main():
         c.add_argument("--seconds", type=float, default=3.0)
         c.add_argument("--channels", type=int, default=2)
     args = p.parse_args()
-    {"server": serve, "client": client, "load": load, "call": call}[args.cmd](args)
+    {"server": serve, "client": client, "load": load, "call": call, "stream": stream}[args.cmd](args)
 
 
 if __name__ == "__main__":

@@ -1,8 +1,9 @@
 //! HTTP/2 from clients with real clients: curl with prior knowledge (h2c) and over TLS
 //! (ALPN `h2`), each stream routed like an HTTP/1.1 request to an HTTP/1.1 upstream; gRPC
 //! (Python grpcio, C-core) through strait to h2c gRPC servers, every call kind with its
-//! trailers, strait's own errors as gRPC statuses; a graceful stop letting a call in
-//! flight finish.
+//! trailers, strait's own errors as gRPC statuses; a graceful stop sending GOAWAY and
+//! letting a call in flight finish; a rolling update of gRPC pods; long streams and the
+//! stream idle timeout; an HTTP/1.1 client to an h2c upstream.
 //!
 //! Runs on: the test threads; the gateway in process, peers as processes.
 
@@ -221,7 +222,11 @@ fn a_graceful_stop_lets_a_grpc_call_in_flight_finish() {
     eventually("the call to be in flight", || {
         (metric(admin, "strait_http2_streams_total") > before).then_some(())
     });
+    // An idle HTTP/2 connection is told to go away (GOAWAY, NO_ERROR).
+    let mut idle = crate::support::h2raw::RawH2::connect(h.addr, &[]);
+    idle.ack_settings();
     h.gateway().begin_shutdown();
+    assert_eq!(idle.goaway(std::time::Duration::from_secs(5)), Some(0));
     let line = slow.line_after("{");
     let out: Value = serde_json::from_str(&format!("{{{line}")).unwrap();
     assert_eq!(out["ok"], true, "the call in flight finished: {out}");
@@ -374,4 +379,39 @@ fn an_http1_client_reaches_an_h2c_upstream_and_streams_share_its_connection() {
     eventually("the upstream HTTP/2 connection to close", || {
         (metric(back_admin, "strait_http2_connections") == 0).then_some(())
     });
+}
+
+#[test]
+fn a_grpc_stream_outlives_the_read_timeout_and_an_idle_one_ends_deadline_exceeded() {
+    let ip = "127.0.16.61";
+    let pod: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+    let _server = GrpcServer::start(pod, "pod-a");
+    let h = Harness::with_addrs(
+        "listeners:\n  - {name: http, address: '127.0.16.60:0'}\nhttp:\n  http2: {stream_idle_timeout: 700ms}\nservices:\n  - {name: g, hosts: [grpc.test], upstream: g}\nupstreams:\n  - {name: g, protocol: h2c, nodes: [{address: '{b0}'}], timeouts: {read: 200ms}}\n",
+        &[pod],
+    );
+    let stream = |payload: &str| {
+        grpc::client(
+            h.addr,
+            "grpc.test",
+            &[
+                "stream",
+                "--method",
+                "/test.Echo/SlowStream",
+                "--payload",
+                payload,
+            ],
+        )
+    };
+    // Gaps longer than the upstream read timeout, shorter than the stream idle timeout.
+    let long = stream("3,0.35");
+    assert_eq!(long["ok"], true, "{long}");
+    assert_eq!(
+        long["responses"],
+        serde_json::json!(["pod-a:0", "pod-a:1", "pod-a:2"])
+    );
+    // A gap past the stream idle timeout: what came is delivered, then DEADLINE_EXCEEDED.
+    let idle = stream("2,1.5");
+    assert_eq!(idle["responses"], serde_json::json!(["pod-a:0"]), "{idle}");
+    assert_eq!(idle["code"], "DEADLINE_EXCEEDED", "{idle}");
 }

@@ -179,3 +179,65 @@ fn a_client_that_starves_its_window_gets_its_streams_reset_and_neighbours_are_se
     assert_eq!(reset.len(), 10, "every starved stream is reset: {reset:?}");
     neighbour_served(h.addr);
 }
+
+#[test]
+fn streams_beyond_max_concurrent_streams_are_refused_and_a_huge_header_list_gets_431() {
+    let h = Harness::start(
+        &["127.0.16.44"],
+        "http:\n  http2: {max_concurrent_streams: 2, max_header_list_size: 8192}\nservices:\n  - {name: s, upstream: u}\nupstreams:\n  - {name: u, nodes: [{address: '{b0}'}]}\n",
+    );
+    let mut c = RawH2::connect(h.addr, &[]);
+    c.ack_settings();
+    // Five slow requests at once on a connection allowed two.
+    let block = request_block("GET", "a.test", "/delay/300");
+    for i in 0..5u32 {
+        let f = frame(
+            h2raw::HEADERS,
+            h2raw::END_HEADERS | h2raw::END_STREAM,
+            2 * i + 1,
+            &block,
+        );
+        assert!(c.send(&f));
+    }
+    const REFUSED_STREAM: u32 = 0x7;
+    let refused = |f: &[(u8, u8, u32, Vec<u8>)]| -> Vec<u32> {
+        f.iter()
+            .filter(|f| f.0 == h2raw::RST_STREAM && f.3[..4] == REFUSED_STREAM.to_be_bytes())
+            .map(|f| f.2)
+            .collect()
+    };
+    let answered = |f: &[(u8, u8, u32, Vec<u8>)]| -> Vec<u32> {
+        let mut ids: Vec<u32> = f
+            .iter()
+            .filter(|f| f.0 == h2raw::HEADERS)
+            .map(|f| f.2)
+            .collect();
+        ids.sort();
+        ids
+    };
+    let frames = c.frames_until(Duration::from_secs(5), |f| {
+        refused(f).len() + answered(f).len() >= 5
+    });
+    assert_eq!(
+        refused(&frames),
+        [5, 7, 9],
+        "streams over the limit refused"
+    );
+    assert_eq!(answered(&frames), [1, 3], "the two within it answered");
+
+    let big = format!("X-Big: {}", "b".repeat(10_000));
+    let out = Command::new("curl")
+        .args([
+            "-s",
+            "--max-time",
+            "5",
+            "--http2-prior-knowledge",
+            "-o",
+            "/dev/null",
+        ])
+        .args(["-w", "%{http_code}", "-H", &big])
+        .arg(format!("http://{}/get", h.addr))
+        .output()
+        .expect("curl runs");
+    assert_eq!(String::from_utf8_lossy(&out.stdout), "431");
+}

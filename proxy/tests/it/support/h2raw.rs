@@ -67,6 +67,19 @@ impl RawH2 {
         }
     }
 
+    /// Waits for the server's SETTINGS and acknowledges them, so that its limits apply.
+    pub(crate) fn ack_settings(&mut self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline {
+            let frames = self.frames(Duration::from_millis(100));
+            if frames.iter().any(|f| f.0 == SETTINGS && f.1 & 0x1 == 0) {
+                assert!(self.send(&frame(SETTINGS, 0x1, 0, &[])));
+                return;
+            }
+        }
+        panic!("no SETTINGS from the server");
+    }
+
     /// A second handle on the connection, to read while this one writes.
     pub(crate) fn reader(&self) -> RawH2 {
         RawH2 {
@@ -86,6 +99,29 @@ impl RawH2 {
     pub(crate) fn frames(&mut self, within: Duration) -> Vec<(u8, u8, u32, Vec<u8>)> {
         let deadline = Instant::now() + within;
         let mut out = Vec::new();
+        self.collect(deadline, &mut out);
+        out
+    }
+
+    /// The frames that arrive until `want` holds for what came so far, or `within` passes.
+    pub(crate) fn frames_until(
+        &mut self,
+        within: Duration,
+        want: impl Fn(&[(u8, u8, u32, Vec<u8>)]) -> bool,
+    ) -> Vec<(u8, u8, u32, Vec<u8>)> {
+        let deadline = Instant::now() + within;
+        let mut out = Vec::new();
+        while !want(&out) && Instant::now() < deadline {
+            let step = (Instant::now() + Duration::from_millis(50)).min(deadline);
+            if !self.collect(step, &mut out) {
+                break;
+            }
+        }
+        out
+    }
+
+    /// Reads frames into `out` until `deadline`; false once the connection closed.
+    fn collect(&mut self, deadline: Instant, out: &mut Vec<(u8, u8, u32, Vec<u8>)>) -> bool {
         let mut buf = [0u8; 16384];
         loop {
             while self.read.len() >= 9 {
@@ -100,11 +136,20 @@ impl RawH2 {
             }
             let left = deadline.saturating_duration_since(Instant::now());
             if left.is_zero() {
-                return out;
+                return true;
             }
             self.stream.set_read_timeout(Some(left)).unwrap();
             match self.stream.read(&mut buf) {
-                Ok(0) | Err(_) => return out,
+                Ok(0) => return false,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                    ) =>
+                {
+                    return true
+                }
+                Err(_) => return false,
                 Ok(n) => self.read.extend_from_slice(&buf[..n]),
             }
         }
