@@ -397,10 +397,12 @@ pub(super) async fn forward(
                 let e = refusal(&e);
                 note(w, &mut record, ep.addr, &ProxyStatus(e.kind));
                 last = e.kind;
-                // Not processed, and every byte of the body is in hand: another endpoint.
+                // Not processed, and every byte of the body is in hand: again, on another
+                // connection (this endpoint may be picked again: it refused one stream).
                 let replayable =
                     body_done.get() && (held_len.get() as u64) == body_total.get() && !relay_failed;
                 if e.refused && replayable {
+                    tried.retain(|t| *t != ep.addr);
                     continue;
                 }
                 break;

@@ -415,3 +415,31 @@ fn a_grpc_stream_outlives_the_read_timeout_and_an_idle_one_ends_deadline_exceede
     assert_eq!(idle["responses"], serde_json::json!(["pod-a:0"]), "{idle}");
     assert_eq!(idle["code"], "DEADLINE_EXCEEDED", "{idle}");
 }
+
+#[test]
+fn streams_to_an_h2c_upstream_respect_its_max_concurrent_streams_with_more_connections() {
+    // The upstream (a second gateway) allows one stream per connection.
+    let back = Harness::start(
+        &["127.0.16.71"],
+        "listeners:\n  - {name: http, address: '127.0.16.72:0'}\nhttp:\n  http2: {max_concurrent_streams: 1}\nservices:\n  - {name: s, upstream: u}\nupstreams:\n  - {name: u, nodes: [{address: '{b0}'}]}\n",
+    );
+    let back_admin = back.gateway_ref().admin_addr().unwrap();
+    let front = Harness::with_addrs(
+        "listeners:\n  - {name: http, address: '127.0.16.73:0'}\nservices:\n  - {name: s, upstream: h}\nupstreams:\n  - {name: h, protocol: h2c, nodes: [{address: '{b0}'}]}\n",
+        &[back.addr],
+    );
+    // 10 streams at once on one client connection, 200 requests.
+    let out = Command::new("h2load")
+        .args(["-n", "200", "-c", "1", "-m", "10"])
+        .arg(format!("http://{}/delay/5", front.addr))
+        .output()
+        .expect("h2load runs");
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("200 succeeded, 0 failed"), "{text}");
+    assert_eq!(metric(back_admin, "strait_http2_streams_total"), 200);
+    let conns = metric(back_admin, "strait_http2_connections");
+    assert!(
+        conns >= 2,
+        "a new upstream connection when one is full: {conns}"
+    );
+}
