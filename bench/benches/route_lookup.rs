@@ -25,6 +25,7 @@ fn route(name: &str, path: &str, strip: bool, methods: &[&str]) -> RouteSpec {
         methods: MethodSet::try_from_names(methods.iter().copied()).expect("known methods"),
         upstream: None,
         max_body_bytes: None,
+        stream_idle_timeout: None,
     }
 }
 

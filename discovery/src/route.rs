@@ -88,6 +88,9 @@ pub struct RouteEntry {
     pub route: Arc<str>,
     /// Largest request body on this route, when it overrides the gateway's (0: no limit).
     pub max_body_bytes: Option<u64>,
+    /// How long an HTTP/2 stream to an `h2`/`h2c` upstream may idle, when it overrides the
+    /// gateway's.
+    pub stream_idle_timeout: Option<std::time::Duration>,
     /// Index of (`service`, `route`) in [`Router::routes`]: where a worker counts it.
     pub stats: u32,
 }
@@ -169,6 +172,7 @@ impl Router {
                     service: service_name.clone(),
                     route: Arc::from(""),
                     max_body_bytes: None,
+                    stream_idle_timeout: None,
                     stats: stats(Arc::from("")),
                 });
             }
@@ -186,6 +190,7 @@ impl Router {
                     service: service_name.clone(),
                     route: Arc::from(route.name.as_str()),
                     max_body_bytes: route.max_body_bytes,
+                    stream_idle_timeout: route.stream_idle_timeout,
                     stats: stats(Arc::from(route.name.as_str())),
                 });
             }
@@ -205,6 +210,7 @@ impl Router {
                         service: e.service.clone(),
                         route: e.route.clone(),
                         max_body_bytes: e.max_body_bytes,
+                        stream_idle_timeout: e.stream_idle_timeout,
                         stats: e.stats,
                     });
                 }
@@ -375,6 +381,7 @@ mod tests {
             methods: MethodSet::try_from_names(methods.iter().copied()).unwrap(),
             upstream: None,
             max_body_bytes: None,
+            stream_idle_timeout: None,
         }
     }
 

@@ -142,6 +142,8 @@ pub struct RouteSpec {
     pub upstream: Option<String>,
     /// Overrides `http.max_request_body_bytes` for this route (0: no limit).
     pub max_body_bytes: Option<u64>,
+    /// Overrides `http.http2.stream_idle_timeout` for this route's HTTP/2 streams.
+    pub stream_idle_timeout: Option<Duration>,
 }
 
 /// A named set of endpoints plus how to talk to them.

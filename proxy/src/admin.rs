@@ -178,6 +178,7 @@ impl AdminState {
                             },
                             "upstream": r.upstream.as_ref().or(s.upstream.as_ref()),
                             "max_body_bytes": r.max_body_bytes,
+                            "stream_idle_timeout": r.stream_idle_timeout.map(|d| format!("{d:?}")),
                         })
                     })
                     .collect();

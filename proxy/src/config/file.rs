@@ -363,6 +363,10 @@ pub struct FileRoute {
     /// `http.max_request_body_bytes`.
     #[serde(default)]
     pub max_body_bytes: Option<u64>,
+    /// How long an HTTP/2 stream to an `h2`/`h2c` upstream may idle; default:
+    /// `http.http2.stream_idle_timeout`.
+    #[serde(default)]
+    pub stream_idle_timeout: Option<String>,
 }
 
 impl FileRoute {
@@ -374,6 +378,7 @@ impl FileRoute {
         "methods",
         "upstream",
         "max_body_bytes",
+        "stream_idle_timeout",
     ];
 }
 

@@ -207,11 +207,15 @@ fn decide(
     let max_body = route
         .max_body_bytes
         .unwrap_or(w.http.max_request_body_bytes);
+    let idle = route
+        .stream_idle_timeout
+        .unwrap_or(w.http.http2.stream_idle_timeout);
     let outgoing = upstream::Outgoing::from_head(
         &out,
         route,
         view,
         max_body,
+        idle,
         per_endpoint,
         te_trailers,
         grpc,

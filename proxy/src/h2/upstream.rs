@@ -1,7 +1,7 @@
 //! HTTP/2 to upstreams (`protocol: h2` or `h2c`): a per-worker pool of HTTP/2 connections
-//! per endpoint ([`H2Pool`]), streams multiplexed on them up to the peer's
+//! per endpoint ([`crate::upstream::H2Pool`]), streams multiplexed on them up to the peer's
 //! `MAX_CONCURRENT_STREAMS` (a new connection when every one is full), and the relay of
-//! one client stream to one upstream stream ([`forward`]): headers, DATA both ways
+//! one client stream to one upstream stream (`forward`): headers, DATA both ways
 //! within each side's flow-control window, and trailers (gRPC's `grpc-status`).
 //!
 //! - An endpoint that leaves the table gets no new stream; its connections are dropped
@@ -191,6 +191,8 @@ pub(super) struct Outgoing {
     upstream: u32,
     stats: u32,
     max_body: u64,
+    /// The route's stream idle timeout.
+    idle: Duration,
     head: UpstreamHead,
     grpc: bool,
     /// For the access log: the client's host and request line.
@@ -207,6 +209,7 @@ impl Outgoing {
         route: &RouteEntry,
         view: &Rc<View>,
         max_body: u64,
+        idle: Duration,
         per_endpoint: bool,
         te_trailers: bool,
         grpc: bool,
@@ -225,6 +228,7 @@ impl Outgoing {
             upstream: route.upstream,
             stats: route.stats,
             max_body,
+            idle,
             head,
             grpc,
             host: info.host.to_string(),
@@ -286,7 +290,7 @@ pub(super) async fn forward(
         );
         return finish(&mut record, 413, 0);
     }
-    let idle = w.http.http2.stream_idle_timeout;
+    let idle = out.idle;
     // The body held for a replay: complete and within retry_body_bytes.
     let limit = upstream.settings.retry_body_bytes;
     let held: RefCell<Vec<Bytes>> = RefCell::new(Vec::new());

@@ -387,13 +387,13 @@ fn a_grpc_stream_outlives_the_read_timeout_and_an_idle_one_ends_deadline_exceede
     let pod: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
     let _server = GrpcServer::start(pod, "pod-a");
     let h = Harness::with_addrs(
-        "listeners:\n  - {name: http, address: '127.0.16.60:0'}\nhttp:\n  http2: {stream_idle_timeout: 700ms}\nservices:\n  - {name: g, hosts: [grpc.test], upstream: g}\nupstreams:\n  - {name: g, protocol: h2c, nodes: [{address: '{b0}'}], timeouts: {read: 200ms}}\n",
+        "listeners:\n  - {name: http, address: '127.0.16.60:0'}\nhttp:\n  http2: {stream_idle_timeout: 700ms}\nservices:\n  - {name: g, hosts: [grpc.test], upstream: g}\n  - {name: long, hosts: [long.test], upstream: g, routes: [{name: all, path: /, stream_idle_timeout: 3s}]}\nupstreams:\n  - {name: g, protocol: h2c, nodes: [{address: '{b0}'}], timeouts: {read: 200ms}}\n",
         &[pod],
     );
-    let stream = |payload: &str| {
+    let stream_on = |authority: &str, payload: &str| {
         grpc::client(
             h.addr,
-            "grpc.test",
+            authority,
             &[
                 "stream",
                 "--method",
@@ -403,6 +403,7 @@ fn a_grpc_stream_outlives_the_read_timeout_and_an_idle_one_ends_deadline_exceede
             ],
         )
     };
+    let stream = |payload: &str| stream_on("grpc.test", payload);
     // Gaps longer than the upstream read timeout, shorter than the stream idle timeout.
     let long = stream("3,0.35");
     assert_eq!(long["ok"], true, "{long}");
@@ -414,6 +415,13 @@ fn a_grpc_stream_outlives_the_read_timeout_and_an_idle_one_ends_deadline_exceede
     let idle = stream("2,1.5");
     assert_eq!(idle["responses"], serde_json::json!(["pod-a:0"]), "{idle}");
     assert_eq!(idle["code"], "DEADLINE_EXCEEDED", "{idle}");
+    // A route with its own, longer stream idle timeout keeps the same stream.
+    let kept = stream_on("long.test", "2,1.5");
+    assert_eq!(
+        kept["responses"],
+        serde_json::json!(["pod-a:0", "pod-a:1"]),
+        "{kept}"
+    );
 }
 
 #[test]

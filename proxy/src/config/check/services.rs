@@ -99,6 +99,14 @@ impl Checker<'_> {
                 methods,
                 upstream: route.upstream,
                 max_body_bytes: route.max_body_bytes,
+                stream_idle_timeout: match route.stream_idle_timeout.as_deref() {
+                    None => None,
+                    Some(t) => Some(self.duration(
+                        &format!("{at}.stream_idle_timeout"),
+                        Some(t),
+                        std::time::Duration::ZERO,
+                    )?),
+                },
             });
         }
         Ok(ServiceSpec {

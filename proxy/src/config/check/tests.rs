@@ -94,6 +94,7 @@ fn seed_config_parses_into_the_expected_config() {
                     methods: MethodSet::ANY,
                     upstream: None,
                     max_body_bytes: None,
+                    stream_idle_timeout: None,
                 }],
             }],
             upstreams: vec![UpstreamSpec {
