@@ -126,7 +126,9 @@ upstreams:
             break;
         }
     }
-    assert!(metrics(admin).contains(&refused_line()));
+    eventually("the refusal in the metrics", || {
+        metrics(admin).contains(&refused_line()).then_some(())
+    });
     let c = Tls::connect(addr, config.clone(), "sd.httpbin.org", true).unwrap();
     assert_eq!(c.served(), der(&two.cert_file), "the last good one serves");
 
@@ -144,7 +146,9 @@ upstreams:
         let c = Tls::connect(addr, config.clone(), "sd.httpbin.org", true).ok()?;
         (c.served() == der(&one.cert_file)).then_some(())
     });
-    assert!(!metrics(admin).contains(&refused_line()));
+    eventually("the refusal to clear", || {
+        (!metrics(admin).contains(&refused_line())).then_some(())
+    });
     let m = metrics(admin);
     assert!(
         m.lines().any(|l| l.starts_with(&format!(
