@@ -181,6 +181,29 @@ fn make_upstream(
         .collect();
     let ready = weights.iter().filter(|w| **w > 0).count();
     let usable = if ready > 0 { ready } else { fallback.len() };
+    let maglev = match settings.balance {
+        crate::spec::Balance::ConsistentHash(_) => {
+            // Over the endpoints in rotation: the ready ones, else the terminating ones.
+            let names: Vec<(String, u32, u32)> = endpoints
+                .iter()
+                .enumerate()
+                .filter(|(i, e)| {
+                    if ready > 0 {
+                        weights[*i] > 0
+                    } else {
+                        e.state == EndpointState::Terminating && e.weight > 0
+                    }
+                })
+                .map(|(i, e)| (e.addr.to_string(), e.weight, i as u32))
+                .collect();
+            let entries: Vec<(&[u8], u32, u32)> = names
+                .iter()
+                .map(|(n, w, i)| (n.as_bytes(), *w, *i))
+                .collect();
+            balance::maglev(&entries)
+        }
+        _ => Vec::new(),
+    };
     Upstream {
         name: Arc::from(name),
         usable,
@@ -188,6 +211,7 @@ fn make_upstream(
         endpoints: endpoints.into(),
         schedule: schedule.into(),
         fallback: fallback.into(),
+        maglev: maglev.into(),
         status,
     }
 }

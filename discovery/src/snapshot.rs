@@ -51,6 +51,9 @@ pub struct Upstream {
     pub schedule: Arc<[u32]>,
     /// Terminating-but-serving endpoints, used only when `schedule` is empty.
     pub fallback: Arc<[u32]>,
+    /// `consistent_hash` only: the Maglev table over the endpoints in rotation (indices
+    /// into `endpoints`); empty otherwise.
+    pub maglev: Arc<[u32]>,
     /// Distinct endpoints a request may be sent to (ready ones, or the fallback ones
     /// when none is ready): the bound on attempts.
     pub usable: usize,

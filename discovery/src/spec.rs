@@ -213,6 +213,61 @@ pub struct UpstreamSettings {
     pub tls: Option<std::sync::Arc<crate::tls::UpstreamTls>>,
     /// The protocol spoken to the endpoints.
     pub protocol: UpstreamProtocol,
+    /// How an endpoint is picked for a request.
+    pub balance: Balance,
+    /// Ejection on consecutive 5xx answers and gateway errors (off unless configured).
+    pub outlier: Outlier,
+}
+
+/// `upstreams[].balance` (with `hash` for `consistent_hash`).
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum Balance {
+    /// Smooth weighted round-robin (nginx's).
+    #[default]
+    RoundRobin,
+    /// Power of two choices over each worker's own in-flight requests, weighted.
+    LeastRequest,
+    /// A weighted random endpoint.
+    Random,
+    /// Maglev over the endpoints' addresses: a key goes to the same endpoint on every
+    /// worker and every gateway replica.
+    ConsistentHash(HashKey),
+}
+
+/// What a request is hashed by for `consistent_hash`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HashKey {
+    /// A request header's value (name lowercase).
+    Header(String),
+    /// A cookie's value.
+    Cookie(String),
+    /// The client's IP address.
+    SourceIp,
+    /// The request path (normalised, without the query).
+    Path,
+}
+
+/// `upstreams[].outlier`: passive ejection on what responses say.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Outlier {
+    /// Consecutive 5xx responses that eject an endpoint; 0: off.
+    pub consecutive_5xx: u32,
+    /// Consecutive gateway errors (response timeouts, resets, closed connections) that
+    /// eject an endpoint; 0: off.
+    pub consecutive_gateway_errors: u32,
+    /// The first such ejection's length (doubling as for `passive_health`, up to its
+    /// `max_ejection`).
+    pub base_ejection: Duration,
+}
+
+impl Default for Outlier {
+    fn default() -> Self {
+        Self {
+            consecutive_5xx: 0,
+            consecutive_gateway_errors: 0,
+            base_ejection: Duration::from_secs(30),
+        }
+    }
 }
 
 /// `upstreams[].protocol`: what strait speaks to an upstream's endpoints.
@@ -248,6 +303,8 @@ impl Default for UpstreamSettings {
             health: PassiveHealth::default(),
             tls: None,
             protocol: UpstreamProtocol::Http1,
+            balance: Balance::RoundRobin,
+            outlier: Outlier::default(),
         }
     }
 }

@@ -310,7 +310,7 @@ pub(crate) async fn serve_stream<S: Transport>(
     w.reclaim_head(&mut c.cout);
 }
 
-pub(crate) use forward::unavailable;
+pub(crate) use forward::{observe, unavailable};
 
 #[cfg(test)]
 mod tests {

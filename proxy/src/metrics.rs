@@ -168,6 +168,21 @@ pub struct UpstreamStats {
     pub retries: Counter,
     /// Endpoints ejected by passive health.
     pub ejections: Counter,
+    /// Of those, ejected by outlier detection for consecutive 5xx / gateway errors.
+    pub ejections_5xx: Counter,
+    pub ejections_gateway: Counter,
+}
+
+impl UpstreamStats {
+    /// Counts an ejection for `reason`.
+    pub fn count_ejection(&self, reason: crate::upstream::Reason) {
+        self.ejections.inc();
+        match reason {
+            crate::upstream::Reason::Connect => {}
+            crate::upstream::Reason::FiveXx => self.ejections_5xx.inc(),
+            crate::upstream::Reason::Gateway => self.ejections_gateway.inc(),
+        }
+    }
 }
 
 /// (service, route).
@@ -304,7 +319,7 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
     let mut out = String::with_capacity(16 * 1024);
     // Requests and durations by (service, route), summed over workers.
     let mut routes: BTreeMap<RouteKey, ([u64; 5], HistogramSum)> = BTreeMap::new();
-    let mut upstreams: BTreeMap<Arc<str>, [u64; 3]> = BTreeMap::new();
+    let mut upstreams: BTreeMap<Arc<str>, [u64; 5]> = BTreeMap::new();
     let (mut clients, mut idle, mut active) = (0i64, 0i64, 0i64);
     for w in workers {
         let mut add_route = |r: &RouteStats| {
@@ -325,6 +340,8 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
             e[0] += u.connect_failures.get();
             e[1] += u.retries.get();
             e[2] += u.ejections.get();
+            e[3] += u.ejections_5xx.get();
+            e[4] += u.ejections_gateway.get();
         }
         clients += w.client_connections.get();
         idle += w.pool_idle.get();
@@ -390,6 +407,21 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
                 "{name}{{upstream=\"{}\"}} {}",
                 escape(upstream),
                 counts[i]
+            );
+        }
+    }
+    family(
+        &mut out,
+        "strait_upstream_outlier_ejections_total",
+        "counter",
+        "Endpoints ejected by outlier detection, by reason (5xx, gateway), summed over workers.",
+    );
+    for (upstream, counts) in &upstreams {
+        for (reason, n) in [("5xx", counts[3]), ("gateway", counts[4])] {
+            let _ = writeln!(
+                out,
+                "strait_upstream_outlier_ejections_total{{upstream=\"{}\",reason=\"{reason}\"}} {n}",
+                escape(upstream)
             );
         }
     }

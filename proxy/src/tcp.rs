@@ -30,6 +30,7 @@ use std::cell::Cell;
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
+use strait_discovery::spec::{Balance, HashKey};
 use strait_discovery::{EndpointAddr, SnapshotVersion, UpstreamStatus};
 
 use crate::config::TcpConfig;
@@ -112,7 +113,7 @@ pub async fn serve<S: Transport>(mut client: S, peer: ClientAddr, open: Open, l:
         (route, bytes)
     };
     let connected = {
-        let connect = std::pin::pin!(connect(&w, &l, &route));
+        let connect = std::pin::pin!(connect(&w, &l, &route, peer));
         monoio::select! {
             biased;
             c = connect => c,
@@ -173,6 +174,7 @@ async fn connect(
     w: &Worker,
     l: &Listener,
     route: &Route<'_>,
+    peer: ClientAddr,
 ) -> Option<(UpstreamStream, EndpointAddr, Rc<View>)> {
     let mut view = w.upstreams.table.view();
     let mut tried: Vec<EndpointAddr> = Vec::new();
@@ -203,7 +205,11 @@ async fn connect(
         if used > 0 {
             stats.retries.inc();
         }
-        let ep = view.pick(idx, &tried, &w.upstreams.health, Instant::now())?;
+        let key = match &up.settings.balance {
+            Balance::ConsistentHash(HashKey::SourceIp) => peer.ip().map(upstream::key::ip_key),
+            _ => None,
+        };
+        let ep = view.pick_for(idx, &tried, &w.upstreams.health, Instant::now(), key)?;
         used += 1;
         tried.push(ep.addr);
         let Ok(stream) = upstream::connect(

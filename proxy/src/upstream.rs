@@ -5,6 +5,7 @@
 //! - `health.rs`: passive health, ejections ([`Health`]);
 //! - `connect.rs`: opening a connection to an endpoint (TCP or Unix);
 //! - `pool.rs`: the keep-alive pool ([`Pool`]);
+//! - `key.rs`: the hash key of a `consistent_hash` request;
 //! - `h2pool.rs`: HTTP/2 connections to `h2`/`h2c` upstreams, shared by streams ([`H2Pool`]);
 //! - `drain.rs`: departures that long-lived connections wait on ([`Departures`]).
 //!
@@ -25,13 +26,14 @@ mod connect;
 mod drain;
 mod h2pool;
 mod health;
+pub mod key;
 mod pool;
 mod view;
 
 pub use connect::{connect, TlsClients};
 pub use drain::{Departure, Departures, Watch};
 pub use h2pool::{H2Conn, H2Pool};
-pub use health::{Health, Verdict};
+pub use health::{Health, InFlight, Observed, Reason, Verdict};
 pub use pool::{Pool, UpstreamConn};
 pub use view::{Table, View, MAX_DEFAULT_RETRIES};
 
@@ -65,7 +67,7 @@ impl Upstreams {
         Upstreams {
             table: Table::new(snapshot, worker, metrics.clone()),
             pool: Pool::new(metrics),
-            health: Health::default(),
+            health: Health::new(worker as u64 + 1),
             departures: Departures::default(),
             tls: TlsClients::default(),
             h2: H2Pool::default(),

@@ -24,6 +24,7 @@ use super::file::{FileConfig, FileDriver};
 use super::lines::Lines;
 use super::{Config, ConfigError, Driver, ListenAddr, ListenerConfig, Protocol};
 
+mod balance;
 mod listeners;
 mod registries;
 mod services;

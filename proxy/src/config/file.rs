@@ -423,6 +423,83 @@ pub struct FileUpstream {
     /// What strait speaks to the endpoints: `http1` (default), `h2` (over `tls:`) or `h2c`.
     #[serde(default)]
     pub protocol: FileUpstreamProtocol,
+    /// How an endpoint is picked. Default `round_robin`.
+    #[serde(default)]
+    pub balance: FileBalance,
+    /// What `consistent_hash` hashes.
+    #[serde(default)]
+    pub hash: Option<FileHash>,
+    /// Ejection on consecutive 5xx and gateway errors. Default: off.
+    #[serde(default)]
+    pub outlier: Option<FileOutlier>,
+}
+
+/// `upstreams[].balance:` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileBalance {
+    #[default]
+    RoundRobin,
+    LeastRequest,
+    ConsistentHash,
+    Random,
+}
+
+impl FileBalance {
+    /// The values, as written in the file.
+    pub const VARIANTS: &'static [&'static str] =
+        &["round_robin", "least_request", "consistent_hash", "random"];
+}
+
+/// `upstreams[].hash:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileHash {
+    pub key: FileHashKey,
+    /// The header or cookie name (`key: header | cookie`).
+    #[serde(default)]
+    pub name: Option<String>,
+}
+
+impl FileHash {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &["key", "name"];
+}
+
+/// `upstreams[].hash.key:` values.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileHashKey {
+    Header,
+    Cookie,
+    SourceIp,
+    Path,
+}
+
+impl FileHashKey {
+    /// The values, as written in the file.
+    pub const VARIANTS: &'static [&'static str] = &["header", "cookie", "source_ip", "path"];
+}
+
+/// `upstreams[].outlier:`.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileOutlier {
+    #[serde(default)]
+    pub consecutive_5xx: Option<u32>,
+    #[serde(default)]
+    pub consecutive_gateway_errors: Option<u32>,
+    #[serde(default)]
+    pub base_ejection: Option<String>,
+}
+
+impl FileOutlier {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "consecutive_5xx",
+        "consecutive_gateway_errors",
+        "base_ejection",
+    ];
 }
 
 /// `upstreams[].protocol:` values.
@@ -455,6 +532,9 @@ impl FileUpstream {
         "passive_health",
         "tls",
         "protocol",
+        "balance",
+        "hash",
+        "outlier",
     ];
 }
 

@@ -210,12 +210,19 @@ fn decide(
     let idle = route
         .stream_idle_timeout
         .unwrap_or(w.http.http2.stream_idle_timeout);
+    let hash = crate::upstream::key::request_key(
+        &upstream.settings.balance,
+        req.headers,
+        &path,
+        conn.peer.ip(),
+    );
     let outgoing = upstream::Outgoing::from_head(
         &out,
         route,
         view,
         max_body,
         idle,
+        hash,
         per_endpoint,
         te_trailers,
         grpc,

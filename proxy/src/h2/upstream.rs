@@ -37,8 +37,9 @@ use super::Conn;
 use crate::access_log::Record;
 use crate::error::ErrorKind;
 use crate::http::head::{self, Request as Head, RequestInfo};
-use crate::upstream::H2Conn;
+use crate::http1::observe;
 use crate::upstream::View;
+use crate::upstream::{H2Conn, Observed};
 use crate::worker::Worker;
 
 /// Is this a gRPC request (`content-type: application/grpc`, `+proto` and the like)?
@@ -193,6 +194,8 @@ pub(super) struct Outgoing {
     max_body: u64,
     /// The route's stream idle timeout.
     idle: Duration,
+    /// The request's `consistent_hash` key.
+    hash: Option<u64>,
     head: UpstreamHead,
     grpc: bool,
     /// For the access log: the client's host and request line.
@@ -210,6 +213,7 @@ impl Outgoing {
         view: &Rc<View>,
         max_body: u64,
         idle: Duration,
+        hash: Option<u64>,
         per_endpoint: bool,
         te_trailers: bool,
         grpc: bool,
@@ -229,6 +233,7 @@ impl Outgoing {
             stats: route.stats,
             max_body,
             idle,
+            hash,
             head,
             grpc,
             host: info.host.to_string(),
@@ -306,10 +311,12 @@ pub(super) async fn forward(
     while used < allowed {
         used += 1;
         let health = &w.upstreams.health;
-        let Some(ep) = view.pick(out.upstream, &tried, health, started) else {
+        let Some(ep) = view.pick_for(out.upstream, &tried, health, started, out.hash) else {
             break;
         };
         tried.push(ep.addr);
+        let least = upstream.settings.balance == strait_discovery::spec::Balance::LeastRequest;
+        let _busy = least.then(|| health.enter(ep.addr));
         let up_stats = &view.upstream_stats[out.upstream as usize];
         let h2conn = match pooled(w, upstream, up_stats, ep.addr, tls_id).await {
             Ok(c) => c,
@@ -399,6 +406,9 @@ pub(super) async fn forward(
             Ok(Ok(r)) => r,
             Ok(Err(e)) => {
                 let e = refusal(&e);
+                if !e.refused {
+                    observe(w, upstream, up_stats, ep.addr, Observed::GatewayError);
+                }
                 note(w, &mut record, ep.addr, &ProxyStatus(e.kind));
                 last = e.kind;
                 // Not processed, and every byte of the body is in hand: again, on another
@@ -412,6 +422,7 @@ pub(super) async fn forward(
                 break;
             }
             Err(_) => {
+                observe(w, upstream, up_stats, ep.addr, Observed::GatewayError);
                 last = ErrorKind::ResponseTimeout;
                 note(w, &mut record, ep.addr, &ProxyStatus(last));
                 break;
@@ -419,6 +430,12 @@ pub(super) async fn forward(
         };
         let (parts, mut up_body) = response.into_parts();
         let status = parts.status.as_u16();
+        let said = if status >= 500 {
+            Observed::ServerError
+        } else {
+            Observed::Ok
+        };
+        observe(w, upstream, up_stats, ep.addr, said);
         if w.access.is_some() {
             note(w, &mut record, ep.addr, &status);
             record.upstream_time = started.elapsed().as_secs_f64();

@@ -21,8 +21,9 @@ use crate::http::head;
 use crate::http::{BodyKind, HeadError};
 use crate::transport::deadline::{read_more, write_all};
 use crate::transport::Transport;
-use crate::upstream::{self, UpstreamConn};
+use crate::upstream::{self, Observed, UpstreamConn};
 use crate::worker::READ_CHUNK;
+use strait_discovery::spec::Balance;
 
 /// Where the request body stands before the upstream exchange.
 pub(super) struct BodyState {
@@ -229,12 +230,12 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
             stats.retries.inc();
         }
         let health = &w.upstreams.health;
-        let ep = match view.pick(idx, &a.tried, health, now) {
+        let ep = match view.pick_for(idx, &a.tried, health, now, to.hash) {
             Some(ep) => ep,
             None => match a.stale.take() {
                 Some(addr) => {
                     a.tried.retain(|t| *t != addr);
-                    match view.pick(idx, &a.tried, health, now) {
+                    match view.pick_for(idx, &a.tried, health, now, to.hash) {
                         Some(ep) => ep,
                         None => break,
                     }
@@ -242,6 +243,8 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                 None => break,
             },
         };
+        // least_request counts this worker's requests in flight per endpoint.
+        let _busy = (settings.balance == Balance::LeastRequest).then(|| health.enter(ep.addr));
         let pooled = if a.fresh {
             None
         } else {
@@ -362,6 +365,12 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         };
         match respond(x, &mut conn, settings).await {
             Ok(outcome) => {
+                let said = if outcome.status >= 500 {
+                    Observed::ServerError
+                } else {
+                    Observed::Ok
+                };
+                observe(w, upstream, stats, conn.addr, said);
                 if w.access.is_some() {
                     x.note_attempt(conn.addr, &outcome.status);
                     x.c.record.upstream_time = upstream_started.elapsed().as_secs_f64();
@@ -393,6 +402,11 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                 return Next::Close;
             }
             Err(Failure::BeforeHead(e)) => {
+                // A reused connection the upstream had closed is the pool's race, not the
+                // endpoint's fault.
+                if !conn.reused || e.kind == ErrorKind::ResponseTimeout {
+                    observe(w, upstream, stats, conn.addr, Observed::GatewayError);
+                }
                 x.note_attempt(ep.addr, &e.status());
                 a.last = e;
                 let again = !a.body_sent
@@ -416,6 +430,28 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
     };
     x.answer(a.last.status(), a.last.message(), None, consumed)
         .await
+}
+
+/// Tells passive health what a response said of `addr`; logs and counts an ejection.
+pub(crate) fn observe(
+    w: &crate::worker::Worker,
+    up: &Upstream,
+    stats: &crate::metrics::UpstreamStats,
+    addr: EndpointAddr,
+    said: Observed,
+) {
+    let Some((reason, length)) = w.upstreams.health.observe(addr, up, said, Instant::now()) else {
+        return;
+    };
+    stats.count_ejection(reason);
+    tracing::warn!(
+        worker = w.id,
+        upstream = %up.name,
+        endpoint = %addr,
+        ?reason,
+        ejection = ?length,
+        "endpoint ejected by outlier detection"
+    );
 }
 
 /// Appends `Host: <the endpoint>`: its `ip:port`, or `localhost` for a Unix socket (as

@@ -20,6 +20,7 @@ use crate::http::chunked::ChunkedDecoder;
 use crate::http::head;
 use crate::http::BodyKind;
 use crate::transport::Transport;
+use crate::upstream::Observed;
 
 /// A body over this many bytes is refused (413) when the route sets no limit.
 const UNLIMITED_CAP: u64 = 16 * 1024 * 1024;
@@ -87,10 +88,12 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         if !std::mem::take(&mut first) {
             stats.retries.inc();
         }
-        let Some(ep) = view.pick(idx, &tried, &w.upstreams.health, x.started) else {
+        let Some(ep) = view.pick_for(idx, &tried, &w.upstreams.health, x.started, to.hash) else {
             break;
         };
         tried.push(ep.addr);
+        let least = settings.balance == strait_discovery::spec::Balance::LeastRequest;
+        let _busy = least.then(|| w.upstreams.health.enter(ep.addr));
         let conn = match pooled(w, upstream, stats, ep.addr, tls_id).await {
             Ok(c) => c,
             Err(kind) => {
@@ -119,11 +122,15 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                     conn.dead.set(true);
                 }
                 let e = refusal(&e);
+                if !e.refused {
+                    super::forward::observe(w, upstream, stats, ep.addr, Observed::GatewayError);
+                }
                 last = e.kind;
                 x.note_attempt(ep.addr, &status_of(e.kind));
                 continue;
             }
             Err(_) => {
+                super::forward::observe(w, upstream, stats, ep.addr, Observed::GatewayError);
                 last = ErrorKind::ResponseTimeout;
                 x.note_attempt(ep.addr, &status_of(last));
                 break;
@@ -131,6 +138,12 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         };
         let (parts, mut up_body) = response.into_parts();
         let status = parts.status.as_u16();
+        let said = if status >= 500 {
+            Observed::ServerError
+        } else {
+            Observed::Ok
+        };
+        super::forward::observe(w, upstream, stats, ep.addr, said);
         x.note_attempt(ep.addr, &status);
         let no_body = x.req.head_only || status == 204 || status == 304;
         let length = parts

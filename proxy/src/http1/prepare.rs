@@ -63,6 +63,8 @@ pub(super) struct Forward<'v> {
     pub(super) head_base: usize,
     /// The upstream wants the endpoint's address as `Host` (`pass_host: node`).
     pub(super) host_per_endpoint: bool,
+    /// The request's `consistent_hash` key, when its upstream has one.
+    pub(super) hash: Option<u64>,
 }
 
 /// Parses the complete head at the start of the client buffer and decides what to do.
@@ -163,10 +165,17 @@ fn route<'v>(
             };
             out.clear();
             head::write_upstream_head_for(out, req, &info, &path, peer.ip(), host, https);
+            let hash = crate::upstream::key::request_key(
+                &upstream.settings.balance,
+                req.headers,
+                &path,
+                peer.ip(),
+            );
             Action::Forward(Forward {
                 route,
                 head_base: out.len(),
                 host_per_endpoint: per_endpoint,
+                hash,
             })
         }
     };

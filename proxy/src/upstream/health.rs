@@ -1,10 +1,13 @@
 //! Passive health: each worker counts its own consecutive connect failures per endpoint
 //! and ejects an endpoint that keeps refusing, for a doubling time, never the last ones
-//! of an upstream (the panic threshold).
+//! of an upstream (the panic threshold); with `outlier:`, also one that keeps answering
+//! 5xx or keeps failing with gateway errors (timeouts, resets). Beside it, what the
+//! balancers need of the endpoints: each one's requests in flight on this worker
+//! (`least_request`) and the worker's random numbers.
 //!
 //! Runs on: one worker; `!Send`. Nothing is shared between workers: each judges the
-//! endpoints by what it saw itself. The pick path pays one `Cell` read while nothing is
-//! ejected.
+//! endpoints by what it saw itself, and counts only its own requests. The pick path pays
+//! one `Cell` read while nothing is ejected.
 
 use rustc_hash::FxHashMap;
 use std::cell::{Cell, RefCell};
@@ -12,6 +15,28 @@ use std::time::{Duration, Instant};
 
 use strait_discovery::spec::PassiveHealth;
 use strait_discovery::{EndpointAddr, Upstream};
+
+/// Why an endpoint was ejected (the metric's `reason`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Reason {
+    /// Consecutive connect failures.
+    Connect,
+    /// Consecutive 5xx responses.
+    FiveXx,
+    /// Consecutive gateway errors: response timeouts, resets, closed connections.
+    Gateway,
+}
+
+/// What a response (or its absence) said of an endpoint, for outlier detection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Observed {
+    /// A response below 500.
+    Ok,
+    /// A 5xx response.
+    ServerError,
+    /// No usable response: a timeout, a reset, a connection closed early.
+    GatewayError,
+}
 
 /// Passive health of one worker's endpoints: consecutive connect failures and ejections.
 /// Keyed by address, so an endpoint shared by upstreams is judged once.
@@ -21,6 +46,10 @@ pub struct Health {
     entries: RefCell<FxHashMap<EndpointAddr, EndpointHealth>>,
     /// Entries currently ejected, so the pick path skips the map lookup when none is.
     ejected: Cell<usize>,
+    /// Requests in flight per endpoint on this worker (`least_request` upstreams only).
+    inflight: RefCell<FxHashMap<EndpointAddr, u32>>,
+    /// xorshift64 state for `random` and `least_request` (never 0).
+    rng: Cell<u64>,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -31,6 +60,29 @@ struct EndpointHealth {
     ejected_until: Option<Instant>,
     /// Ejections in a row (no success between): the next one lasts base × 2^n.
     ejections: u32,
+    /// Consecutive 5xx responses.
+    server_errors: u32,
+    /// Consecutive gateway errors.
+    gateway_errors: u32,
+}
+
+/// One request in flight to an endpoint, counted until dropped.
+#[derive(Debug)]
+pub struct InFlight<'h> {
+    health: &'h Health,
+    addr: EndpointAddr,
+}
+
+impl Drop for InFlight<'_> {
+    fn drop(&mut self) {
+        let mut map = self.health.inflight.borrow_mut();
+        if let Some(n) = map.get_mut(&self.addr) {
+            *n -= 1;
+            if *n == 0 {
+                map.remove(&self.addr);
+            }
+        }
+    }
 }
 
 /// What a connect failure did to an endpoint.
@@ -43,6 +95,105 @@ pub enum Verdict {
 }
 
 impl Health {
+    /// A worker's health state; `seed` starts its random numbers (the worker's id).
+    pub fn new(seed: u64) -> Health {
+        Health {
+            rng: Cell::new(seed.wrapping_mul(0x9e37_79b9_7f4a_7c15) | 1),
+            ..Health::default()
+        }
+    }
+
+    /// A random number (xorshift64).
+    pub fn random(&self) -> u64 {
+        let mut x = self.rng.get();
+        if x == 0 {
+            x = 0x2545_f491_4f6c_dd1d;
+        }
+        x ^= x << 13;
+        x ^= x >> 7;
+        x ^= x << 17;
+        self.rng.set(x);
+        x
+    }
+
+    /// Counts a request to `addr` in flight until the guard drops.
+    pub fn enter(&self, addr: EndpointAddr) -> InFlight<'_> {
+        *self.inflight.borrow_mut().entry(addr).or_default() += 1;
+        InFlight { health: self, addr }
+    }
+
+    /// Requests to `addr` in flight on this worker.
+    pub fn in_flight(&self, addr: EndpointAddr) -> u32 {
+        self.inflight.borrow().get(&addr).copied().unwrap_or(0)
+    }
+
+    /// Takes in what a response said of `addr` (upstream `up`); ejects it after
+    /// `outlier.consecutive_5xx` server errors or `consecutive_gateway_errors` gateway
+    /// errors in a row, within the same bounds as connect failures.
+    pub fn observe(
+        &self,
+        addr: EndpointAddr,
+        up: &Upstream,
+        what: Observed,
+        now: Instant,
+    ) -> Option<(Reason, Duration)> {
+        let o = &up.settings.outlier;
+        if o.consecutive_5xx == 0 && o.consecutive_gateway_errors == 0 {
+            return None;
+        }
+        if what == Observed::Ok {
+            if !self.entries.borrow().is_empty() {
+                if let Some(h) = self.entries.borrow_mut().get_mut(&addr) {
+                    h.server_errors = 0;
+                    h.gateway_errors = 0;
+                }
+            }
+            return None;
+        }
+        let (count, limit, reason) = {
+            let mut entries = self.entries.borrow_mut();
+            let h = entries.entry(addr).or_default();
+            if h.ejected_until.is_some() {
+                return None;
+            }
+            match what {
+                Observed::ServerError => {
+                    h.server_errors += 1;
+                    h.gateway_errors = 0;
+                    (h.server_errors, o.consecutive_5xx, Reason::FiveXx)
+                }
+                _ => {
+                    h.gateway_errors += 1;
+                    (
+                        h.gateway_errors,
+                        o.consecutive_gateway_errors,
+                        Reason::Gateway,
+                    )
+                }
+            }
+        };
+        if limit == 0 || count < limit || !self.can_eject(up, now) {
+            return None;
+        }
+        let length = self.eject(addr, o.base_ejection, up.settings.health.max_ejection, now);
+        Some((reason, length))
+    }
+
+    /// Ejects `addr` for base × 2^(ejections in a row), at most `max`.
+    fn eject(&self, addr: EndpointAddr, base: Duration, max: Duration, now: Instant) -> Duration {
+        let mut entries = self.entries.borrow_mut();
+        let h = entries.entry(addr).or_default();
+        let factor = 1u32.checked_shl(h.ejections.min(16)).unwrap_or(u32::MAX);
+        let length = base.saturating_mul(factor).min(max);
+        h.ejected_until = Some(now + length);
+        h.ejections = h.ejections.saturating_add(1);
+        h.failures = 0;
+        h.server_errors = 0;
+        h.gateway_errors = 0;
+        self.ejected.set(self.ejected.get() + 1);
+        length
+    }
+
     /// True when `addr` is ejected at `now`. An ejection that has run out ends here: the
     /// endpoint is back in rotation, one failure away from a longer ejection.
     pub fn is_ejected(&self, addr: EndpointAddr, now: Instant) -> bool {
@@ -70,9 +221,16 @@ impl Health {
         if self.entries.borrow().is_empty() {
             return;
         }
-        if let Some(h) = self.entries.borrow_mut().remove(&addr) {
-            if h.ejected_until.is_some() {
+        let mut entries = self.entries.borrow_mut();
+        if let Some(h) = entries.get_mut(&addr) {
+            if h.ejected_until.take().is_some() {
                 self.ejected.set(self.ejected.get() - 1);
+            }
+            h.failures = 0;
+            h.ejections = 0;
+            // What the responses said is counted apart (outlier detection).
+            if h.server_errors == 0 && h.gateway_errors == 0 {
+                entries.remove(&addr);
             }
         }
     }
@@ -96,15 +254,7 @@ impl Health {
         if streak < s.consecutive_failures || !self.can_eject(up, now) {
             return Verdict::Kept;
         }
-        let mut entries = self.entries.borrow_mut();
-        let h = entries.entry(addr).or_default();
-        let factor = 1u32.checked_shl(h.ejections.min(16)).unwrap_or(u32::MAX);
-        let length = s.base_ejection.saturating_mul(factor).min(s.max_ejection);
-        h.ejected_until = Some(now + length);
-        h.ejections = h.ejections.saturating_add(1);
-        h.failures = 0;
-        self.ejected.set(self.ejected.get() + 1);
-        Verdict::Ejected(length)
+        Verdict::Ejected(self.eject(addr, s.base_ejection, s.max_ejection, now))
     }
 
     /// The panic threshold: one more ejection must leave at least one endpoint of `up`

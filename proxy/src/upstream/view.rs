@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
+use strait_discovery::spec::Balance;
 use strait_discovery::{Endpoint, EndpointAddr, Snapshot, Upstream};
 
 use super::Health;
@@ -63,10 +64,7 @@ impl View {
         }
     }
 
-    /// The next endpoint of upstream `idx` in weighted round-robin order, skipping
-    /// addresses in `tried` and endpoints `health` has ejected. Ready endpoints first;
-    /// terminating ones only when no endpoint is ready. When every endpoint left is
-    /// ejected, ejections are ignored (panic mode) rather than failing the request.
+    /// [`View::pick_for`] without a hash key.
     pub fn pick(
         &self,
         idx: u32,
@@ -74,13 +72,94 @@ impl View {
         health: &Health,
         now: Instant,
     ) -> Option<Endpoint> {
+        self.pick_for(idx, tried, health, now, None)
+    }
+
+    /// An endpoint of upstream `idx` by its `balance`, skipping addresses in `tried` and
+    /// endpoints `health` has ejected. Ready endpoints first; terminating ones only when
+    /// no endpoint is ready. When every endpoint left is ejected, ejections are ignored
+    /// (panic mode) rather than failing the request.
+    ///
+    /// - `round_robin`: the next in the smooth weighted schedule;
+    /// - `random`: a random slot of the schedule (so, weighted);
+    /// - `least_request`: two random slots, the one with fewer requests in flight on this
+    ///   worker for its weight (power of two choices);
+    /// - `consistent_hash` with `key`: the key's slot of the Maglev table, then the slots
+    ///   after it (the same fall-back on every worker and replica); without a key (the
+    ///   header or cookie absent), round-robin.
+    ///
+    /// A candidate that is tried or ejected sends the pick on to round-robin's scan.
+    pub fn pick_for(
+        &self,
+        idx: u32,
+        tried: &[EndpointAddr],
+        health: &Health,
+        now: Instant,
+        key: Option<u64>,
+    ) -> Option<Endpoint> {
         let up = self.snapshot.upstreams.get(idx as usize)?;
-        let cursor = &self.cursors[idx as usize];
         let order: &[u32] = if up.schedule.is_empty() {
             &up.fallback
         } else {
             &up.schedule
         };
+        if order.is_empty() {
+            return None;
+        }
+        let usable = |e: &Endpoint| !tried.contains(&e.addr) && !health.is_ejected(e.addr, now);
+        match (&up.settings.balance, key) {
+            (Balance::RoundRobin, _) => {}
+            (Balance::Random, _) => {
+                let e =
+                    up.endpoints[order[(health.random() % order.len() as u64) as usize] as usize];
+                if usable(&e) {
+                    return Some(e);
+                }
+            }
+            (Balance::LeastRequest, _) => {
+                let at = |r: u64| up.endpoints[order[(r % order.len() as u64) as usize] as usize];
+                let a = at(health.random());
+                // Two distinct endpoints when there are two (a few draws; the schedule
+                // repeats heavy endpoints).
+                let mut b = at(health.random());
+                for _ in 0..3 {
+                    if b.addr != a.addr || up.usable < 2 {
+                        break;
+                    }
+                    b = at(health.random());
+                }
+                // Fewer in flight per unit of weight wins: (n_a + 1) / w_a < (n_b + 1) / w_b.
+                let load = |e: &Endpoint| u64::from(health.in_flight(e.addr)) + 1;
+                let best = match (usable(&a), usable(&b)) {
+                    (true, true)
+                        if load(&b) * u64::from(a.weight) < load(&a) * u64::from(b.weight) =>
+                    {
+                        Some(b)
+                    }
+                    (true, _) => Some(a),
+                    (false, true) => Some(b),
+                    (false, false) => None,
+                };
+                if best.is_some() {
+                    return best;
+                }
+            }
+            (Balance::ConsistentHash(_), Some(h)) if !up.maglev.is_empty() => {
+                let table = &up.maglev;
+                let start = (h % table.len() as u64) as usize;
+                // Bounded: when every endpoint is tried or ejected, round-robin's scan
+                // below settles it in O(endpoints).
+                let limit = table.len().min(64 * (up.usable + 1));
+                for i in 0..limit {
+                    let e = up.endpoints[table[(start + i) % table.len()] as usize];
+                    if usable(&e) {
+                        return Some(e);
+                    }
+                }
+            }
+            (Balance::ConsistentHash(_), _) => {}
+        }
+        let cursor = &self.cursors[idx as usize];
         let mut panic_pick = None;
         for _ in 0..order.len() {
             let c = cursor.get();

@@ -40,6 +40,7 @@
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
 mod admin;
+mod balance;
 mod bounds;
 mod connect;
 mod draining;

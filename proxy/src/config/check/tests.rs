@@ -298,6 +298,7 @@ upstreams:
             },
             tls: None,
             protocol: strait_discovery::spec::UpstreamProtocol::H2c,
+            ..UpstreamSettings::default()
         }
     );
 }

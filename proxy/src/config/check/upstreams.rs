@@ -73,6 +73,8 @@ impl Checker<'_> {
         let t = &upstream.timeouts;
         let k = &upstream.keepalive;
         let h = &upstream.passive_health;
+        let balance = self.balance(at, upstream.balance, upstream.hash)?;
+        let outlier = self.outlier(at, upstream.outlier)?;
         let settings = UpstreamSettings {
             connect_timeout: self.duration(
                 &format!("{at}.timeouts.connect"),
@@ -120,6 +122,8 @@ impl Checker<'_> {
                 FileUpstreamProtocol::H2 => UpstreamProtocol::H2,
                 FileUpstreamProtocol::H2c => UpstreamProtocol::H2c,
             },
+            balance,
+            outlier,
         };
         match (settings.protocol, settings.tls.is_some()) {
             (UpstreamProtocol::H2, false) => {

@@ -71,6 +71,22 @@ fn all() -> Vec<(&'static str, Vec<String>, &'static [&'static str])> {
             FileProtocol::VARIANTS,
         ),
         (
+            "FileBalance",
+            accepted::<FileBalance>(VALUE),
+            FileBalance::VARIANTS,
+        ),
+        ("FileHash", accepted::<FileHash>(KEY), FileHash::FIELDS),
+        (
+            "FileHashKey",
+            accepted::<FileHashKey>(VALUE),
+            FileHashKey::VARIANTS,
+        ),
+        (
+            "FileOutlier",
+            accepted::<FileOutlier>(KEY),
+            FileOutlier::FIELDS,
+        ),
+        (
             "FileUpstreamProtocol",
             accepted::<FileUpstreamProtocol>(VALUE),
             FileUpstreamProtocol::VARIANTS,
