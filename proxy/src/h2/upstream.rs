@@ -430,12 +430,7 @@ pub(super) async fn forward(
         };
         let (parts, mut up_body) = response.into_parts();
         let status = parts.status.as_u16();
-        let said = if status >= 500 {
-            Observed::ServerError
-        } else {
-            Observed::Ok
-        };
-        observe(w, upstream, up_stats, ep.addr, said);
+        observe(w, upstream, up_stats, ep.addr, Observed::of_status(status));
         if w.access.is_some() {
             note(w, &mut record, ep.addr, &status);
             record.upstream_time = started.elapsed().as_secs_f64();

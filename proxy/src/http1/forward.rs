@@ -365,12 +365,13 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         };
         match respond(x, &mut conn, settings).await {
             Ok(outcome) => {
-                let said = if outcome.status >= 500 {
-                    Observed::ServerError
-                } else {
-                    Observed::Ok
-                };
-                observe(w, upstream, stats, conn.addr, said);
+                observe(
+                    w,
+                    upstream,
+                    stats,
+                    conn.addr,
+                    Observed::of_status(outcome.status),
+                );
                 if w.access.is_some() {
                     x.note_attempt(conn.addr, &outcome.status);
                     x.c.record.upstream_time = upstream_started.elapsed().as_secs_f64();

@@ -138,12 +138,7 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         };
         let (parts, mut up_body) = response.into_parts();
         let status = parts.status.as_u16();
-        let said = if status >= 500 {
-            Observed::ServerError
-        } else {
-            Observed::Ok
-        };
-        super::forward::observe(w, upstream, stats, ep.addr, said);
+        super::forward::observe(w, upstream, stats, ep.addr, Observed::of_status(status));
         x.note_attempt(ep.addr, &status);
         let no_body = x.req.head_only || status == 204 || status == 304;
         let length = parts

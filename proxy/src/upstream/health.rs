@@ -38,6 +38,17 @@ pub enum Observed {
     GatewayError,
 }
 
+impl Observed {
+    /// What a response with `status` says.
+    pub fn of_status(status: u16) -> Observed {
+        if status >= 500 {
+            Observed::ServerError
+        } else {
+            Observed::Ok
+        }
+    }
+}
+
 /// Passive health of one worker's endpoints: consecutive connect failures and ejections.
 /// Keyed by address, so an endpoint shared by upstreams is judged once.
 #[derive(Debug, Default)]

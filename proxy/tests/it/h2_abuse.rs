@@ -22,8 +22,8 @@ upstreams:
   - {name: u, nodes: [{address: '{b0}'}]}
 ";
 
-/// A neighbour's request on its own connection, while the abuse goes on.
-fn neighbour_served(addr: SocketAddr) {
+/// The status curl gets for `GET /get` over h2c, with `extra` arguments.
+fn h2c_status(addr: SocketAddr, extra: &[&str]) -> String {
     let out = Command::new("curl")
         .args([
             "-s",
@@ -34,14 +34,16 @@ fn neighbour_served(addr: SocketAddr) {
             "/dev/null",
         ])
         .args(["-w", "%{http_code}"])
+        .args(extra)
         .arg(format!("http://{addr}/get"))
         .output()
         .expect("curl runs");
-    assert_eq!(
-        String::from_utf8_lossy(&out.stdout),
-        "200",
-        "the neighbour is served"
-    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A neighbour's request on its own connection, while the abuse goes on.
+fn neighbour_served(addr: SocketAddr) {
+    assert_eq!(h2c_status(addr, &[]), "200", "the neighbour is served");
 }
 
 /// Runs `attack` (frames written back to back) on a raw connection; the GOAWAY code the
@@ -226,18 +228,5 @@ fn streams_beyond_max_concurrent_streams_are_refused_and_a_huge_header_list_gets
     assert_eq!(answered(&frames), [1, 3], "the two within it answered");
 
     let big = format!("X-Big: {}", "b".repeat(10_000));
-    let out = Command::new("curl")
-        .args([
-            "-s",
-            "--max-time",
-            "5",
-            "--http2-prior-knowledge",
-            "-o",
-            "/dev/null",
-        ])
-        .args(["-w", "%{http_code}", "-H", &big])
-        .arg(format!("http://{}/get", h.addr))
-        .output()
-        .expect("curl runs");
-    assert_eq!(String::from_utf8_lossy(&out.stdout), "431");
+    assert_eq!(h2c_status(h.addr, &["-H", &big]), "431");
 }
