@@ -22,7 +22,10 @@ the one named `httpbin` holds the example backend. Checked:
 5. deploy/rbac-tls-secrets.yaml (render `tls-secrets`): one Role granting `get`, `list` and
    `watch` on `secrets` by `resourceNames` only, bound by one RoleBinding in its namespace
    to ServiceAccount strait/strait only;
-6. the example: 3 replicas with a readiness probe and a preStop sleep shorter than its grace
+6. deploy/rbac-node-zone.yaml (render `node-zone`): one ClusterRole granting `get` on
+   `nodes` and nothing else, bound by one ClusterRoleBinding to ServiceAccount
+   strait/strait only; and the DaemonSet passes `NODE_NAME` from `spec.nodeName`;
+7. the example: 3 replicas with a readiness probe and a preStop sleep shorter than its grace
    period, behind the Service (and port) that the config's upstream discovers, in a namespace
    its registry watches.
 """
@@ -269,6 +272,14 @@ def check_daemonset(name, daemonset, container, config, checks):
     pod = spec["template"]["spec"]
     host_network = pod.get("hostNetwork") is True
 
+    env = {e.get("name"): e for e in container.get("env") or []}
+    checks.check(
+        ((env.get("NODE_NAME") or {}).get("valueFrom") or {}).get("fieldRef", {}).get("fieldPath")
+        == "spec.nodeName",
+        f"{name}: NODE_NAME comes from the downward API (spec.nodeName)",
+        f"{env.get('NODE_NAME')}",
+    )
+
     strategy = spec.get("updateStrategy") or {}
     checks.check(
         strategy.get("type") == "RollingUpdate"
@@ -497,6 +508,37 @@ def check_tls_secrets(name, objs, checks):
     )
 
 
+def check_node_zone(name, objs, checks):
+    kinds = sorted(o.get("kind", "") for o in objs)
+    checks.check(
+        kinds == ["ClusterRole", "ClusterRoleBinding"],
+        f"{name}: one ClusterRole and one ClusterRoleBinding",
+        f"{kinds}",
+    )
+    role = next((o for o in objs if o.get("kind") == "ClusterRole"), None)
+    binding = next((o for o in objs if o.get("kind") == "ClusterRoleBinding"), None)
+    if not role or not binding:
+        return
+    checks.check(
+        role.get("rules") == [{"apiGroups": [""], "resources": ["nodes"], "verbs": ["get"]}]
+        and "aggregationRule" not in role,
+        f"{name}: the ClusterRole grants only get on nodes",
+        f"{role.get('rules')}",
+    )
+    ref = binding.get("roleRef") or {}
+    checks.check(
+        ref.get("kind") == "ClusterRole" and ref.get("name") == role["metadata"]["name"],
+        f"{name}: the ClusterRoleBinding binds that ClusterRole",
+        f"{ref}",
+    )
+    checks.check(
+        binding.get("subjects")
+        == [{"kind": "ServiceAccount", "name": "strait", "namespace": "strait"}],
+        f"{name}: bound to ServiceAccount strait/strait only",
+        f"{binding.get('subjects')}",
+    )
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--strait", required=True, help="the strait binary")
@@ -520,6 +562,9 @@ def main():
         check_schemas(name, objs, args.kubernetes_version, checks)
         if name == "tls-secrets":
             check_tls_secrets(name, objs, checks)
+            continue
+        if name == "node-zone":
+            check_node_zone(name, objs, checks)
             continue
         if not name.startswith("gateway"):
             rbac = [kn(o) for o in objs if o.get("kind") in RBAC_KINDS]

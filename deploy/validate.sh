@@ -9,7 +9,8 @@
 #    endpointslices, endpoints and services, that the config in the ConfigMap passes
 #    `strait check`, and that the DaemonSet, the config and the example agree (ports, probes,
 #    grace period, the discovered Service); and that the optional deploy/rbac-tls-secrets.yaml
-#    grants only get/list/watch on named Secrets to strait's service account.
+#    grants only get/list/watch on named Secrets to strait's service account, and the optional
+#    deploy/rbac-node-zone.yaml only get on nodes.
 #
 # Installs what it needs: kubectl and python3-venv with apt when missing, kubernetes-validate
 # with pip into a venv under target/ (kept between runs), and builds the strait binary with
@@ -84,6 +85,7 @@ render gateway-host-network "$work/host-network"
 render httpbin deploy/examples/httpbin
 # The optional Role for TLS Secrets is applied on its own, not through kustomize.
 renders+=("tls-secrets=deploy/rbac-tls-secrets.yaml")
+renders+=("node-zone=deploy/rbac-node-zone.yaml")
 
 "$VENV/bin/python" deploy/validate.py --strait "$strait" \
   --kubernetes-version "$KUBERNETES_VERSION" "${renders[@]}" ||

@@ -42,6 +42,7 @@ fn snapshot_with(n: usize, weight: impl Fn(usize) -> u32, balance: Balance) -> A
     let spec = Spec {
         registries: Vec::new(),
         tls_secrets: Vec::new(),
+        node: Default::default(),
         services: vec![],
         upstreams: vec![UpstreamSpec {
             name: "up".into(),

@@ -69,7 +69,7 @@ fn slice(i: usize, generation: u8) -> Object {
             let ip = std::net::IpAddr::V4(std::net::Ipv4Addr::from(
                 u32::from(ip).wrapping_add((e as u32) << 24),
             ));
-            (ip, EndpointState::Ready)
+            (ip, EndpointState::Ready, Default::default())
         })
         .collect();
     Object::Slice {
@@ -115,6 +115,7 @@ fn spec() -> Spec {
         services: Vec::new(),
         registries: Vec::new(),
         tls_secrets: Vec::new(),
+        node: Default::default(),
         upstreams: (0..SERVICES)
             .map(|i| UpstreamSpec {
                 name: service_name(i),
@@ -149,7 +150,7 @@ fn full_build(state: &RegistryState, builder: &mut TableBuilder) -> usize {
     for i in 0..SERVICES {
         let name = service_name(i);
         let eps = state.endpoints("prod", &name, &ServicePort::Number(80));
-        builder.set_endpoints(&name, eps, UpstreamStatus::Ready);
+        builder.set_discovered(&name, eps, UpstreamStatus::Ready);
     }
     builder.snapshot(Instant::now()).upstreams.len()
 }
@@ -185,7 +186,7 @@ fn benches(c: &mut Criterion) {
             let changed = state.apply(slice(4242, flip));
             let (ns, name) = &changed[0];
             let eps = state.endpoints(ns, name, &ServicePort::Number(80));
-            builder.set_endpoints(name, eps, UpstreamStatus::Ready);
+            builder.set_discovered(name, eps, UpstreamStatus::Ready);
             black_box(builder.snapshot(Instant::now()))
         })
     });

@@ -9,12 +9,14 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
+use crate::addr::EndpointAddr;
 use crate::balance;
 use crate::route::{Router, UnknownUpstream};
 use crate::snapshot::{
-    Endpoint, EndpointState, Snapshot, SnapshotVersion, Upstream, UpstreamStatus,
+    Check, Endpoint, EndpointState, Place, Snapshot, SnapshotVersion, Tier, Upstream,
+    UpstreamStatus,
 };
-use crate::spec::{Spec, UpstreamSource};
+use crate::spec::{Prefer, Spec, UpstreamSource};
 
 /// Why a spec cannot become a table.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -53,6 +55,9 @@ pub struct TableBuilder {
     upstreams: Vec<Arc<Upstream>>,
     by_name: HashMap<String, usize>,
     version: SnapshotVersion,
+    /// Active health check results per upstream (indexed like `upstreams`).
+    checks: Vec<HashMap<EndpointAddr, Check>>,
+    here: Here,
 }
 
 impl TableBuilder {
@@ -67,6 +72,10 @@ impl TableBuilder {
         }
         let router = Router::compile(&spec.services, |n| by_name.get(n).map(|i| *i as u32))
             .map_err(BuildError::UnknownUpstream)?;
+        let here = Here {
+            node: spec.node.name.as_deref().map(Arc::from),
+            zone: spec.node.zone.as_deref().map(Arc::from),
+        };
         let upstreams = spec
             .upstreams
             .iter()
@@ -75,10 +84,13 @@ impl TableBuilder {
                     UpstreamSource::Static(nodes) => (
                         nodes
                             .iter()
-                            .map(|n| Endpoint {
-                                addr: n.addr,
-                                weight: n.weight,
-                                state: EndpointState::Ready,
+                            .map(|n| {
+                                let e = Endpoint {
+                                    addr: n.addr,
+                                    weight: n.weight,
+                                    state: EndpointState::Ready,
+                                };
+                                (e, Place::default())
                             })
                             .collect(),
                         UpstreamStatus::Ready,
@@ -95,15 +107,19 @@ impl TableBuilder {
                     Arc::new(u.settings.clone()),
                     endpoints,
                     status,
+                    &HashMap::new(),
+                    &here,
                 ))
             })
             .collect();
         Ok(TableBuilder {
+            checks: vec![HashMap::new(); spec.upstreams.len()],
             spec: Arc::new(spec),
             router: Arc::new(router),
             upstreams,
             by_name,
             version: SnapshotVersion(0),
+            here,
         })
     }
 
@@ -111,11 +127,24 @@ impl TableBuilder {
         &self.spec
     }
 
-    /// Replaces one upstream's endpoints and status; returns false for an unknown name.
+    /// Replaces one upstream's endpoints (static ones: no place) and status; returns
+    /// false for an unknown name.
     pub fn set_endpoints(
         &mut self,
         upstream: &str,
         endpoints: Vec<Endpoint>,
+        status: UpstreamStatus,
+    ) -> bool {
+        let placed = endpoints.into_iter().map(|e| (e, Place::default()));
+        self.set_discovered(upstream, placed.collect(), status)
+    }
+
+    /// Replaces one upstream's endpoints, with where each runs, and status; returns false
+    /// for an unknown name.
+    pub fn set_discovered(
+        &mut self,
+        upstream: &str,
+        endpoints: Vec<(Endpoint, Place)>,
         status: UpstreamStatus,
     ) -> bool {
         let Some(&i) = self.by_name.get(upstream) else {
@@ -127,8 +156,74 @@ impl TableBuilder {
             old.settings.clone(),
             endpoints,
             status,
+            &self.checks[i],
+            &self.here,
         ));
         true
+    }
+
+    /// Replaces one upstream's health check results (endpoints not named are
+    /// unchecked) and rebuilds it; false for an unknown name.
+    pub fn set_checks(&mut self, upstream: &str, checks: HashMap<EndpointAddr, Check>) -> bool {
+        let Some(&i) = self.by_name.get(upstream) else {
+            return false;
+        };
+        self.checks[i] = checks;
+        self.rebuild(i);
+        true
+    }
+
+    /// Sets this gateway's zone (read from its Node) and rebuilds the upstreams that
+    /// prefer a locality.
+    pub fn set_zone(&mut self, zone: Option<&str>) {
+        let zone = zone.map(Arc::from);
+        if self.here.zone == zone {
+            return;
+        }
+        self.here.zone = zone;
+        for i in 0..self.upstreams.len() {
+            if self.upstreams[i].settings.locality.prefer != Prefer::None {
+                self.rebuild(i);
+            }
+        }
+    }
+
+    /// The zone this gateway compares endpoints with.
+    pub fn zone(&self) -> Option<&str> {
+        self.here.zone.as_deref()
+    }
+
+    /// The addresses of upstream `upstream` a health check watches: every endpoint that
+    /// is ready or terminating, in table order.
+    pub fn checked_addrs(&self, upstream: &str) -> Vec<EndpointAddr> {
+        let Some(&i) = self.by_name.get(upstream) else {
+            return Vec::new();
+        };
+        let u = &self.upstreams[i];
+        u.endpoints
+            .iter()
+            .filter(|e| e.state != EndpointState::NotServing)
+            .map(|e| e.addr)
+            .collect()
+    }
+
+    /// Rebuilds upstream `i` from its own endpoints and places.
+    fn rebuild(&mut self, i: usize) {
+        let old = &self.upstreams[i];
+        let endpoints = old
+            .endpoints
+            .iter()
+            .copied()
+            .zip(old.places.iter().cloned())
+            .collect();
+        self.upstreams[i] = Arc::new(make_upstream(
+            &old.name,
+            old.settings.clone(),
+            endpoints,
+            old.status.clone(),
+            &self.checks[i],
+            &self.here,
+        ));
     }
 
     /// A new snapshot with the next version, sharing every upstream `Arc`.
@@ -139,6 +234,8 @@ impl TableBuilder {
             router: self.router.clone(),
             upstreams: self.upstreams.clone(),
             origin,
+            node: self.here.node.clone(),
+            zone: self.here.zone.clone(),
         })
     }
 
@@ -153,25 +250,93 @@ impl TableBuilder {
     }
 }
 
+/// Where this gateway runs, as the builder compares endpoints' places with it.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+struct Here {
+    node: Option<Arc<str>>,
+    zone: Option<Arc<str>>,
+}
+
+impl Here {
+    /// How close an endpoint at `place` is; `hinted`: the upstream's endpoints carry
+    /// topology hints, which then decide the zone (as kube-proxy does).
+    fn tier(&self, place: &Place, hinted: bool) -> Tier {
+        if self.node.is_some() && place.node == self.node {
+            return Tier::Node;
+        }
+        let Some(zone) = &self.zone else {
+            return Tier::Any;
+        };
+        let in_zone = if hinted {
+            place.for_zones.contains(zone)
+        } else {
+            place.zone.as_ref() == Some(zone)
+        };
+        if in_zone {
+            Tier::Zone
+        } else {
+            Tier::Any
+        }
+    }
+}
+
+/// One upstream's table: endpoints (duplicates collapsed) with their places and check
+/// results, the schedule over the endpoints picks come from and the Maglev table.
+///
+/// Picks come from the ready endpoints whose health check does not fail (all ready ones
+/// when every one fails: panic mode), narrowed by `locality` to this node's, else this
+/// zone's, when that tier has at least `min_ready` of them; terminating endpoints only
+/// when none is ready.
 fn make_upstream(
     name: &str,
     settings: Arc<crate::spec::UpstreamSettings>,
-    mut endpoints: Vec<Endpoint>,
+    endpoints: Vec<(Endpoint, Place)>,
     status: UpstreamStatus,
+    checks: &HashMap<EndpointAddr, Check>,
+    here: &Here,
 ) -> Upstream {
     // Duplicates collapse; order is stable so schedules are deterministic.
     let mut seen = std::collections::HashSet::new();
-    endpoints.retain(|e| seen.insert(e.addr));
-    let weights: Vec<u32> = endpoints
+    let (endpoints, places): (Vec<Endpoint>, Vec<Place>) = endpoints
+        .into_iter()
+        .filter(|(e, _)| seen.insert(e.addr))
+        .unzip();
+    let check: Vec<Check> = endpoints
         .iter()
-        .map(|e| {
-            if e.state == EndpointState::Ready {
-                e.weight
-            } else {
-                0
-            }
-        })
+        .map(|e| checks.get(&e.addr).copied().unwrap_or_default())
         .collect();
+    let ready: Vec<usize> = (0..endpoints.len())
+        .filter(|i| endpoints[*i].state == EndpointState::Ready && endpoints[*i].weight > 0)
+        .collect();
+    let passing: Vec<usize> = ready
+        .iter()
+        .copied()
+        .filter(|i| check[*i] != Check::Failing)
+        .collect();
+    let panic = passing.is_empty() && !ready.is_empty();
+    let pool = if panic { ready } else { passing };
+    let hinted = pool.iter().any(|i| !places[*i].for_zones.is_empty());
+    let tier_of = |i: &usize| here.tier(&places[*i], hinted);
+    let min = settings.locality.min_ready.max(1) as usize;
+    let tiers: &[Tier] = match settings.locality.prefer {
+        Prefer::None => &[],
+        Prefer::Node => &[Tier::Node, Tier::Zone],
+        Prefer::Zone => &[Tier::Zone],
+    };
+    let (chosen, tier) = tiers
+        .iter()
+        .map(|t| {
+            let near: Vec<usize> = pool.iter().copied().filter(|i| tier_of(i) <= *t).collect();
+            (near, *t)
+        })
+        .find(|(near, _)| near.len() >= min)
+        .unwrap_or((pool, Tier::Any));
+    let hinted_all = places.iter().any(|p| !p.for_zones.is_empty());
+    let tiers: Vec<Tier> = places.iter().map(|p| here.tier(p, hinted_all)).collect();
+    let mut weights = vec![0u32; endpoints.len()];
+    for i in &chosen {
+        weights[*i] = endpoints[*i].weight;
+    }
     let schedule = balance::schedule(&weights);
     let fallback: Vec<u32> = endpoints
         .iter()
@@ -179,22 +344,19 @@ fn make_upstream(
         .filter(|(_, e)| e.state == EndpointState::Terminating && e.weight > 0)
         .map(|(i, _)| i as u32)
         .collect();
-    let ready = weights.iter().filter(|w| **w > 0).count();
-    let usable = if ready > 0 { ready } else { fallback.len() };
+    let members: Vec<u32> = if chosen.is_empty() {
+        fallback.clone()
+    } else {
+        chosen.iter().map(|i| *i as u32).collect()
+    };
     let maglev = match settings.balance {
         crate::spec::Balance::ConsistentHash(_) => {
-            // Over the endpoints in rotation: the ready ones, else the terminating ones.
-            let names: Vec<(String, u32, u32)> = endpoints
+            let names: Vec<(String, u32, u32)> = members
                 .iter()
-                .enumerate()
-                .filter(|(i, e)| {
-                    if ready > 0 {
-                        weights[*i] > 0
-                    } else {
-                        e.state == EndpointState::Terminating && e.weight > 0
-                    }
+                .map(|i| {
+                    let e = &endpoints[*i as usize];
+                    (e.addr.to_string(), e.weight, *i)
                 })
-                .map(|(i, e)| (e.addr.to_string(), e.weight, i as u32))
                 .collect();
             let entries: Vec<(&[u8], u32, u32)> = names
                 .iter()
@@ -206,13 +368,19 @@ fn make_upstream(
     };
     Upstream {
         name: Arc::from(name),
-        usable,
+        usable: members.len(),
         settings,
         endpoints: endpoints.into(),
         schedule: schedule.into(),
         fallback: fallback.into(),
         maglev: maglev.into(),
         status,
+        places: places.into(),
+        checks: check.into(),
+        tiers: tiers.into(),
+        members: members.into(),
+        tier,
+        panic,
     }
 }
 
@@ -229,6 +397,7 @@ mod tests {
         Spec {
             registries: Vec::new(),
             tls_secrets: Vec::new(),
+            node: Default::default(),
             services: vec![ServiceSpec {
                 name: "s".into(),
                 hosts: vec![],
@@ -318,5 +487,105 @@ mod tests {
             TableBuilder::try_new(dup),
             Err(BuildError::DuplicateUpstream(_))
         ));
+    }
+
+    fn placed(a: &str, node: &str, zone: &str, hints: &[&str]) -> (Endpoint, Place) {
+        let e = Endpoint {
+            addr: a.parse().unwrap(),
+            weight: 1,
+            state: EndpointState::Ready,
+        };
+        let place = Place {
+            node: Some(Arc::from(node)),
+            zone: Some(Arc::from(zone)),
+            for_zones: hints.iter().map(|z| Arc::from(*z)).collect(),
+        };
+        (e, place)
+    }
+
+    fn picked(u: &Upstream) -> Vec<String> {
+        let mut v: Vec<String> = u
+            .members
+            .iter()
+            .map(|i| u.endpoints[*i as usize].addr.to_string())
+            .collect();
+        v.sort();
+        v
+    }
+
+    #[test]
+    fn failing_checks_leave_the_schedule_and_all_failing_is_panic_mode() {
+        let mut s = spec();
+        s.upstreams[1].settings.health_check = Some(HealthCheck {
+            kind: CheckKind::Tcp,
+            interval: std::time::Duration::from_secs(1),
+            timeout: std::time::Duration::from_secs(1),
+            jitter: std::time::Duration::ZERO,
+            healthy: 1,
+            unhealthy: 1,
+        });
+        let mut b = TableBuilder::try_new(s).unwrap();
+        let eps = vec![
+            placed("127.0.0.2:1", "n1", "z1", &[]),
+            placed("127.0.0.3:1", "n2", "z1", &[]),
+        ];
+        b.set_discovered("b", eps, UpstreamStatus::Ready);
+        let a2: EndpointAddr = "127.0.0.2:1".parse().unwrap();
+        let a3: EndpointAddr = "127.0.0.3:1".parse().unwrap();
+        b.set_checks("b", [(a2, Check::Failing), (a3, Check::Passing)].into());
+        let u = b.snapshot(Instant::now()).upstreams[1].clone();
+        assert_eq!(picked(&u), ["127.0.0.3:1"]);
+        assert!(!u.panic);
+        assert_eq!(u.usable, 1);
+        b.set_checks("b", [(a2, Check::Failing), (a3, Check::Failing)].into());
+        let u = b.snapshot(Instant::now()).upstreams[1].clone();
+        assert_eq!(picked(&u), ["127.0.0.2:1", "127.0.0.3:1"], "panic: all");
+        assert!(u.panic);
+    }
+
+    #[test]
+    fn locality_prefers_node_then_zone_then_any_with_min_ready() {
+        let mut s = spec();
+        s.node.name = Some("n1".into());
+        s.node.zone = Some("z1".into());
+        s.upstreams[1].settings.locality = Locality {
+            prefer: Prefer::Node,
+            min_ready: 1,
+        };
+        let mut b = TableBuilder::try_new(s.clone()).unwrap();
+        let all = vec![
+            placed("127.0.0.2:1", "n1", "z1", &[]),
+            placed("127.0.0.3:1", "n2", "z1", &[]),
+            placed("127.0.0.4:1", "n3", "z2", &[]),
+        ];
+        b.set_discovered("b", all.clone(), UpstreamStatus::Ready);
+        let u = b.snapshot(Instant::now()).upstreams[1].clone();
+        assert_eq!(
+            (picked(&u), u.tier),
+            (vec!["127.0.0.2:1".into()], Tier::Node)
+        );
+        // min_ready 2: this node has one, this zone two.
+        s.upstreams[1].settings.locality.min_ready = 2;
+        let mut b = TableBuilder::try_new(s.clone()).unwrap();
+        b.set_discovered("b", all.clone(), UpstreamStatus::Ready);
+        let u = b.snapshot(Instant::now()).upstreams[1].clone();
+        assert_eq!(u.tier, Tier::Zone);
+        assert_eq!(picked(&u), ["127.0.0.2:1", "127.0.0.3:1"]);
+        // Hints, when present, decide the zone.
+        let hinted = vec![
+            placed("127.0.0.2:1", "n9", "z1", &["z2"]),
+            placed("127.0.0.3:1", "n2", "z2", &["z1"]),
+            placed("127.0.0.4:1", "n3", "z2", &["z1"]),
+        ];
+        b.set_discovered("b", hinted, UpstreamStatus::Ready);
+        let u = b.snapshot(Instant::now()).upstreams[1].clone();
+        assert_eq!(picked(&u), ["127.0.0.3:1", "127.0.0.4:1"]);
+        // Too few anywhere near: everything.
+        s.upstreams[1].settings.locality.min_ready = 3;
+        let mut b = TableBuilder::try_new(s).unwrap();
+        b.set_discovered("b", all, UpstreamStatus::Ready);
+        let u = b.snapshot(Instant::now()).upstreams[1].clone();
+        assert_eq!((u.members.len(), u.tier), (3, Tier::Any));
+        assert_eq!(&u.tiers[..], &[Tier::Node, Tier::Zone, Tier::Any]);
     }
 }

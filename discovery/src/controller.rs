@@ -14,6 +14,7 @@ use tokio::sync::mpsc::{UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
 use crate::build::TableBuilder;
+use crate::check::{Checks, Probed};
 use crate::publish::Publisher;
 use crate::registry::{kubernetes, Msg, WatchEvent};
 use crate::snapshot::{Endpoint, SnapshotVersion, UpstreamStatus};
@@ -72,7 +73,19 @@ pub(crate) struct Controller {
     /// One watcher per TLS Secret, with the registry spec it was started with.
     secrets: HashMap<SecretRef, (RegistrySpec, JoinHandle<()>)>,
     secret_tx: crossbeam_channel::Sender<SecretEvent>,
+    /// Active health checks, and the channel their results come back on.
+    checks: Checks,
+    probed: Option<UnboundedReceiver<Probed>>,
+    /// Reads this gateway's zone from its Node, when it must.
+    zone_task: Option<(ZoneQuery, JoinHandle<()>)>,
+    /// What the Node said (kept across reloads, which start a builder without it).
+    read_zone: Option<String>,
+    zone_tx: UnboundedSender<Option<String>>,
+    zone_rx: Option<UnboundedReceiver<Option<String>>>,
 }
+
+/// Which Node the zone was asked of, in which cluster.
+type ZoneQuery = (RegistrySpec, String);
 
 impl Controller {
     pub(crate) fn new(
@@ -82,6 +95,8 @@ impl Controller {
         tx: UnboundedSender<Msg>,
         secret_tx: crossbeam_channel::Sender<SecretEvent>,
     ) -> Controller {
+        let (probe_tx, probed) = tokio::sync::mpsc::unbounded_channel();
+        let (zone_tx, zone_rx) = tokio::sync::mpsc::unbounded_channel();
         Controller {
             builder,
             publisher,
@@ -93,6 +108,12 @@ impl Controller {
             next_generation: 1,
             secrets: HashMap::new(),
             secret_tx,
+            checks: Checks::new(probe_tx),
+            probed: Some(probed),
+            zone_task: None,
+            read_zone: None,
+            zone_tx,
+            zone_rx: Some(zone_rx),
         }
     }
 
@@ -101,6 +122,8 @@ impl Controller {
         mut commands: UnboundedReceiver<Command>,
         mut events: UnboundedReceiver<Msg>,
     ) {
+        let mut probed = self.probed.take().expect("invariant: run once");
+        let mut zones = self.zone_rx.take().expect("invariant: run once");
         self.configure(false);
         if !self.discovered.is_empty() {
             self.publish(Instant::now(), "registries configured");
@@ -120,9 +143,40 @@ impl Controller {
                     Some(Command::SetEndpoints(name, endpoints, reply)) => {
                         let origin = Instant::now();
                         let ok = self.builder.set_endpoints(&name, endpoints, UpstreamStatus::Ready);
+                        if ok {
+                            self.sync_checks(&name);
+                        }
                         let _ = reply.send(ok.then(|| self.publish(origin, "endpoints set")));
                     }
                 },
+                Some(p) = probed.recv() => {
+                    let origin = Instant::now();
+                    let mut changed = BTreeSet::new();
+                    let mut take = |p: Probed, changed: &mut BTreeSet<String>| {
+                        let name = p.upstream.clone();
+                        if self.checks.record(p) {
+                            changed.insert(name);
+                        }
+                    };
+                    take(p, &mut changed);
+                    while let Ok(p) = probed.try_recv() {
+                        take(p, &mut changed);
+                    }
+                    if !changed.is_empty() {
+                        for name in &changed {
+                            self.builder.set_checks(name, self.checks.results(name));
+                        }
+                        self.publish(origin, "health checks");
+                    }
+                }
+                Some(zone) = zones.recv() => {
+                    self.read_zone = zone.clone();
+                    if zone.as_deref() != self.builder.zone() {
+                        tracing::info!(zone = zone.as_deref().unwrap_or("(none)"), "gateway zone read from its Node");
+                        self.builder.set_zone(zone.as_deref());
+                        self.publish(Instant::now(), "zone");
+                    }
+                }
                 Some(msg) = events.recv() => {
                     // The change reached the control side now; what else is queued joins it.
                     let origin = Instant::now();
@@ -148,6 +202,7 @@ impl Controller {
             }
         }
         self.registries.clear();
+        self.stop_zone_task();
         for (_, (_, task)) in self.secrets.drain() {
             task.abort();
         }
@@ -212,6 +267,16 @@ impl Controller {
         for name in &names {
             self.rebuild(name);
         }
+        // A reload's builder starts without check results: carry them over, and start
+        // or stop checks as the upstreams say.
+        self.checks
+            .retain_upstreams(|u| spec.upstreams.iter().any(|s| s.name == u));
+        for u in &spec.upstreams {
+            if !self.discovered.contains_key(&u.name) {
+                self.sync_checks(&u.name);
+            }
+        }
+        self.configure_zone(&spec);
         self.configure_secrets(&spec, &wanted);
         let old = self.status.registries();
         let statuses: BTreeMap<String, RegistryStatus> = self
@@ -352,7 +417,74 @@ impl Controller {
             Some(r) if r.spec.enabled => (Vec::new(), UpstreamStatus::NotSynced { registry }),
             _ => (Vec::new(), UpstreamStatus::RegistryDisabled { registry }),
         };
-        self.builder.set_endpoints(upstream, endpoints, status);
+        self.builder.set_discovered(upstream, endpoints, status);
+        let name = upstream.to_owned();
+        self.sync_checks(&name);
+    }
+
+    /// Starts and stops `upstream`'s health checks for its current endpoints, and puts
+    /// their results in its table.
+    fn sync_checks(&mut self, upstream: &str) {
+        let spec = self
+            .builder
+            .spec()
+            .upstreams
+            .iter()
+            .find(|u| u.name == upstream)
+            .and_then(|u| u.settings.health_check.clone());
+        let addrs = self.builder.checked_addrs(upstream);
+        self.checks.sync(upstream, spec.as_ref(), &addrs);
+        let results = self.checks.results(upstream);
+        if spec.is_some() || !results.is_empty() {
+            self.builder.set_checks(upstream, results);
+        }
+    }
+
+    /// With a node name, no configured zone and an upstream that prefers a locality,
+    /// reads the zone from the Node (once per node name and registry).
+    fn configure_zone(&mut self, spec: &Spec) {
+        let node = &spec.node;
+        if let Some(zone) = &node.zone {
+            self.builder.set_zone(Some(zone));
+            self.stop_zone_task();
+            return;
+        }
+        let registry = match &node.zone_from {
+            Some(name) => spec.registries.iter().find(|r| &r.name == name),
+            None => spec.registries.iter().find(|r| r.enabled),
+        };
+        let wanted = spec
+            .upstreams
+            .iter()
+            .any(|u| u.settings.locality.prefer != crate::spec::Prefer::None);
+        let query = match (&node.name, registry) {
+            (Some(name), Some(r)) if r.enabled && wanted => (r.clone(), name.clone()),
+            _ => {
+                self.stop_zone_task();
+                return;
+            }
+        };
+        if let Some((q, _)) = &self.zone_task {
+            if *q == query {
+                // Asked already: what it said (or will say) stands.
+                self.builder.set_zone(self.read_zone.as_deref());
+                return;
+            }
+        }
+        self.stop_zone_task();
+        let task = tokio::spawn(kubernetes::node_zone(
+            query.0.clone(),
+            query.1.clone(),
+            self.zone_tx.clone(),
+        ));
+        self.zone_task = Some((query, task));
+    }
+
+    fn stop_zone_task(&mut self) {
+        if let Some((_, task)) = self.zone_task.take() {
+            task.abort();
+        }
+        self.read_zone = None;
     }
 
     fn publish(&mut self, origin: Instant, why: &str) -> SnapshotVersion {

@@ -19,7 +19,9 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
-use crate::snapshot::{Endpoint, EndpointState};
+use std::sync::Arc;
+
+use crate::snapshot::{Endpoint, EndpointState, Place};
 use crate::spec::ServicePort;
 
 /// The label an EndpointSlice names its Service with.
@@ -32,7 +34,8 @@ pub struct SliceEntry {
     pub service: String,
     /// `(port name, port number)`; the name is `""` for an unnamed port.
     pub ports: Vec<(String, u16)>,
-    pub endpoints: Vec<(IpAddr, EndpointState)>,
+    /// Each endpoint's first address, state, and where it runs.
+    pub endpoints: Vec<(IpAddr, EndpointState, Place)>,
 }
 
 impl SliceEntry {
@@ -71,7 +74,17 @@ impl SliceEntry {
                 } else {
                     EndpointState::NotServing
                 };
-                Some((ip, state))
+                let place = Place {
+                    node: e.node_name.as_deref().map(Arc::from),
+                    zone: e.zone.as_deref().map(Arc::from),
+                    for_zones: e
+                        .hints
+                        .iter()
+                        .flat_map(|h| h.for_zones.iter().flatten())
+                        .map(|z| Arc::from(z.name.as_str()))
+                        .collect(),
+                };
+                Some((ip, state, place))
             })
             .collect();
         Some(SliceEntry {
@@ -103,7 +116,13 @@ impl SliceEntry {
                              state: EndpointState| {
                     list.iter()
                         .flatten()
-                        .filter_map(move |a| Some((a.ip.parse::<IpAddr>().ok()?, state)))
+                        .filter_map(move |a| {
+                            let place = Place {
+                                node: a.node_name.as_deref().map(Arc::from),
+                                ..Place::default()
+                            };
+                            Some((a.ip.parse::<IpAddr>().ok()?, state, place))
+                        })
                         .collect::<Vec<_>>()
                 };
                 let mut endpoints = addrs(&subset.addresses, EndpointState::Ready);
@@ -165,16 +184,17 @@ impl ServicePorts {
 /// its slices. Endpoint ports come from the slices, matched by the Service port's name
 /// (the name EndpointSlice ports carry). Without a Service object, a numeric `port` is
 /// matched against the slices' port numbers, and a slice with a single port is used as is.
+/// Each endpoint comes with where it runs (from the slice that gave its best state).
 pub fn resolve<'a>(
     service: Option<&ServicePorts>,
     slices: impl IntoIterator<Item = &'a SliceEntry>,
     port: &ServicePort,
-) -> Vec<Endpoint> {
+) -> Vec<(Endpoint, Place)> {
     let name = service.and_then(|s| s.port_name(port));
     if service.is_some() && name.is_none() {
         return Vec::new(); // the Service has no such port
     }
-    let mut best: HashMap<SocketAddr, EndpointState> = HashMap::new();
+    let mut best: HashMap<SocketAddr, (EndpointState, &Place)> = HashMap::new();
     let mut order: Vec<SocketAddr> = Vec::new();
     for slice in slices {
         let target = match name {
@@ -192,12 +212,16 @@ pub fn resolve<'a>(
             },
         };
         let Some(target) = target else { continue };
-        for (ip, state) in &slice.endpoints {
+        for (ip, state, place) in &slice.endpoints {
             let addr = SocketAddr::new(*ip, target);
             match best.get_mut(&addr) {
-                Some(s) => *s = better(*s, *state),
+                Some(s) => {
+                    if better(s.0, *state) != s.0 {
+                        *s = (*state, place);
+                    }
+                }
                 None => {
-                    best.insert(addr, *state);
+                    best.insert(addr, (*state, place));
                     order.push(addr);
                 }
             }
@@ -207,10 +231,14 @@ pub fn resolve<'a>(
     order.sort();
     order
         .into_iter()
-        .map(|addr| Endpoint {
-            addr: addr.into(),
-            weight: 1,
-            state: best[&addr],
+        .map(|addr| {
+            let (state, place) = best[&addr];
+            let e = Endpoint {
+                addr: addr.into(),
+                weight: 1,
+                state,
+            };
+            (e, place.clone())
         })
         .collect()
 }
@@ -300,8 +328,10 @@ mod tests {
         }
     }
 
-    fn addrs(eps: &[Endpoint]) -> Vec<(String, EndpointState)> {
-        eps.iter().map(|e| (e.addr.to_string(), e.state)).collect()
+    fn addrs(eps: &[(Endpoint, Place)]) -> Vec<(String, EndpointState)> {
+        eps.iter()
+            .map(|(e, _)| (e.addr.to_string(), e.state))
+            .collect()
     }
 
     #[test]
@@ -319,7 +349,7 @@ mod tests {
         );
         let e = SliceEntry::from_slice(&s).unwrap();
         assert_eq!(e.service, "httpbin");
-        let states: Vec<_> = e.endpoints.iter().map(|(_, s)| *s).collect();
+        let states: Vec<_> = e.endpoints.iter().map(|(_, s, _)| *s).collect();
         use EndpointState::*;
         assert_eq!(states, [Ready, Ready, Terminating, NotServing, NotServing]);
     }

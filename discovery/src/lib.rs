@@ -8,13 +8,16 @@
 //! - [`route`]: the compiled router (host → path prefix → methods → upstream).
 //! - [`balance`]: weighted round-robin schedules, computed here so that a worker only
 //!   advances a cursor.
-//! - [`build`]: the table builder; one changed upstream costs that upstream only.
+//! - [`build`]: the table builder; one changed upstream costs that upstream only. It
+//!   applies health check results (panic mode) and locality (node, zone) to the
+//!   schedules, so a worker's pick never looks at them.
 //! - [`publish`]: one channel per worker plus a wake-up socket the worker awaits.
 //!
 //! - [`registry`] and the controller: the discovery thread (tokio + kube on one OS
 //!   thread, started by [`spawn`]) watching EndpointSlices (or Endpoints) and Services in
 //!   each configured cluster; [`convert`] and [`state`] turn what it sees into endpoints;
-//!   [`status`] is what the admin server reports of it. The same thread watches the TLS
+//!   [`status`] is what the admin server reports of it; `check` runs the active health
+//!   checks on the same thread. The same thread watches the TLS
 //!   Secrets listeners name and hands their contents to the gateway
 //!   ([`DiscoveryHandle::secret_events`]).
 //!
@@ -26,6 +29,7 @@
 pub mod addr;
 pub mod balance;
 pub mod build;
+mod check;
 mod controller;
 pub mod convert;
 pub mod publish;
@@ -44,7 +48,10 @@ use std::time::Duration;
 pub use addr::{EndpointAddr, UnixPath};
 pub use build::{BuildError, TableBuilder};
 pub use publish::{Ack, Publisher, Subscriber, Update};
-pub use snapshot::{Endpoint, EndpointState, Snapshot, SnapshotVersion, Upstream, UpstreamStatus};
+pub use snapshot::{
+    Check, Endpoint, EndpointState, Place, Snapshot, SnapshotVersion, Tier, Upstream,
+    UpstreamStatus,
+};
 pub use spec::Spec;
 pub use status::{RegistryStatus, Status};
 

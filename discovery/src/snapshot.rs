@@ -31,6 +31,9 @@ pub struct Snapshot {
     /// When the change this snapshot carries reached the control side (for the
     /// propagation-latency measurement).
     pub origin: Instant,
+    /// This gateway's node and zone, as locality compared endpoints with.
+    pub node: Option<Arc<str>>,
+    pub zone: Option<Arc<str>>,
 }
 
 impl Snapshot {
@@ -58,6 +61,19 @@ pub struct Upstream {
     /// when none is ready): the bound on attempts.
     pub usable: usize,
     pub status: UpstreamStatus,
+    /// Where each endpoint runs (same index as `endpoints`).
+    pub places: Arc<[Place]>,
+    /// Each endpoint's active health check result (same index as `endpoints`).
+    pub checks: Arc<[Check]>,
+    /// How close each endpoint is to this gateway (same index as `endpoints`).
+    pub tiers: Arc<[Tier]>,
+    /// The distinct endpoints picks come from (indices into `endpoints`): those of
+    /// `schedule`, else of `fallback`.
+    pub members: Arc<[u32]>,
+    /// The locality tier `schedule` was drawn from (`Any` without `locality`).
+    pub tier: Tier,
+    /// Every ready endpoint fails its health check, so all of them are used (panic mode).
+    pub panic: bool,
 }
 
 impl Upstream {
@@ -75,6 +91,62 @@ impl Upstream {
             EndpointState::Ready
         };
         e.state == wanted && e.weight > 0
+    }
+}
+
+/// Where an endpoint runs, from its EndpointSlice (empty for static nodes).
+#[derive(Debug, Clone, PartialEq, Eq, Default, Hash)]
+pub struct Place {
+    /// `nodeName`.
+    pub node: Option<Arc<str>>,
+    /// `zone`.
+    pub zone: Option<Arc<str>>,
+    /// `hints.forZones`: the zones topology-aware routing assigns it to.
+    pub for_zones: Arc<[Arc<str>]>,
+}
+
+/// An endpoint's active health check result.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
+pub enum Check {
+    /// No check configured, or none finished yet: picked as passing.
+    #[default]
+    Unchecked,
+    Passing,
+    /// Out of rotation until it passes `healthy` checks in a row (unless all fail).
+    Failing,
+}
+
+impl Check {
+    pub fn name(self) -> &'static str {
+        match self {
+            Check::Unchecked => "unchecked",
+            Check::Passing => "passing",
+            Check::Failing => "failing",
+        }
+    }
+}
+
+/// How close an endpoint is to this gateway, and the tier an upstream picks from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash, PartialOrd, Ord)]
+pub enum Tier {
+    /// On this gateway's node.
+    Node,
+    /// In this gateway's zone (or hinted for it).
+    Zone,
+    /// Anywhere.
+    #[default]
+    Any,
+}
+
+impl Tier {
+    pub const ALL: [Tier; 3] = [Tier::Node, Tier::Zone, Tier::Any];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Tier::Node => "node",
+            Tier::Zone => "zone",
+            Tier::Any => "any",
+        }
     }
 }
 

@@ -21,6 +21,8 @@ pub struct Spec {
     /// The `kubernetes.io/tls` Secrets TLS listeners take certificates from, each watched
     /// in its registry (sorted, no duplicates).
     pub tls_secrets: Vec<SecretRef>,
+    /// This gateway's node and zone, for `locality`.
+    pub node: GatewayNode,
 }
 
 /// A Secret in a registry's cluster: `listeners[].tls.certificates[].secret`.
@@ -217,6 +219,10 @@ pub struct UpstreamSettings {
     pub balance: Balance,
     /// Ejection on consecutive 5xx answers and gateway errors (off unless configured).
     pub outlier: Outlier,
+    /// Active health checks, run once per gateway on the discovery thread.
+    pub health_check: Option<HealthCheck>,
+    /// Same-node / same-zone preference.
+    pub locality: Locality,
 }
 
 /// `upstreams[].balance` (with `hash` for `consistent_hash`).
@@ -305,8 +311,83 @@ impl Default for UpstreamSettings {
             protocol: UpstreamProtocol::Http1,
             balance: Balance::RoundRobin,
             outlier: Outlier::default(),
+            health_check: None,
+            locality: Locality::default(),
         }
     }
+}
+
+/// `upstreams[].health_check`: an active check of every endpoint, once per gateway.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HealthCheck {
+    pub kind: CheckKind,
+    /// Between two checks of one endpoint.
+    pub interval: Duration,
+    /// For one check: connect, and for HTTP the response's status line.
+    pub timeout: Duration,
+    /// Each wait is `interval` plus a random share of this, so checks spread out.
+    pub jitter: Duration,
+    /// Consecutive passes that bring a failing endpoint back.
+    pub healthy: u32,
+    /// Consecutive failures that take an endpoint out.
+    pub unhealthy: u32,
+}
+
+/// What one check does.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CheckKind {
+    /// Connect, and close.
+    Tcp,
+    /// `GET path` over HTTP/1.1; passes when the status is in one of `statuses`.
+    Http {
+        path: String,
+        /// The `Host` header; `None`: the endpoint's `ip:port`.
+        host: Option<String>,
+        /// Inclusive ranges of passing statuses.
+        statuses: Vec<(u16, u16)>,
+    },
+}
+
+/// `upstreams[].locality`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Locality {
+    pub prefer: Prefer,
+    /// A tier (this node, this zone) is used only when it has at least this many endpoints
+    /// to pick from; otherwise the next one.
+    pub min_ready: u32,
+}
+
+impl Default for Locality {
+    fn default() -> Self {
+        Self {
+            prefer: Prefer::None,
+            min_ready: 1,
+        }
+    }
+}
+
+/// Which endpoints an upstream prefers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Prefer {
+    /// Every endpoint alike.
+    #[default]
+    None,
+    /// This node's, then this zone's, then any.
+    Node,
+    /// This zone's, then any.
+    Zone,
+}
+
+/// Where this gateway runs: `node:` in the config.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct GatewayNode {
+    /// The Kubernetes node name (`NODE_NAME` from the downward API when not configured).
+    pub name: Option<String>,
+    /// The zone; when `None` and `name` is known, read from the Node's
+    /// `topology.kubernetes.io/zone` label in `zone_from`.
+    pub zone: Option<String>,
+    /// The registry whose cluster the Node is looked up in.
+    pub zone_from: Option<String>,
 }
 
 /// What the `Host` header sent upstream says.

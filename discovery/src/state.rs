@@ -12,7 +12,7 @@ use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 
 use crate::convert::{self, ServicePorts, SliceEntry};
-use crate::snapshot::Endpoint;
+use crate::snapshot::{Endpoint, Place};
 use crate::spec::ServicePort;
 
 /// `(namespace, service name)`.
@@ -159,7 +159,12 @@ impl RegistryState {
     }
 
     /// The endpoints of `namespace/service:port`.
-    pub fn endpoints(&self, namespace: &str, service: &str, port: &ServicePort) -> Vec<Endpoint> {
+    pub fn endpoints(
+        &self,
+        namespace: &str,
+        service: &str,
+        port: &ServicePort,
+    ) -> Vec<(Endpoint, Place)> {
         let key = (namespace.to_owned(), service.to_owned());
         let ports = self.live.services.get(&key);
         let Some(slices) = self.live.slices.get(&key) else {
@@ -253,7 +258,13 @@ mod tests {
                 ports: vec![(String::new(), 8080)],
                 endpoints: ips
                     .iter()
-                    .map(|ip| (ip.parse().unwrap(), EndpointState::Ready))
+                    .map(|ip| {
+                        (
+                            ip.parse().unwrap(),
+                            EndpointState::Ready,
+                            Default::default(),
+                        )
+                    })
                     .collect(),
             }],
         }
@@ -263,7 +274,7 @@ mod tests {
         state
             .endpoints("apisix", "httpbin", &ServicePort::Number(8080))
             .iter()
-            .map(|e| e.addr.inet().unwrap().ip().to_string())
+            .map(|(e, _)| e.addr.inet().unwrap().ip().to_string())
             .collect()
     }
 

@@ -206,11 +206,19 @@ impl AdminState {
                 let endpoints: Vec<Value> = u
                     .endpoints
                     .iter()
-                    .map(|e| {
+                    .enumerate()
+                    .map(|(i, e)| {
+                        let place = &u.places[i];
                         json!({
                             "address": e.addr.to_string(),
                             "weight": e.weight,
                             "state": metrics::state_name(e.state),
+                            "picked": u.members.contains(&(i as u32)),
+                            "check": u.checks[i].name(),
+                            "locality": u.tiers[i].name(),
+                            "node": place.node.as_deref(),
+                            "zone": place.zone.as_deref(),
+                            "for_zones": place.for_zones.iter().map(|z| &**z).collect::<Vec<_>>(),
                         })
                     })
                     .collect();
@@ -218,6 +226,8 @@ impl AdminState {
                     "name": &*u.name,
                     "status": status,
                     "registry": registry.map(|r| &**r),
+                    "picks_from": u.tier.name(),
+                    "panic": u.panic,
                     "endpoints": endpoints,
                 })
             })
@@ -255,6 +265,10 @@ impl AdminState {
             .collect();
         json!({
             "version": snapshot.as_ref().map_or(0, |s| s.version.0),
+            "node": {
+                "name": snapshot.as_ref().and_then(|s| s.node.as_deref()),
+                "zone": snapshot.as_ref().and_then(|s| s.zone.as_deref()),
+            },
             "ready": self.ready(),
             "stopping": self.stopping.load(Ordering::SeqCst),
             "services": services,

@@ -19,6 +19,8 @@ use std::time::{Duration, SystemTime};
 
 use strait_discovery::{EndpointState, Snapshot, Status};
 
+mod balance;
+
 /// A monotonically increasing count with a single writer.
 #[derive(Debug, Default)]
 pub struct Counter(AtomicU64);
@@ -171,6 +173,9 @@ pub struct UpstreamStats {
     /// Of those, ejected by outlier detection for consecutive 5xx / gateway errors.
     pub ejections_5xx: Counter,
     pub ejections_gateway: Counter,
+    /// Picks by locality tier (`Tier as usize`: node, zone, any), for upstreams with
+    /// `locality`.
+    pub picks: [Counter; 3],
 }
 
 impl UpstreamStats {
@@ -320,6 +325,7 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
     // Requests and durations by (service, route), summed over workers.
     let mut routes: BTreeMap<RouteKey, ([u64; 5], HistogramSum)> = BTreeMap::new();
     let mut upstreams: BTreeMap<Arc<str>, [u64; 5]> = BTreeMap::new();
+    let mut picks: BTreeMap<Arc<str>, [u64; 3]> = BTreeMap::new();
     let (mut clients, mut idle, mut active) = (0i64, 0i64, 0i64);
     for w in workers {
         let mut add_route = |r: &RouteStats| {
@@ -342,6 +348,10 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
             e[2] += u.ejections.get();
             e[3] += u.ejections_5xx.get();
             e[4] += u.ejections_gateway.get();
+            let p = picks.entry(u.name.clone()).or_default();
+            for (a, c) in p.iter_mut().zip(&u.picks) {
+                *a += c.get();
+            }
         }
         clients += w.client_connections.get();
         idle += w.pool_idle.get();
@@ -425,6 +435,7 @@ pub fn render(workers: &[Arc<WorkerMetrics>], control: &Control<'_>) -> String {
             );
         }
     }
+    balance::render(&mut out, &picks, control.snapshot.as_deref());
     family(
         &mut out,
         "strait_upstream_connections",

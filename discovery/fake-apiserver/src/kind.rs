@@ -14,13 +14,16 @@ pub enum Kind {
     EndpointSlice,
     /// core/v1 `Secret` (namespaced): the TLS certificates of listeners.
     Secret,
+    /// core/v1 `Node` (cluster-scoped): the zone label of the gateway's node.
+    Node,
 }
 
 impl Kind {
     /// Every kind, in discovery order.
-    pub const ALL: [Kind; 5] = [
+    pub const ALL: [Kind; 6] = [
         Kind::Endpoints,
         Kind::Namespace,
+        Kind::Node,
         Kind::Secret,
         Kind::Service,
         Kind::EndpointSlice,
@@ -34,6 +37,7 @@ impl Kind {
             Kind::Namespace => "Namespace",
             Kind::EndpointSlice => "EndpointSlice",
             Kind::Secret => "Secret",
+            Kind::Node => "Node",
         }
     }
 
@@ -45,6 +49,7 @@ impl Kind {
             Kind::Namespace => "namespaces",
             Kind::EndpointSlice => "endpointslices",
             Kind::Secret => "secrets",
+            Kind::Node => "nodes",
         }
     }
 
@@ -56,6 +61,7 @@ impl Kind {
             Kind::Namespace => "namespace",
             Kind::EndpointSlice => "endpointslice",
             Kind::Secret => "secret",
+            Kind::Node => "node",
         }
     }
 
@@ -65,6 +71,7 @@ impl Kind {
             Kind::Endpoints => &["ep"],
             Kind::Service => &["svc"],
             Kind::Namespace => &["ns"],
+            Kind::Node => &["no"],
             Kind::EndpointSlice | Kind::Secret => &[],
         }
     }
@@ -93,12 +100,13 @@ impl Kind {
             Kind::Namespace => "NamespaceList",
             Kind::EndpointSlice => "EndpointSliceList",
             Kind::Secret => "SecretList",
+            Kind::Node => "NodeList",
         }
     }
 
     /// Whether objects live in a namespace.
     pub fn namespaced(self) -> bool {
-        !matches!(self, Kind::Namespace)
+        !matches!(self, Kind::Namespace | Kind::Node)
     }
 
     /// `endpointslices.discovery.k8s.io` / `endpoints`, as error messages name a resource.

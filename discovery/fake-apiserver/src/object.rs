@@ -3,7 +3,7 @@
 //! adds on the wire (`ports[].protocol: TCP`…). Pure; runs on the calling test's thread,
 //! before the store lock is taken.
 
-use k8s_openapi::api::core::v1::{Endpoints, Namespace, Secret, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Namespace, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use serde::de::DeserializeOwned;
 use serde_json::{json, Map, Value};
@@ -148,6 +148,7 @@ pub(crate) fn normalize(mut value: Value) -> Result<Normalized, ApplyError> {
         Kind::Namespace => check_typed::<Namespace>(kind, &name, &value)?,
         Kind::EndpointSlice => check_typed::<EndpointSlice>(kind, &name, &value)?,
         Kind::Secret => check_typed::<Secret>(kind, &name, &value)?,
+        Kind::Node => check_typed::<Node>(kind, &name, &value)?,
     }
     Ok(Normalized {
         kind,
@@ -223,6 +224,16 @@ fn apply_defaults(kind: Kind, name: &str, value: &mut Value) {
                             data.insert(k, json!(encoded));
                         }
                     }
+                }
+            }
+        }
+        Kind::Node => {
+            if let Some(meta) = value.get_mut("metadata").and_then(Value::as_object_mut) {
+                default_field(meta, "labels", json!({}));
+                if let Some(labels) = meta.get_mut("labels").and_then(Value::as_object_mut) {
+                    labels
+                        .entry("kubernetes.io/hostname")
+                        .or_insert_with(|| json!(name));
                 }
             }
         }

@@ -187,6 +187,11 @@ fn columns(kind: Kind) -> Vec<Value> {
             column("Status", "string", "", 0, "The status of the namespace"),
             age,
         ],
+        Kind::Node => vec![
+            name,
+            column("Zone", "string", "", 0, "The topology.kubernetes.io/zone label."),
+            age,
+        ],
         Kind::Secret => vec![
             name,
             column("Type", "string", "", 0, "Used to facilitate programmatic handling of secret data."),
@@ -343,6 +348,11 @@ fn cells(kind: Kind, obj: &Value, now: jiff::Timestamp) -> Vec<Value> {
             ]
         }
         Kind::Namespace => vec![name, json!(str_at(obj, "/status/phase")), age],
+        Kind::Node => vec![
+            name,
+            json!(str_at(obj, "/metadata/labels/topology.kubernetes.io~1zone")),
+            age,
+        ],
         Kind::Secret => {
             let data = obj
                 .get("data")

@@ -1,7 +1,8 @@
 //! One Kubernetes cluster: a kube client built from the registry's connection settings,
 //! and two watchers (EndpointSlices or Endpoints, and Services) that reduce objects and
 //! send them to the controller; and [`watch_secret`], one TLS Secret's watcher (scoped to
-//! its namespace and name) reporting to the gateway's control loop.
+//! its namespace and name) reporting to the gateway's control loop; and [`node_zone`],
+//! which reads this gateway's zone from its Node once.
 //!
 //! Runs on: the discovery thread's tokio runtime. kube's watcher does the protocol work:
 //! list then watch with bookmarks, relist on 410 Gone, resume with jittered exponential
@@ -10,7 +11,7 @@
 use std::path::Path;
 
 use futures::{FutureExt, StreamExt};
-use k8s_openapi::api::core::v1::{Endpoints, Secret, Service};
+use k8s_openapi::api::core::v1::{Endpoints, Node, Secret, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
@@ -216,6 +217,44 @@ pub async fn watch_secret(
             if unauthorized {
                 break;
             }
+        }
+        tokio::time::sleep(delay).await;
+        delay = (delay * 2).min(BACKOFF_MAX);
+    }
+}
+
+/// The label a Node carries its zone in.
+pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
+
+/// Reads Node `node`'s zone label (`None`: the Node has none) and sends it, retrying with
+/// backoff until the API server answers (a 403 means the ClusterRole lacks `get` on
+/// `nodes`; it is logged once).
+pub async fn node_zone(spec: RegistrySpec, node: String, tx: UnboundedSender<Option<String>>) {
+    let mut delay = BACKOFF_START;
+    let mut logged = false;
+    loop {
+        let client = client_config(&spec).await.and_then(|config| {
+            Client::try_from(config)
+                .map_err(|e| ConnectError(format!("registry {:?}: client: {e}", spec.name)))
+        });
+        let answer = match client {
+            Ok(c) => Api::<Node>::all(c)
+                .get(&node)
+                .await
+                .map_err(|e| ConnectError(e.to_string())),
+            Err(e) => Err(e),
+        };
+        match answer {
+            Ok(n) => {
+                let zone = n.metadata.labels.and_then(|l| l.get(ZONE_LABEL).cloned());
+                let _ = tx.send(zone);
+                return;
+            }
+            Err(e) if !logged => {
+                logged = true;
+                tracing::warn!(registry = %spec.name, %node, error = %e.0, "cannot read this gateway's Node for its zone (needs get on nodes, or set node.zone); zone preference waits, retrying");
+            }
+            Err(_) => {}
         }
         tokio::time::sleep(delay).await;
         delay = (delay * 2).min(BACKOFF_MAX);

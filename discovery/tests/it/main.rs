@@ -156,6 +156,7 @@ fn spec(registries: Vec<RegistrySpec>, upstreams: Vec<UpstreamSpec>) -> Spec {
         upstreams,
         registries,
         tls_secrets: Vec::new(),
+        node: Default::default(),
     }
 }
 

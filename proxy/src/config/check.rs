@@ -70,6 +70,7 @@ impl Checker<'_> {
             registries,
             shutdown,
             admin,
+            node,
         } = file;
         let workers = match workers {
             None => None,
@@ -111,6 +112,7 @@ impl Checker<'_> {
         let registries = self.registries(registries)?;
         let tls_secrets = self.tls_secrets(&listeners, &registries)?;
         let upstreams = self.upstreams(upstreams)?;
+        let node = self.node(node, &registries)?;
         Ok(Config {
             workers,
             driver,
@@ -124,6 +126,7 @@ impl Checker<'_> {
                 upstreams,
                 registries,
                 tls_secrets,
+                node,
             },
         })
     }

@@ -44,6 +44,9 @@ pub struct FileConfig {
     /// The admin server: health, readiness, metrics and the debug snapshot.
     #[serde(default)]
     pub admin: FileAdmin,
+    /// Where this gateway runs (for `upstreams[].locality`).
+    #[serde(default)]
+    pub node: FileGatewayNode,
 }
 
 impl FileConfig {
@@ -59,6 +62,7 @@ impl FileConfig {
         "registries",
         "shutdown",
         "admin",
+        "node",
     ];
 }
 
@@ -432,6 +436,12 @@ pub struct FileUpstream {
     /// Ejection on consecutive 5xx and gateway errors. Default: off.
     #[serde(default)]
     pub outlier: Option<FileOutlier>,
+    /// Active health checks. Default: off.
+    #[serde(default)]
+    pub health_check: Option<FileHealthCheck>,
+    /// Same-node / same-zone preference. Default: none.
+    #[serde(default)]
+    pub locality: Option<FileLocality>,
 }
 
 /// `upstreams[].protocol:` values.
@@ -467,6 +477,8 @@ impl FileUpstream {
         "balance",
         "hash",
         "outlier",
+        "health_check",
+        "locality",
     ];
 }
 
@@ -733,7 +745,10 @@ impl FilePassiveHealth {
 }
 
 mod balance;
-pub use balance::{FileBalance, FileHash, FileHashKey, FileOutlier};
+pub use balance::{
+    FileBalance, FileCheckType, FileGatewayNode, FileHash, FileHashKey, FileHealthCheck,
+    FileLocality, FileOutlier, FilePrefer, FileStatus,
+};
 mod tls;
 pub use tls::{FileCertificate, FileListenerTls, FileSecretRef, FileUpstreamTls};
 

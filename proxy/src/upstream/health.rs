@@ -269,13 +269,13 @@ impl Health {
     }
 
     /// The panic threshold: one more ejection must leave at least one endpoint of `up`
-    /// in rotation and stay within `max_ejected_percent` (one is always allowed).
+    /// that picks come from (its locality tier, past its health checks) and stay within
+    /// `max_ejected_percent` (one is always allowed).
     fn can_eject(&self, up: &Upstream, now: Instant) -> bool {
         let in_rotation: Vec<EndpointAddr> = up
-            .endpoints
+            .members
             .iter()
-            .filter(|e| up.in_rotation(e))
-            .map(|e| e.addr)
+            .map(|i| up.endpoints[*i as usize].addr)
             .collect();
         let ejected = in_rotation
             .iter()

@@ -18,6 +18,7 @@ fn snapshot(weights: &[u32]) -> Arc<Snapshot> {
     let spec = Spec {
         registries: Vec::new(),
         tls_secrets: Vec::new(),
+        node: Default::default(),
         services: vec![],
         upstreams: vec![UpstreamSpec {
             name: "u".into(),
@@ -190,6 +191,7 @@ fn an_endpoint_that_turns_terminating_leaves_rotation_while_others_are_ready() {
         let mut builder = TableBuilder::try_new(Spec {
             registries: Vec::new(),
             tls_secrets: Vec::new(),
+            node: Default::default(),
             services: vec![],
             upstreams: vec![UpstreamSpec {
                 name: "u".into(),

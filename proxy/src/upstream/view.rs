@@ -10,8 +10,8 @@ use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Instant;
 
-use strait_discovery::spec::Balance;
-use strait_discovery::{Endpoint, EndpointAddr, Snapshot, Upstream};
+use strait_discovery::spec::{Balance, Prefer};
+use strait_discovery::{Endpoint, EndpointAddr, Snapshot, Tier, Upstream};
 
 use super::Health;
 use crate::metrics::{RouteStats, UpstreamStats, WorkerMetrics};
@@ -89,7 +89,34 @@ impl View {
     ///   header or cookie absent), round-robin.
     ///
     /// A candidate that is tried or ejected sends the pick on to round-robin's scan.
+    ///
+    /// The snapshot has already narrowed the schedule to endpoints that pass their
+    /// health checks and to the locality tier in use; a pick from an upstream with
+    /// `locality` is counted by that tier.
     pub fn pick_for(
+        &self,
+        idx: u32,
+        tried: &[EndpointAddr],
+        health: &Health,
+        now: Instant,
+        key: Option<u64>,
+    ) -> Option<Endpoint> {
+        let picked = self.pick_in(idx, tried, health, now, key);
+        if picked.is_some() {
+            let up = &self.snapshot.upstreams[idx as usize];
+            if up.settings.locality.prefer != Prefer::None {
+                let tier = if up.schedule.is_empty() {
+                    Tier::Any
+                } else {
+                    up.tier
+                };
+                self.upstream_stats[idx as usize].picks[tier as usize].inc();
+            }
+        }
+        picked
+    }
+
+    fn pick_in(
         &self,
         idx: u32,
         tried: &[EndpointAddr],

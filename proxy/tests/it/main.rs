@@ -23,6 +23,9 @@
 //!   watcher, the gateway and echo pods on 127.0.0.x.
 //! - [`rolling`]: a rolling update of echo pod processes under load, through the fake
 //!   API server and the gateway: no request fails.
+//! - [`balance`], [`active_health`], [`locality`]: least_request, consistent_hash and
+//!   outlier detection; active health checks (thresholds, panic mode); same-node /
+//!   same-zone preference with the zone read from the Node.
 //! - [`admin`]: the admin server: health, readiness, metrics, the debug snapshot.
 //! - [`process`]: `strait check` and `strait run` as a child process, 1 GiB both ways.
 //! - [`reload`]: the config file watched by `strait run`, SIGHUP, a refused bad file.
@@ -39,6 +42,7 @@
 // Test threads may share state with locks; the data plane may not (proxy/clippy.toml).
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod active_health;
 mod admin;
 mod balance;
 mod bounds;
@@ -49,6 +53,7 @@ mod forwarding;
 mod h2;
 mod h2_abuse;
 mod hostile;
+mod locality;
 mod process;
 mod reload;
 mod restart;

@@ -82,6 +82,7 @@ fn seed_config_parses_into_the_expected_config() {
         spec: Spec {
             registries: Vec::new(),
             tls_secrets: Vec::new(),
+            node: Default::default(),
             services: vec![ServiceSpec {
                 name: "sd-app".into(),
                 hosts: vec!["sd.httpbin.org".into()],

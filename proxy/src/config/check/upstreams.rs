@@ -75,7 +75,7 @@ impl Checker<'_> {
         let h = &upstream.passive_health;
         let balance = self.balance(at, upstream.balance, upstream.hash)?;
         let outlier = self.outlier(at, upstream.outlier)?;
-        let settings = UpstreamSettings {
+        let mut settings = UpstreamSettings {
             connect_timeout: self.duration(
                 &format!("{at}.timeouts.connect"),
                 t.connect.as_deref(),
@@ -124,6 +124,8 @@ impl Checker<'_> {
             },
             balance,
             outlier,
+            health_check: None,
+            locality: Default::default(),
         };
         match (settings.protocol, settings.tls.is_some()) {
             (UpstreamProtocol::H2, false) => {
@@ -140,6 +142,8 @@ impl Checker<'_> {
             }
             _ => {}
         }
+        settings.health_check = self.health_check(at, upstream.health_check, &settings)?;
+        settings.locality = self.locality(at, upstream.locality, &settings.balance)?;
         Ok(UpstreamSpec {
             name: upstream.name,
             source,

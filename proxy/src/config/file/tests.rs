@@ -87,6 +87,31 @@ fn all() -> Vec<(&'static str, Vec<String>, &'static [&'static str])> {
             FileOutlier::FIELDS,
         ),
         (
+            "FileHealthCheck",
+            accepted::<FileHealthCheck>(KEY),
+            FileHealthCheck::FIELDS,
+        ),
+        (
+            "FileCheckType",
+            accepted::<FileCheckType>(VALUE),
+            FileCheckType::VARIANTS,
+        ),
+        (
+            "FileLocality",
+            accepted::<FileLocality>(KEY),
+            FileLocality::FIELDS,
+        ),
+        (
+            "FilePrefer",
+            accepted::<FilePrefer>(VALUE),
+            FilePrefer::VARIANTS,
+        ),
+        (
+            "FileGatewayNode",
+            accepted::<FileGatewayNode>(KEY),
+            FileGatewayNode::FIELDS,
+        ),
+        (
             "FileUpstreamProtocol",
             accepted::<FileUpstreamProtocol>(VALUE),
             FileUpstreamProtocol::VARIANTS,
