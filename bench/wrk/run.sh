@@ -9,6 +9,8 @@
 # Contenders (PROXIES; measured in this order within each round):
 #   strait         `strait run --workers 1`, `driver: STRAIT_DRIVER` (auto = io_uring here)
 #   strait-legacy  the same config with `driver: legacy` (epoll), on its own address
+#   strait-lr      the strait config with `balance: least_request` (its pick and in-flight
+#                  bookkeeping against round-robin's), on its own address
 #   nginx          worker_processes 1, upstream keepalive; the reference of the ratios
 #   haproxy        HAProxy (Debian's 2.6), nbthread 1, `haproxy -db` (one process, in the
 #                  foreground), http-reuse always
@@ -34,7 +36,7 @@
 #
 # Usage: bench/wrk/run.sh            (as root, or with sudo available for apt-get)
 # Env:   MODE=wrk | ops | callgrind
-#        PROXIES="strait strait-legacy nginx haproxy floor"   (wrk and ops modes)
+#        PROXIES="strait strait-legacy nginx haproxy floor"   (wrk and ops modes; or strait-lr)
 #        PAYLOADS="100 16k"                                    (wrk and ops modes)
 #        DURATION=10s CONNECTIONS=50 ROUNDS=5 WARMUP=2s THREADS=1   (wrk mode)
 #        OPS_DURATION=5s OPS_CONNECTIONS=8 OPS_WARMUP=1s            (ops mode)
@@ -43,6 +45,7 @@
 #        STRAIT_DRIVER=auto | io_uring | legacy    (strait and floor; strait-legacy: legacy)
 #        BACKEND=127.0.0.31:28080 STRAIT=127.0.0.32:28081 NGINX=127.0.0.33:28082
 #        HAPROXY=127.0.0.34:28084 STRAIT_LEGACY=127.0.0.35:28085 FLOOR=127.0.0.36:28086
+#        STRAIT_LR=127.0.0.37:28087
 #        SKIP_BUILD=1              (no cargo build: use target/release/{strait,floor} as is)
 # Output: stdout, and bench/results/<mode>-<timestamp>.txt (+ raw output, configs and logs
 # in bench/results/<mode>-<timestamp>/).
@@ -69,6 +72,7 @@ NGINX=${NGINX:-127.0.0.33:28082}
 HAPROXY=${HAPROXY:-127.0.0.34:28084}
 STRAIT_LEGACY=${STRAIT_LEGACY:-127.0.0.35:28085}
 FLOOR=${FLOOR:-127.0.0.36:28086}
+STRAIT_LR=${STRAIT_LR:-127.0.0.37:28087}
 STRAIT_DRIVER=${STRAIT_DRIVER:-auto}
 SKIP_BUILD=${SKIP_BUILD:-}
 
@@ -83,11 +87,11 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 # shellcheck source=bench/wrk/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-for a in "$BACKEND" "$STRAIT" "$NGINX" "$HAPROXY" "$STRAIT_LEGACY" "$FLOOR"; do
+for a in "$BACKEND" "$STRAIT" "$NGINX" "$HAPROXY" "$STRAIT_LEGACY" "$FLOOR" "$STRAIT_LR"; do
     [[ $a =~ ^127\.0\.0\.[0-9]{1,3}:[0-9]+$ ]] || die "address $a is not 127.0.0.x:port (requests stay on loopback)"
 done
-[[ $(printf '%s\n' "$BACKEND" "$STRAIT" "$NGINX" "$HAPROXY" "$STRAIT_LEGACY" "$FLOOR" | sort -u | wc -l) == 6 ]] ||
-    die "BACKEND, STRAIT, NGINX, HAPROXY, STRAIT_LEGACY and FLOOR must be six different addresses"
+[[ $(printf '%s\n' "$BACKEND" "$STRAIT" "$NGINX" "$HAPROXY" "$STRAIT_LEGACY" "$FLOOR" "$STRAIT_LR" | sort -u | wc -l) == 7 ]] ||
+    die "BACKEND, STRAIT, NGINX, HAPROXY, STRAIT_LEGACY, FLOOR and STRAIT_LR must be seven different addresses"
 [[ $MODE == wrk || $MODE == callgrind || $MODE == ops ]] || die "MODE must be wrk, callgrind or ops, not $MODE"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $STRAIT_DRIVER == auto || $STRAIT_DRIVER == io_uring || $STRAIT_DRIVER == legacy ]] ||
@@ -100,8 +104,8 @@ read -r -a PAYLOAD_LIST <<<"$PAYLOADS"
 declare -A SEEN=()
 for c in "${CONTENDERS[@]}"; do
     case $c in
-    strait | strait-legacy | nginx | haproxy | floor) ;;
-    *) die "unknown contender '$c' in PROXIES (known: strait strait-legacy nginx haproxy floor)" ;;
+    strait | strait-legacy | strait-lr | nginx | haproxy | floor) ;;
+    *) die "unknown contender '$c' in PROXIES (known: strait strait-legacy strait-lr nginx haproxy floor)" ;;
     esac
     [[ -z ${SEEN[$c]:-} ]] || die "contender $c twice in PROXIES"
     SEEN[$c]=1
@@ -323,9 +327,9 @@ EOF
     echo "$dir"
 }
 
-# $1 = name of the config ($WORK/$1.yaml), $2 = listen address, $3 = driver.
+# $1 = name of the config ($WORK/$1.yaml), $2 = listen address, $3 = driver, $4 = balance.
 write_strait_conf() {
-    local name=${1:-strait} addr=${2:-$STRAIT} driver=${3:-$STRAIT_DRIVER}
+    local name=${1:-strait} addr=${2:-$STRAIT} driver=${3:-$STRAIT_DRIVER} balance=${4:-round_robin}
     cat >"$WORK/$name.yaml" <<EOF
 workers: 1
 driver: $driver
@@ -341,6 +345,7 @@ services:
     upstream: backend
 upstreams:
   - name: backend
+    balance: $balance
     nodes:
       - address: $BACKEND
     keepalive:
@@ -448,7 +453,7 @@ CLK_TCK=$(getconf CLK_TCK)
 # --- contenders (wrk and ops modes) -----------------------------------------------------
 
 declare -A C_ADDR=([strait]=$STRAIT [strait-legacy]=$STRAIT_LEGACY [nginx]=$NGINX
-    [haproxy]=$HAPROXY [floor]=$FLOOR)
+    [haproxy]=$HAPROXY [floor]=$FLOOR [strait-lr]=$STRAIT_LR)
 declare -A C_PID=() C_LOG=()
 
 alive() {
@@ -461,12 +466,12 @@ start_contender() {
     local name=$1 conf dir p code size
     check_free "${C_ADDR[$name]}"
     case $name in
-    strait | strait-legacy)
-        if [[ $name == strait ]]; then
-            conf=$(write_strait_conf strait "$STRAIT" "$STRAIT_DRIVER")
-        else
-            conf=$(write_strait_conf strait-legacy "$STRAIT_LEGACY" legacy)
-        fi
+    strait | strait-legacy | strait-lr)
+        case $name in
+        strait) conf=$(write_strait_conf strait "$STRAIT" "$STRAIT_DRIVER") ;;
+        strait-legacy) conf=$(write_strait_conf strait-legacy "$STRAIT_LEGACY" legacy) ;;
+        strait-lr) conf=$(write_strait_conf strait-lr "$STRAIT_LR" "$STRAIT_DRIVER" least_request) ;;
+        esac
         C_LOG[$name]=$WORK/$name.log
         taskset -c "$PROXY_CORE" "$STRAIT_BIN" run --config "$conf" --workers 1 >"${C_LOG[$name]}" 2>&1 &
         ;;
@@ -520,7 +525,7 @@ keep_configs() {
     for name in "${CONTENDERS[@]}"; do
         cp "${C_LOG[$name]}" "$RAW/$name.log"
         case $name in
-        strait | strait-legacy) cp "$WORK/$name.yaml" "$RAW/$name.yaml" ;;
+        strait | strait-legacy | strait-lr) cp "$WORK/$name.yaml" "$RAW/$name.yaml" ;;
         nginx) cp "$WORK/nginx-proxy/nginx.conf" "$RAW/nginx-proxy.conf" ;;
         haproxy) cp "$WORK/haproxy.cfg" "$RAW/haproxy.cfg" ;;
         esac
@@ -530,7 +535,7 @@ keep_configs() {
 # One line per strait-runtime contender: the driver its log reports.
 driver_lines() {
     local name
-    for name in strait strait-legacy floor; do
+    for name in strait strait-legacy strait-lr floor; do
         in_proxies "$name" || continue
         printf '%-14s %s\n' "$name:" "$(sed 's/\x1b\[[0-9;]*m//g' "${C_LOG[$name]}" | grep -o 'driver=[A-Za-z_]*' | sort -u | tr '\n' ' ')"
     done
