@@ -100,7 +100,16 @@ mod tests {
             json!(["get", "list", "watch"])
         );
         let core = document(&["api", "v1"], "x").unwrap();
-        assert_eq!(core["resources"].as_array().unwrap().len(), 4);
+        let names: Vec<&str> = core["resources"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|r| r["name"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            names,
+            ["endpoints", "namespaces", "nodes", "secrets", "services"]
+        );
         assert!(document(&["apis", "apps", "v1"], "x").is_none());
     }
 }

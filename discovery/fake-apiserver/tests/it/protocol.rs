@@ -369,7 +369,10 @@ fn discovery_documents_list_the_served_resources() {
         .iter()
         .map(|r| r["name"].as_str().unwrap())
         .collect();
-    assert_eq!(names, ["endpoints", "namespaces", "secrets", "services"]);
+    assert_eq!(
+        names,
+        ["endpoints", "namespaces", "nodes", "secrets", "services"]
+    );
     let group = get("/apis/discovery.k8s.io/v1");
     assert_eq!(group["resources"][0]["kind"], "EndpointSlice");
     assert_eq!(
