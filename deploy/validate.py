@@ -472,6 +472,15 @@ def check_example(objs, configs, checks):
             )
 
 
+def bound_to_strait(name, binding, checks):
+    checks.check(
+        binding.get("subjects")
+        == [{"kind": "ServiceAccount", "name": "strait", "namespace": "strait"}],
+        f"{name}: bound to ServiceAccount strait/strait only",
+        f"{binding.get('subjects')}",
+    )
+
+
 def check_tls_secrets(name, objs, checks):
     kinds = sorted(o.get("kind", "") for o in objs)
     checks.check(kinds == ["Role", "RoleBinding"], f"{name}: one Role and one RoleBinding", f"{kinds}")
@@ -500,12 +509,7 @@ def check_tls_secrets(name, objs, checks):
         f"{name}: the RoleBinding binds the Role in namespace {ns}",
         f"{ref}",
     )
-    checks.check(
-        binding.get("subjects")
-        == [{"kind": "ServiceAccount", "name": "strait", "namespace": "strait"}],
-        f"{name}: bound to ServiceAccount strait/strait only",
-        f"{binding.get('subjects')}",
-    )
+    bound_to_strait(name, binding, checks)
 
 
 def check_node_zone(name, objs, checks):
@@ -531,12 +535,7 @@ def check_node_zone(name, objs, checks):
         f"{name}: the ClusterRoleBinding binds that ClusterRole",
         f"{ref}",
     )
-    checks.check(
-        binding.get("subjects")
-        == [{"kind": "ServiceAccount", "name": "strait", "namespace": "strait"}],
-        f"{name}: bound to ServiceAccount strait/strait only",
-        f"{binding.get('subjects')}",
-    )
+    bound_to_strait(name, binding, checks)
 
 
 def main():

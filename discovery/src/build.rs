@@ -315,24 +315,23 @@ fn make_upstream(
         .collect();
     let panic = passing.is_empty() && !ready.is_empty();
     let pool = if panic { ready } else { passing };
-    let hinted = pool.iter().any(|i| !places[*i].for_zones.is_empty());
-    let tier_of = |i: &usize| here.tier(&places[*i], hinted);
+    // Hints, when any endpoint carries them, decide the zone (as kube-proxy does).
+    let hinted = places.iter().any(|p| !p.for_zones.is_empty());
+    let tiers: Vec<Tier> = places.iter().map(|p| here.tier(p, hinted)).collect();
     let min = settings.locality.min_ready.max(1) as usize;
-    let tiers: &[Tier] = match settings.locality.prefer {
+    let preferred: &[Tier] = match settings.locality.prefer {
         Prefer::None => &[],
         Prefer::Node => &[Tier::Node, Tier::Zone],
         Prefer::Zone => &[Tier::Zone],
     };
-    let (chosen, tier) = tiers
+    let (chosen, tier) = preferred
         .iter()
         .map(|t| {
-            let near: Vec<usize> = pool.iter().copied().filter(|i| tier_of(i) <= *t).collect();
+            let near: Vec<usize> = pool.iter().copied().filter(|i| tiers[*i] <= *t).collect();
             (near, *t)
         })
         .find(|(near, _)| near.len() >= min)
         .unwrap_or((pool, Tier::Any));
-    let hinted_all = places.iter().any(|p| !p.for_zones.is_empty());
-    let tiers: Vec<Tier> = places.iter().map(|p| here.tier(p, hinted_all)).collect();
     let mut weights = vec![0u32; endpoints.len()];
     for i in &chosen {
         weights[*i] = endpoints[*i].weight;
@@ -368,7 +367,6 @@ fn make_upstream(
     };
     Upstream {
         name: Arc::from(name),
-        usable: members.len(),
         settings,
         endpoints: endpoints.into(),
         schedule: schedule.into(),
@@ -536,7 +534,7 @@ mod tests {
         let u = b.snapshot(Instant::now()).upstreams[1].clone();
         assert_eq!(picked(&u), ["127.0.0.3:1"]);
         assert!(!u.panic);
-        assert_eq!(u.usable, 1);
+        assert_eq!(u.members.len(), 1);
         b.set_checks("b", [(a2, Check::Failing), (a3, Check::Failing)].into());
         let u = b.snapshot(Instant::now()).upstreams[1].clone();
         assert_eq!(picked(&u), ["127.0.0.2:1", "127.0.0.3:1"], "panic: all");

@@ -57,9 +57,6 @@ pub struct Upstream {
     /// `consistent_hash` only: the Maglev table over the endpoints in rotation (indices
     /// into `endpoints`); empty otherwise.
     pub maglev: Arc<[u32]>,
-    /// Distinct endpoints a request may be sent to (ready ones, or the fallback ones
-    /// when none is ready): the bound on attempts.
-    pub usable: usize,
     pub status: UpstreamStatus,
     /// Where each endpoint runs (same index as `endpoints`).
     pub places: Arc<[Place]>,
@@ -68,7 +65,7 @@ pub struct Upstream {
     /// How close each endpoint is to this gateway (same index as `endpoints`).
     pub tiers: Arc<[Tier]>,
     /// The distinct endpoints picks come from (indices into `endpoints`): those of
-    /// `schedule`, else of `fallback`.
+    /// `schedule`, else of `fallback`. Its length bounds a request's attempts.
     pub members: Arc<[u32]>,
     /// The locality tier `schedule` was drawn from (`Any` without `locality`).
     pub tier: Tier,

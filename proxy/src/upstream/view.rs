@@ -11,7 +11,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use strait_discovery::spec::{Balance, Prefer};
-use strait_discovery::{Endpoint, EndpointAddr, Snapshot, Tier, Upstream};
+use strait_discovery::{Endpoint, EndpointAddr, Snapshot, Upstream};
 
 use super::Health;
 use crate::metrics::{RouteStats, UpstreamStats, WorkerMetrics};
@@ -105,12 +105,8 @@ impl View {
         if picked.is_some() {
             let up = &self.snapshot.upstreams[idx as usize];
             if up.settings.locality.prefer != Prefer::None {
-                let tier = if up.schedule.is_empty() {
-                    Tier::Any
-                } else {
-                    up.tier
-                };
-                self.upstream_stats[idx as usize].picks[tier as usize].inc();
+                // `tier` is `Any` when picks come from terminating endpoints.
+                self.upstream_stats[idx as usize].picks[up.tier as usize].inc();
             }
         }
         picked
@@ -150,7 +146,7 @@ impl View {
                 // repeats heavy endpoints).
                 let mut b = at(health.random());
                 for _ in 0..3 {
-                    if b.addr != a.addr || up.usable < 2 {
+                    if b.addr != a.addr || up.members.len() < 2 {
                         break;
                     }
                     b = at(health.random());
@@ -176,7 +172,7 @@ impl View {
                 let start = (h % table.len() as u64) as usize;
                 // Bounded: when every endpoint is tried or ejected, round-robin's scan
                 // below settles it in O(endpoints).
-                let limit = table.len().min(64 * (up.usable + 1));
+                let limit = table.len().min(64 * (up.members.len() + 1));
                 for i in 0..limit {
                     let e = up.endpoints[table[(start + i) % table.len()] as usize];
                     if usable(&e) {
@@ -209,7 +205,7 @@ impl View {
         let Some(up) = self.snapshot.upstreams.get(idx as usize) else {
             return 0;
         };
-        let distinct = up.usable;
+        let distinct = up.members.len();
         let retries = match up.settings.retries {
             Some(r) => r as usize,
             None => distinct.saturating_sub(1).min(MAX_DEFAULT_RETRIES),
