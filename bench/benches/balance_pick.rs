@@ -5,7 +5,7 @@
 //! Inputs: one static upstream of 3 and of 100 endpoints (127.0.0.x addresses), with
 //! equal weights (all 1) and unequal weights (endpoint `i` weighs `1 + i % 5`, so 1..5).
 //! Snapshots are built with `TableBuilder::try_new(spec)?.snapshot(now)`; each iteration
-//! is `Table::new(snapshot, 0).view().pick(0, &[], &health, now)` (no endpoint ejected), with the view taken once (as a
+//! is `Table::new(snapshot, (0, 1)).view().pick(0, &[], &health, now)` (no endpoint ejected), with the view taken once (as a
 //! request holds it) and the cursor carried across iterations. A second case passes a
 //! one-address `tried` list, as a retry after a failed connect does. `by_algorithm` picks
 //! with each `balance` (equal weights; `consistent_hash` with a fresh key hash per
@@ -65,7 +65,7 @@ fn bench(c: &mut Criterion) {
             ("equal", snapshot(n, |_| 1)),
             ("unequal", snapshot(n, |i| 1 + (i % 5) as u32)),
         ] {
-            let table = Table::new(snap, 0, Default::default());
+            let table = Table::new(snap, (0, 1), Default::default());
             let view = table.view();
             let health = Health::default();
             let now = Instant::now();
@@ -89,7 +89,7 @@ fn bench(c: &mut Criterion) {
             ("least_request", Balance::LeastRequest),
             ("consistent_hash", Balance::ConsistentHash(HashKey::Path)),
         ] {
-            let table = Table::new(snapshot_with(n, |_| 1, balance), 0, Default::default());
+            let table = Table::new(snapshot_with(n, |_| 1, balance), (0, 1), Default::default());
             let view = table.view();
             let health = Health::new(1);
             let now = Instant::now();

@@ -11,7 +11,7 @@ use std::time::Instant;
 
 use crate::addr::EndpointAddr;
 use crate::balance;
-use crate::route::{Router, UnknownUpstream};
+use crate::route::{CompileError, Router, UnknownUpstream};
 use crate::snapshot::{
     Check, Endpoint, EndpointState, Place, Snapshot, SnapshotVersion, Tier, Upstream,
     UpstreamStatus,
@@ -25,6 +25,8 @@ pub enum BuildError {
     UnknownUpstream(UnknownUpstream),
     /// Two upstreams share a name.
     DuplicateUpstream(String),
+    /// A route's regular expression does not compile.
+    Regex(String),
 }
 
 impl std::error::Error for BuildError {}
@@ -43,6 +45,7 @@ impl std::fmt::Display for BuildError {
                 }
             }
             BuildError::DuplicateUpstream(n) => write!(f, "upstream {n:?} is defined twice"),
+            BuildError::Regex(e) => f.write_str(e),
         }
     }
 }
@@ -71,7 +74,14 @@ impl TableBuilder {
             }
         }
         let router = Router::compile(&spec.services, |n| by_name.get(n).map(|i| *i as u32))
-            .map_err(BuildError::UnknownUpstream)?;
+            .map_err(|e| match e {
+                CompileError::Upstream(u) => BuildError::UnknownUpstream(u),
+                CompileError::Regex {
+                    service,
+                    route,
+                    error,
+                } => BuildError::Regex(format!("service {service:?} route {route:?}: {error}")),
+            })?;
         let here = Here {
             node: spec.node.name.as_deref().map(Arc::from),
             zone: spec.node.zone.as_deref().map(Arc::from),

@@ -1,13 +1,22 @@
-//! The compiled router: host (exact, then `*.suffix` wildcard, then default) → the
-//! longest matching path prefix → method → upstream index.
+//! The compiled router: host (exact, then `*.suffix` wildcard, then default) → the first
+//! route, in a fixed order, whose path, header and query conditions and methods accept
+//! the request → what the route does (its upstream or weighted backends, filters, rate
+//! limit).
 //!
-//! Compiled on the control side by [`Router::compile`]; [`Router::lookup`] is pure and
-//! allocation-free, and runs on the workers' request path.
+//! Compiled on the control side by [`Router::compile`]; [`Router::route`] is pure and
+//! allocation-free (regex search state comes from the worker's [`Caches`]), and runs on
+//! the workers' request path.
 
+use std::borrow::Cow;
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use crate::spec::ServiceSpec;
+mod matching;
+
+pub use matching::{check_regex, query_param, BadRegex, Caches, Matcher, PathMatcher};
+use matching::{PathSet, Regexes};
+
+use crate::spec::{Filters, HashKey, PathMatch, RateLimit, Rewrite, RouteSpec, ServiceSpec};
 
 /// A set of HTTP methods as a bit set. Empty means "any method".
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Hash)]
@@ -73,17 +82,32 @@ impl MethodSet {
     }
 }
 
+/// [`RouteEntry::upstream`] of a route that answers itself (a redirect, a direct
+/// response) and names no upstream: no index of the snapshot's upstreams.
+pub const NO_UPSTREAM: u32 = u32::MAX;
+
 /// One compiled route.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct RouteEntry {
-    /// Full prefix: the service's `path_prefix` joined with the route's path.
-    pub prefix: Box<str>,
+    /// The path condition, with the service's `path_prefix` joined in front.
+    pub path: PathMatcher,
     /// Bytes to remove from the front of the path before forwarding (the service's
     /// prefix when `strip_prefix` is on), 0 otherwise.
     pub strip: usize,
     pub methods: MethodSet,
-    /// Index into [`crate::Snapshot::upstreams`].
+    headers: Box<[Matcher]>,
+    query: Box<[Matcher]>,
+    /// Index into [`crate::Snapshot::upstreams`]: the route's upstream, or its first
+    /// backend.
     pub upstream: u32,
+    /// A weighted split: upstream indices, and the smooth weighted sequence of positions
+    /// in it (empty: `upstream` alone).
+    pub backends: Arc<[u32]>,
+    pub schedule: Arc<[u32]>,
+    /// Sticks a request to a backend by this key's hash.
+    pub backend_hash: Option<HashKey>,
+    pub filters: Arc<Filters>,
+    pub rate_limit: Option<Arc<RateLimit>>,
     pub service: Arc<str>,
     pub route: Arc<str>,
     /// Largest request body on this route, when it overrides the gateway's (0: no limit).
@@ -93,21 +117,110 @@ pub struct RouteEntry {
     pub stream_idle_timeout: Option<std::time::Duration>,
     /// Index of (`service`, `route`) in [`Router::routes`]: where a worker counts it.
     pub stats: u32,
+    /// Position in the service's config, for the order among equals.
+    order: u32,
 }
 
 impl RouteEntry {
-    /// The path to send upstream for `target` (path plus query), if it differs.
-    pub fn rewrite<'a>(&self, target: &'a str) -> std::borrow::Cow<'a, str> {
+    /// The path to send upstream for `target` (path plus query), if it differs: the
+    /// service prefix stripped, or the route's `rewrite`.
+    pub fn rewrite<'a>(&self, target: &'a str) -> Cow<'a, str> {
+        if let Some(rewrite) = &self.filters.rewrite {
+            return Cow::Owned(self.rewritten(rewrite, target));
+        }
         if self.strip == 0 || self.strip > target.len() {
-            return std::borrow::Cow::Borrowed(target);
+            return Cow::Borrowed(target);
         }
         let rest = &target[self.strip..];
         if rest.starts_with('/') {
-            std::borrow::Cow::Borrowed(rest)
+            Cow::Borrowed(rest)
         } else {
-            std::borrow::Cow::Owned(format!("/{rest}"))
+            Cow::Owned(format!("/{rest}"))
         }
     }
+
+    /// `target` with `rewrite` applied to its path; the query is kept. A prefix rewrite
+    /// replaces the route's prefix at its segment boundary (`/api` → `/v2`: `/api/x` →
+    /// `/v2/x`, `/api` → `/v2`).
+    pub fn rewritten(&self, rewrite: &Rewrite, target: &str) -> String {
+        let (path, query) = match target.split_once('?') {
+            Some((p, q)) => (p, Some(q)),
+            None => (target, None),
+        };
+        let mut out = match (rewrite, &self.path) {
+            (Rewrite::Prefix(new), PathMatcher::Prefix(old)) if path.starts_with(&**old) => {
+                let rest = &path[old.len()..];
+                let new = new.trim_end_matches('/');
+                match (new.is_empty(), rest.is_empty(), old.ends_with('/')) {
+                    (_, _, true) => format!("{new}/{rest}"),
+                    (true, true, _) => "/".to_owned(),
+                    (true, false, _) => rest.to_owned(),
+                    (false, _, _) => format!("{new}{rest}"),
+                }
+            }
+            (Rewrite::Prefix(new) | Rewrite::Full(new), _) => new.clone(),
+        };
+        if let Some(q) = query {
+            out.push('?');
+            out.push_str(q);
+        }
+        out
+    }
+
+    /// Whether this route's header and query conditions accept the request.
+    fn conditions_match(
+        &self,
+        req: &Request<'_, '_>,
+        regexes: &Regexes,
+        caches: &mut Caches,
+    ) -> bool {
+        self.headers
+            .iter()
+            .all(|m| m.accepts((req.headers)(&m.name), regexes, caches))
+            && self
+                .query
+                .iter()
+                .all(|m| m.accepts(matching::query_param(req.query, &m.name), regexes, caches))
+    }
+
+    /// The sort key among a host's routes (see [`Router::compile`]).
+    fn rank(
+        &self,
+    ) -> (
+        u8,
+        std::cmp::Reverse<usize>,
+        bool,
+        std::cmp::Reverse<usize>,
+        std::cmp::Reverse<usize>,
+        u32,
+    ) {
+        let (kind, len) = match &self.path {
+            PathMatcher::Exact(p) => (0, p.len()),
+            PathMatcher::Regex { .. } => (1, 0),
+            PathMatcher::Prefix(p) => (2, p.len()),
+        };
+        (
+            kind,
+            std::cmp::Reverse(len),
+            self.methods.is_any(),
+            std::cmp::Reverse(self.headers.len()),
+            std::cmp::Reverse(self.query.len()),
+            self.order,
+        )
+    }
+}
+
+/// What a request is routed by.
+pub struct Request<'a, 'h> {
+    /// The Host header (any case, port allowed).
+    pub host: &'a str,
+    /// The normalised path, without the query.
+    pub path: &'a str,
+    /// The query, without `?` (empty when none).
+    pub query: &'a str,
+    pub method: &'a str,
+    /// The value of the first header field of a (lower-case) name.
+    pub headers: &'a dyn Fn(&str) -> Option<&'h [u8]>,
 }
 
 /// The result of [`Router::lookup`].
@@ -119,6 +232,13 @@ pub enum RouteMatch<'a> {
     NotFound,
 }
 
+/// One host's routes, in lookup order, and its path regexes as one set.
+#[derive(Debug, Default)]
+struct Group {
+    entries: Vec<RouteEntry>,
+    paths: Option<PathSet>,
+}
+
 /// Routes grouped by host.
 #[derive(Debug, Default)]
 pub struct Router {
@@ -126,10 +246,10 @@ pub struct Router {
     /// `*.suffix` patterns by their suffix including the dot (`.example.com`).
     wildcard: HashMap<Box<str>, usize>,
     default: Option<usize>,
-    /// Each group's routes, longest prefix first.
-    groups: Vec<Vec<RouteEntry>>,
+    groups: Vec<Group>,
     /// Every (service, route) pair once, in config order ([`RouteEntry::stats`]).
     routes: Vec<(Arc<str>, Arc<str>)>,
+    regexes: Regexes,
 }
 
 /// An error from [`Router::compile`].
@@ -140,60 +260,33 @@ pub struct UnknownUpstream {
     pub upstream: Option<String>,
 }
 
+/// Why services cannot be compiled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CompileError {
+    Upstream(UnknownUpstream),
+    Regex {
+        service: String,
+        route: String,
+        error: BadRegex,
+    },
+}
+
 impl Router {
     /// Compiles services into a router; `upstream_index` maps an upstream name to its
     /// index in the snapshot.
+    ///
+    /// Within a host, routes are tried in this order (the first that matches path,
+    /// headers, query and method wins): exact paths (longest first), then regex paths,
+    /// then prefixes (longest first); among equal paths, a route naming methods before
+    /// one taking any, then more header conditions first, then more query conditions,
+    /// then config order.
     pub fn compile(
         services: &[ServiceSpec],
         upstream_index: impl Fn(&str) -> Option<u32>,
-    ) -> Result<Router, UnknownUpstream> {
+    ) -> Result<Router, CompileError> {
         let mut router = Router::default();
         for service in services {
-            let service_name: Arc<str> = Arc::from(service.name.as_str());
-            let mut entries = Vec::new();
-            let resolve = |name: Option<&String>, route: Option<&str>| {
-                name.and_then(|n| upstream_index(n))
-                    .ok_or_else(|| UnknownUpstream {
-                        service: service.name.clone(),
-                        route: route.map(str::to_owned),
-                        upstream: name.cloned(),
-                    })
-            };
-            let mut stats = |route: Arc<str>| {
-                router.routes.push((service_name.clone(), route));
-                (router.routes.len() - 1) as u32
-            };
-            if service.routes.is_empty() {
-                entries.push(RouteEntry {
-                    prefix: service.path_prefix.clone().into_boxed_str(),
-                    strip: 0,
-                    methods: MethodSet::ANY,
-                    upstream: resolve(service.upstream.as_ref(), None)?,
-                    service: service_name.clone(),
-                    route: Arc::from(""),
-                    max_body_bytes: None,
-                    stream_idle_timeout: None,
-                    stats: stats(Arc::from("")),
-                });
-            }
-            for route in &service.routes {
-                let upstream = resolve(
-                    route.upstream.as_ref().or(service.upstream.as_ref()),
-                    Some(&route.name),
-                )?;
-                let base = service.path_prefix.trim_end_matches('/');
-                entries.push(RouteEntry {
-                    prefix: join_path(base, &route.path).into_boxed_str(),
-                    strip: if route.strip_prefix { base.len() } else { 0 },
-                    methods: route.methods,
-                    upstream,
-                    service: service_name.clone(),
-                    route: Arc::from(route.name.as_str()),
-                    max_body_bytes: route.max_body_bytes,
-                    stream_idle_timeout: route.stream_idle_timeout,
-                    stats: stats(Arc::from(route.name.as_str())),
-                });
-            }
+            let entries = router.service_entries(service, &upstream_index)?;
             let hosts: Vec<Option<&str>> = if service.hosts.is_empty() {
                 vec![None]
             } else {
@@ -201,32 +294,165 @@ impl Router {
             };
             for host in hosts {
                 let group = router.group_for(host);
-                for e in &entries {
-                    router.groups[group].push(RouteEntry {
-                        prefix: e.prefix.clone(),
-                        strip: e.strip,
-                        methods: e.methods,
-                        upstream: e.upstream,
-                        service: e.service.clone(),
-                        route: e.route.clone(),
-                        max_body_bytes: e.max_body_bytes,
-                        stream_idle_timeout: e.stream_idle_timeout,
-                        stats: e.stats,
-                    });
-                }
+                router.groups[group].entries.extend(entries.iter().cloned());
             }
         }
         for group in &mut router.groups {
-            // Stable: among equal prefixes, config order decides.
-            group.sort_by_key(|e| std::cmp::Reverse(e.prefix.len()));
+            group.entries.sort_by_key(RouteEntry::rank);
+            let mut patterns = Vec::new();
+            for e in &mut group.entries {
+                if let PathMatcher::Regex { pattern, index } = &mut e.path {
+                    *index = patterns.len() as u32;
+                    patterns.push(pattern.clone());
+                }
+            }
+            if !patterns.is_empty() {
+                let refs: Vec<&str> = patterns.iter().map(|p| &**p).collect();
+                let set = PathSet::new(&refs).map_err(|error| CompileError::Regex {
+                    service: String::new(),
+                    route: String::new(),
+                    error,
+                })?;
+                group.paths = Some(set);
+            }
         }
         Ok(router)
+    }
+
+    /// One service's compiled routes (an implicit one when it has none).
+    fn service_entries(
+        &mut self,
+        service: &ServiceSpec,
+        upstream_index: &impl Fn(&str) -> Option<u32>,
+    ) -> Result<Vec<RouteEntry>, CompileError> {
+        let service_name: Arc<str> = Arc::from(service.name.as_str());
+        let implicit;
+        let routes: &[RouteSpec] = if service.routes.is_empty() {
+            implicit = [RouteSpec {
+                path: "/".into(),
+                ..RouteSpec::default()
+            }];
+            &implicit
+        } else {
+            &service.routes
+        };
+        let mut entries = Vec::with_capacity(routes.len());
+        for (order, route) in routes.iter().enumerate() {
+            let unknown = |name: Option<&String>| {
+                CompileError::Upstream(UnknownUpstream {
+                    service: service.name.clone(),
+                    route: (!service.routes.is_empty()).then(|| route.name.clone()),
+                    upstream: name.cloned(),
+                })
+            };
+            let resolve = |name: Option<&String>| {
+                name.and_then(|n| upstream_index(n))
+                    .ok_or_else(|| unknown(name))
+            };
+            let bad_regex = |error| CompileError::Regex {
+                service: service.name.clone(),
+                route: route.name.clone(),
+                error,
+            };
+            let backends: Vec<u32> = route
+                .backends
+                .iter()
+                .map(|b| resolve(Some(&b.upstream)))
+                .collect::<Result<_, _>>()?;
+            let weights: Vec<u32> = route.backends.iter().map(|b| b.weight).collect();
+            let answers =
+                route.filters.redirect.is_some() || route.filters.direct_response.is_some();
+            let upstream = match (
+                backends.first(),
+                route.upstream.as_ref().or(service.upstream.as_ref()),
+            ) {
+                (Some(first), _) => *first,
+                // A route that answers itself sends nowhere.
+                (None, None) if answers => NO_UPSTREAM,
+                (None, name) => resolve(name)?,
+            };
+            let base = service.path_prefix.trim_end_matches('/');
+            let path = match route.path_match {
+                PathMatch::Prefix if service.routes.is_empty() => {
+                    PathMatcher::Prefix(service.path_prefix.as_str().into())
+                }
+                PathMatch::Prefix => PathMatcher::Prefix(join_path(base, &route.path).into()),
+                PathMatch::Exact => PathMatcher::Exact(join_path(base, &route.path).into()),
+                PathMatch::Regex => {
+                    let pattern = format!("{}(?:{})", regex::escape(base), route.path);
+                    matching::check_regex(&pattern).map_err(bad_regex)?;
+                    PathMatcher::Regex {
+                        pattern: pattern.into(),
+                        index: 0,
+                    }
+                }
+            };
+            let mut matchers = |list: &[crate::spec::ValueMatch]| {
+                list.iter()
+                    .map(|m| self.regexes.matcher(m))
+                    .collect::<Result<Box<[Matcher]>, _>>()
+                    .map_err(bad_regex)
+            };
+            let headers = matchers(&route.headers)?;
+            let query = matchers(&route.query)?;
+            let name: Arc<str> = Arc::from(route.name.as_str());
+            self.routes.push((service_name.clone(), name.clone()));
+            entries.push(RouteEntry {
+                path,
+                strip: if route.strip_prefix { base.len() } else { 0 },
+                methods: route.methods,
+                headers,
+                query,
+                upstream,
+                schedule: if backends.len() > 1 {
+                    crate::balance::schedule(&weights).into()
+                } else {
+                    Arc::from([])
+                },
+                backends: if backends.len() > 1 {
+                    backends.into()
+                } else {
+                    Arc::from([])
+                },
+                backend_hash: route.backend_hash.clone(),
+                filters: Arc::new(route.filters.clone()),
+                rate_limit: route.rate_limit.clone().map(Arc::new),
+                service: service_name.clone(),
+                route: name,
+                max_body_bytes: route.max_body_bytes,
+                stream_idle_timeout: route.stream_idle_timeout,
+                stats: (self.routes.len() - 1) as u32,
+                order: order as u32,
+            });
+        }
+        Ok(entries)
     }
 
     /// Every (service, route) pair once, in config order; a service without routes
     /// has one route named `""`.
     pub fn routes(&self) -> &[(Arc<str>, Arc<str>)] {
         &self.routes
+    }
+
+    /// Every compiled route once (the first host's copy of a route with several hosts).
+    pub fn entries(&self) -> impl Iterator<Item = &RouteEntry> {
+        let mut seen = vec![false; self.routes.len()];
+        self.groups
+            .iter()
+            .flat_map(|g| &g.entries)
+            .filter(move |e| !std::mem::replace(&mut seen[e.stats as usize], true))
+    }
+
+    /// Search state for this router's regexes: one per worker.
+    pub fn caches(&self) -> Caches {
+        Caches::new(
+            &self.regexes,
+            &self
+                .groups
+                .iter()
+                .map(|g| g.paths.as_ref())
+                .collect::<Vec<_>>(),
+        )
     }
 
     fn group_for(&mut self, host: Option<&str>) -> usize {
@@ -237,23 +463,50 @@ impl Router {
             Some(h) => *self.exact.entry(h.into()).or_insert(next),
         };
         if slot == next {
-            self.groups.push(Vec::new());
+            self.groups.push(Group::default());
         }
         slot
     }
 
-    /// Finds the route for a request. `host` is the Host header (any case, port allowed),
-    /// `path` the request target's path (no query), `method` the request method.
+    /// Finds the route for a request by host, path and method only (no header or query
+    /// conditions hold): for tools and tests; allocates its regex caches.
     pub fn lookup(&self, host: &str, path: &str, method: &str) -> RouteMatch<'_> {
-        let Some(group) = self.group(host) else {
+        let none = |_: &str| None;
+        let req = Request {
+            host,
+            path,
+            query: "",
+            method,
+            headers: &none,
+        };
+        self.route(&req, &mut self.caches())
+    }
+
+    /// Finds the route for a request (see [`Router::compile`] for the order). `caches`
+    /// must come from this router's [`Router::caches`].
+    pub fn route(&self, req: &Request<'_, '_>, caches: &mut Caches) -> RouteMatch<'_> {
+        let Some(g) = self.group(req.host) else {
             return RouteMatch::NotFound;
         };
+        let group = &self.groups[g];
         let mut allowed: Option<MethodSet> = None;
-        for entry in &self.groups[group] {
-            if !prefix_matches(&entry.prefix, path) {
+        let mut paths_run = false;
+        for entry in &group.entries {
+            let path_ok = match &entry.path {
+                PathMatcher::Prefix(p) => prefix_matches(p, req.path),
+                PathMatcher::Exact(p) => **p == *req.path,
+                PathMatcher::Regex { index, .. } => {
+                    if let (false, Some(set)) = (paths_run, &group.paths) {
+                        caches.run_paths(set, g, req.path);
+                        paths_run = true;
+                    }
+                    caches.path_matched(*index)
+                }
+            };
+            if !path_ok || !entry.conditions_match(req, &self.regexes, caches) {
                 continue;
             }
-            if entry.methods.allows(method) {
+            if entry.methods.allows(req.method) {
                 return RouteMatch::Found(entry);
             }
             allowed = Some(allowed.map_or(entry.methods, |a| a.union(entry.methods)));
@@ -274,7 +527,7 @@ impl Router {
             return RouteMatch::NotFound;
         };
         let mut allowed = MethodSet::default();
-        for entry in &self.groups[group] {
+        for entry in &self.groups[group].entries {
             if entry.methods.names_method("CONNECT") {
                 return RouteMatch::Found(entry);
             }
@@ -379,9 +632,7 @@ mod tests {
             path: path.into(),
             strip_prefix: strip,
             methods: MethodSet::try_from_names(methods.iter().copied()).unwrap(),
-            upstream: None,
-            max_body_bytes: None,
-            stream_idle_timeout: None,
+            ..RouteSpec::default()
         }
     }
 
@@ -520,8 +771,13 @@ mod tests {
             ["GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "TRACE"]
         );
         assert_eq!(allow("r.example.com:80"), ["GET", "HEAD", "POST"]);
-        // An ordinary request passes over a CONNECT-only route.
-        assert_eq!(&*found(r.lookup("t.example.com", "/x", "GET")).route, "any");
+        // An ordinary request passes over a CONNECT-only route, to the route of the
+        // next path that names its method (before the one taking any).
+        assert_eq!(
+            &*found(r.lookup("t.example.com", "/x", "GET")).route,
+            "second"
+        );
+        assert_eq!(&*found(r.lookup("t.example.com", "/x", "PUT")).route, "any");
         assert!(!MethodSet::ANY.names_method("CONNECT"));
         assert!(MethodSet::ANY.allows("CONNECT"));
     }
@@ -549,3 +805,6 @@ mod tests {
         assert_eq!(e.rewrite("/v1?x=1"), "/?x=1");
     }
 }
+
+#[cfg(test)]
+mod match_tests;

@@ -9,7 +9,8 @@ use std::time::Duration;
 
 use crate::addr::EndpointAddr;
 
-use crate::route::MethodSet;
+mod route;
+pub use route::*;
 
 /// Everything the table builder and the registries need from the config.
 #[derive(Debug, Clone, PartialEq, Default)]
@@ -130,24 +131,6 @@ pub struct ServiceSpec {
     pub routes: Vec<RouteSpec>,
 }
 
-/// One route inside a service.
-#[derive(Debug, Clone, PartialEq)]
-pub struct RouteSpec {
-    pub name: String,
-    /// Relative to the service's `path_prefix`; a prefix matched at a segment boundary.
-    pub path: String,
-    /// Remove the service's `path_prefix` before forwarding.
-    pub strip_prefix: bool,
-    /// Empty set: any method.
-    pub methods: MethodSet,
-    /// Overrides the service's upstream.
-    pub upstream: Option<String>,
-    /// Overrides `http.max_request_body_bytes` for this route (0: no limit).
-    pub max_body_bytes: Option<u64>,
-    /// Overrides `http.http2.stream_idle_timeout` for this route's HTTP/2 streams.
-    pub stream_idle_timeout: Option<Duration>,
-}
-
 /// A named set of endpoints plus how to talk to them.
 #[derive(Debug, Clone, PartialEq)]
 pub struct UpstreamSpec {
@@ -223,6 +206,15 @@ pub struct UpstreamSettings {
     pub health_check: Option<HealthCheck>,
     /// Same-node / same-zone preference.
     pub locality: Locality,
+    /// The PROXY protocol header sent on each new connection to an endpoint.
+    pub proxy_protocol: Option<ProxyVersion>,
+}
+
+/// A PROXY protocol version.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProxyVersion {
+    V1,
+    V2,
 }
 
 /// `upstreams[].balance` (with `hash` for `consistent_hash`).
@@ -313,6 +305,7 @@ impl Default for UpstreamSettings {
             outlier: Outlier::default(),
             health_check: None,
             locality: Locality::default(),
+            proxy_protocol: None,
         }
     }
 }

@@ -24,8 +24,9 @@ pub mod parse;
 pub mod reader;
 
 pub use encode::{
-    finish_upstream_head, push_u64, write_client_head, write_interim_head, write_switching_head,
-    write_upstream_head, write_upstream_head_for, ClientFraming, HostHeader,
+    finish_upstream_head, push_u64, write_client_head, write_client_head_with, write_interim_head,
+    write_switching_head, write_upstream_head, write_upstream_head_for, ClientFraming, Edits,
+    Forwarding, HostHeader,
 };
 pub use framing::{
     analyze_connect, analyze_request, analyze_response, normalize_path, upgrade, Framing,

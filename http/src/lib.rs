@@ -7,6 +7,7 @@
 
 pub mod chunked;
 pub mod head;
+pub mod proxy_protocol;
 pub mod reply;
 
 /// How a message body is delimited.

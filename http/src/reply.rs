@@ -134,6 +134,54 @@ pub fn write_reply(out: &mut Vec<u8>, r: &Reply<'_>) {
     }
 }
 
+/// A response a route gives itself: a redirect, a direct response, a 429.
+#[derive(Debug, Clone, Copy)]
+pub struct Answer<'a> {
+    pub status: u16,
+    pub content_type: &'a str,
+    /// Sent as is (no newline added); none on a HEAD request.
+    pub body: &'a [u8],
+    /// More fields (`Location`, `Retry-After`, the request id, a route's response
+    /// headers), written in order.
+    pub fields: &'a [(&'a str, &'a [u8])],
+    pub close: bool,
+    pub head_only: bool,
+    pub http10: bool,
+}
+
+/// Writes a complete [`Answer`]: status line, `Server`, its fields, `Content-Type` (when
+/// it has a body), `Content-Length`, the connection's fate, and the body.
+pub fn write_answer(out: &mut Vec<u8>, a: &Answer<'_>) {
+    out.extend_from_slice(b"HTTP/1.1 ");
+    push_u64(out, u64::from(a.status));
+    out.push(b' ');
+    out.extend_from_slice(reason_phrase(a.status).as_bytes());
+    out.extend_from_slice(b"\r\nServer: strait\r\n");
+    for (name, value) in a.fields {
+        out.extend_from_slice(name.as_bytes());
+        out.extend_from_slice(b": ");
+        out.extend_from_slice(value);
+        out.extend_from_slice(b"\r\n");
+    }
+    if !a.body.is_empty() {
+        out.extend_from_slice(b"Content-Type: ");
+        out.extend_from_slice(a.content_type.as_bytes());
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(b"Content-Length: ");
+    push_u64(out, a.body.len() as u64);
+    out.extend_from_slice(b"\r\n");
+    if a.close {
+        out.extend_from_slice(b"Connection: close\r\n");
+    } else if a.http10 {
+        out.extend_from_slice(b"Connection: keep-alive\r\n");
+    }
+    out.extend_from_slice(b"\r\n");
+    if !a.head_only {
+        out.extend_from_slice(a.body);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -155,6 +203,27 @@ mod tests {
         assert_eq!(
             String::from_utf8(out).unwrap(),
             "HTTP/1.1 405 Method Not Allowed\r\nServer: strait\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 19\r\nAllow: GET, HEAD\r\n\r\nmethod not allowed\n"
+        );
+    }
+
+    #[test]
+    fn an_answer_carries_its_fields_type_and_exact_body() {
+        let mut out = Vec::new();
+        write_answer(
+            &mut out,
+            &Answer {
+                status: 503,
+                content_type: "text/html",
+                body: b"<p>down</p>",
+                fields: &[("Retry-After", b"30"), ("X-Request-Id", b"abc")],
+                close: false,
+                head_only: false,
+                http10: false,
+            },
+        );
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "HTTP/1.1 503 Service Unavailable\r\nServer: strait\r\nRetry-After: 30\r\nX-Request-Id: abc\r\nContent-Type: text/html\r\nContent-Length: 11\r\n\r\n<p>down</p>"
         );
     }
 }

@@ -1,12 +1,12 @@
 //! The access log: one line per request, in the spirit of the seed's APISIX log.
 //!
 //! ```text
-//! 127.0.0.1 - - [22/Nov/2026:05:23:58 +0000] sd.httpbin.org "GET /v1/anything HTTP/1.1" 200 412 0.002 "-" "curl/7.88.1" 127.0.0.2:8080 200 0.001
+//! 127.0.0.1 - - [22/Nov/2026:05:23:58 +0000] sd.httpbin.org "GET /v1/anything HTTP/1.1" 200 412 0.002 "-" "curl/7.88.1" 127.0.0.2:8080 200 0.001 0b5c…
 //! ```
 //! Fields: client address, local time (UTC), host, request line, status, bytes sent to the
 //! client (body and head), request time (s), referer, user agent, upstream address(es)
-//! (`a, b` when a request tried several), upstream status(es), upstream response time (s);
-//! then, on a TLS listener only, the TLS version (`TLSv1.3`) and the SNI name (`-`: none).
+//! (`a, b` when a request tried several), upstream status(es), upstream response time (s),
+//! request id (`-` when `http.request_id` is off); then, on a TLS listener only, the TLS version (`TLSv1.3`) and the SNI name (`-`: none).
 //!
 //! Runs on: each worker owns an [`AccessLog`] writer (its own file descriptor) and formats
 //! into a reused buffer; one `write(2)` per line, so lines from workers never interleave.
@@ -38,6 +38,8 @@ pub struct Record {
     pub tls: Option<crate::tls::TlsFacts>,
     /// The request came on an HTTP/2 stream (the request line says `HTTP/2.0`).
     pub h2: bool,
+    /// The request id (`http.request_id`), empty when off.
+    pub request_id: String,
 }
 
 impl Record {
@@ -52,6 +54,7 @@ impl Record {
         self.upstream_addr.clear();
         self.upstream_status.clear();
         self.upstream_time = 0.0;
+        self.request_id.clear();
     }
 }
 
@@ -122,6 +125,8 @@ impl AccessLog {
         } else {
             write!(line, "{:.3}", r.upstream_time)
         };
+        line.push(b' ');
+        line.extend_from_slice(dash(&r.request_id).as_bytes());
         // On a TLS listener only: the version and the SNI name (`-` without one).
         if let Some(tls) = &r.tls {
             let _ = write!(

@@ -52,6 +52,10 @@ pub struct ListenerConfig {
     pub protocol: Protocol,
     /// TLS termination (`tls:`); `None`: plain text.
     pub tls: Option<ListenerTls>,
+    /// Peers whose `X-Forwarded-For` is believed (`trusted_proxies`).
+    pub trusted_proxies: Vec<crate::real_ip::Cidr>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
 }
 
 /// A listener's `tls:` settings. The certificates themselves are loaded by `tls::load`.
@@ -212,6 +216,26 @@ pub struct HttpConfig {
     pub max_request_body_bytes: u64,
     /// HTTP/2 from clients.
     pub http2: Http2Config,
+    /// `http.request_id`.
+    pub request_id: RequestIdConfig,
+}
+
+/// `http.request_id`: a request id generated when the client sent none, passed upstream,
+/// returned to the client and logged.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RequestIdConfig {
+    pub enabled: bool,
+    /// The header's name as configured (`X-Request-Id`).
+    pub header: String,
+}
+
+impl Default for RequestIdConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            header: "X-Request-Id".to_owned(),
+        }
+    }
 }
 
 /// `http.http2`: HTTP/2 from clients (ALPN `h2` on TLS listeners, h2c with prior
@@ -274,6 +298,7 @@ impl Default for HttpConfig {
             max_connections_per_worker: 16384,
             max_request_body_bytes: 1024 * 1024,
             http2: Http2Config::default(),
+            request_id: RequestIdConfig::default(),
         }
     }
 }

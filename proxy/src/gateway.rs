@@ -138,6 +138,8 @@ impl Gateway {
                     name: l.name.clone(),
                     protocol: l.protocol.clone(),
                     tls: l.tls.clone(),
+                    trusted_proxies: l.trusted_proxies.clone(),
+                    proxy_protocol: l.proxy_protocol,
                     socket,
                 });
             }
@@ -173,6 +175,7 @@ impl Gateway {
             };
             let setup = WorkerSetup {
                 id,
+                workers,
                 core: if cores.is_empty() {
                     None
                 } else {

@@ -21,6 +21,7 @@ use std::rc::Rc;
 use bytes::Bytes;
 
 use crate::config::Http2Config;
+use crate::real_ip::Cidr;
 use crate::tls::TlsFacts;
 use crate::transport::{ClientAddr, Transport};
 use crate::worker::Open;
@@ -38,6 +39,8 @@ pub const PREFACE: &[u8] = b"PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n";
 #[derive(Clone)]
 pub(crate) struct Conn {
     pub(crate) peer: ClientAddr,
+    /// The listener's `trusted_proxies`.
+    pub(crate) trusted: Rc<[Cidr]>,
     pub(crate) tls: Option<TlsFacts>,
     /// Streams of this connection in progress.
     pub(crate) active: Rc<Cell<usize>>,
@@ -95,6 +98,7 @@ pub async fn serve<S: Transport>(
     w.metrics.h2_connections.inc();
     let shared = Conn {
         peer,
+        trusted: open.trusted().clone(),
         tls,
         active: Rc::new(Cell::new(0)),
     };

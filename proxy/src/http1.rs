@@ -29,11 +29,13 @@
 //! whole.
 
 use std::io;
+use std::rc::Rc;
 use std::time::Instant;
 
 use crate::access_log::Record;
 use crate::http::head::HeadReader;
 use crate::http::HeadError;
+use crate::real_ip::Cidr;
 use crate::tls::TlsFacts;
 use crate::transport::deadline::{read_more, Timer};
 use crate::transport::{ClientAddr, Transport};
@@ -58,6 +60,10 @@ const IDLE_BUF_MAX: usize = 16 * 1024;
 struct Client<S> {
     stream: S,
     peer: ClientAddr,
+    /// The listener's `trusted_proxies`.
+    trusted: Rc<[Cidr]>,
+    /// The current request's id (`http.request_id`), empty when off.
+    request_id: Vec<u8>,
     /// Request bytes read and not yet consumed (head, body, pipelined requests).
     buf: Vec<u8>,
     /// The upstream request head (kept intact for retries) and the proxy's own replies.
@@ -99,6 +105,8 @@ pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open, tls: O
     let mut c = Client {
         stream,
         peer,
+        trusted: open.trusted().clone(),
+        request_id: Vec::new(),
         buf: Vec::with_capacity(4096),
         // Lent by the worker for each exchange (`Worker::lend_head`).
         out: Vec::new(),
@@ -195,6 +203,10 @@ async fn exchange<S: Transport>(c: &mut Client<S>, w: &Worker, first: bool) -> N
             let consumed = x.req.body.is_empty().then_some(x.req.head_len);
             x.answer(status, body, allow.as_deref(), consumed).await
         }
+        Action::Answer(a) => {
+            let consumed = x.req.body.is_empty().then_some(x.req.head_len);
+            x.answer_route(&a, consumed).await
+        }
         Action::Forward(to) => forward::forward(&mut x, to).await,
         Action::Connect { route } => connect::open(&mut x, route).await,
     }
@@ -287,13 +299,15 @@ async fn read_head<S: Transport>(c: &mut Client<S>, w: &Worker, first: bool) -> 
 /// HTTP/1.1 client's.
 pub(crate) async fn serve_stream<S: Transport>(
     stream: S,
-    peer: ClientAddr,
+    (peer, trusted): (ClientAddr, &Rc<[Cidr]>),
     w: &Worker,
     tls: Option<TlsFacts>,
 ) {
     let mut c = Client {
         stream,
         peer,
+        trusted: trusted.clone(),
+        request_id: Vec::new(),
         buf: Vec::with_capacity(1024),
         out: Vec::new(),
         cout: Vec::new(),

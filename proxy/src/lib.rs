@@ -17,6 +17,8 @@
 //!   pool and endpoint departures.
 //! - [`http`]: the HTTP/1.1 codec (`strait-http`: heads, chunked framing, replies).
 //! - [`access_log`]: the per-request log line.
+//! - [`ratelimit`], [`real_ip`], [`request_id`]: per-worker token buckets, the client
+//!   address behind trusted proxies, and request ids (pure, per request).
 //! - [`metrics`]: per-worker single-writer counters, summed at scrape time.
 //! - [`reload`]: the config file watch and hot reload.
 //! - [`admin`]: the admin server (`/healthz`, `/readyz`, `/metrics`, `/debug/snapshot`).
@@ -34,7 +36,11 @@ pub mod h2;
 pub mod http1;
 pub mod metrics;
 pub use strait_http as http;
+pub mod ratelimit;
+pub mod real_ip;
 pub mod reload;
+pub mod request_id;
+pub mod routing;
 pub mod sys;
 pub mod tcp;
 pub mod tls;

@@ -1,6 +1,7 @@
 //! The one place with `unsafe`: a non-blocking peek on a socket, to tell whether an
 //! idle pooled upstream connection was closed (or sent stray bytes) before reusing it;
-//! and raising the open-file limit at start.
+//! non-blocking `recv`s for a PROXY protocol header; and raising the open-file limit at
+//! start.
 //!
 //! Runs on: workers (the peek: one `recv(MSG_PEEK | MSG_DONTWAIT)` syscall; it never
 //! blocks and never consumes data), and the main thread at start (the limit). Tested
@@ -60,6 +61,19 @@ pub(crate) fn peek_idle(fd: RawFd) -> Idle {
         }
     }
     Idle::Unusable
+}
+
+/// One non-blocking `recv(2)` on socket `fd` into `buf`, with `MSG_PEEK` when `peek`.
+pub(crate) fn recv_now(fd: RawFd, buf: &mut [u8], peek: bool) -> std::io::Result<usize> {
+    let flags = libc::MSG_DONTWAIT | if peek { libc::MSG_PEEK } else { 0 };
+    // SAFETY: `fd` is a socket owned by the caller for the duration of the call; `buf` is
+    // valid for writes of its length.
+    let n = unsafe { libc::recv(fd, buf.as_mut_ptr().cast(), buf.len(), flags) };
+    if n < 0 {
+        Err(std::io::Error::last_os_error())
+    } else {
+        Ok(n as usize)
+    }
 }
 
 #[cfg(test)]

@@ -215,7 +215,7 @@ async fn connect(
         let Ok(stream) = upstream::connect(
             &w.upstreams.health,
             &w.upstreams.tls,
-            up,
+            (up, Some(peer)),
             stats,
             ep.addr,
             w.id,

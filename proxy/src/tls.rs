@@ -638,6 +638,8 @@ pub fn demo_listener(
             max_handshakes: ListenerTls::DEFAULT_MAX_HANDSHAKES,
             h2: true,
         }),
+        trusted_proxies: Vec::new(),
+        proxy_protocol: false,
     };
     Ok((listener, certs))
 }

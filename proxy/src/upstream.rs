@@ -28,6 +28,7 @@ mod h2pool;
 mod health;
 pub mod key;
 mod pool;
+mod routes;
 mod view;
 
 pub use connect::{connect, TlsClients};
@@ -35,6 +36,7 @@ pub use drain::{Departure, Departures, Watch};
 pub use h2pool::{H2Conn, H2Pool};
 pub use health::{Health, InFlight, Observed, Reason, Verdict};
 pub use pool::{Pool, UpstreamConn};
+pub use routes::RouteLocals;
 pub use view::{Table, View, MAX_DEFAULT_RETRIES};
 
 /// A worker's upstream state: the routing view, passive health, the keep-alive pool and
@@ -63,11 +65,16 @@ pub struct Applied {
 }
 
 impl Upstreams {
-    pub fn new(snapshot: Arc<Snapshot>, worker: usize, metrics: Arc<WorkerMetrics>) -> Upstreams {
+    /// Worker `worker.0`'s of `worker.1`.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        worker: (usize, usize),
+        metrics: Arc<WorkerMetrics>,
+    ) -> Upstreams {
         Upstreams {
             table: Table::new(snapshot, worker, metrics.clone()),
             pool: Pool::new(metrics),
-            health: Health::new(worker as u64 + 1),
+            health: Health::new(worker.0 as u64 + 1),
             departures: Departures::default(),
             tls: TlsClients::default(),
             h2: H2Pool::default(),

@@ -32,6 +32,7 @@ use crate::upstream::Upstreams;
 pub mod admission;
 pub mod buffers;
 pub mod listen;
+mod proxied;
 pub mod signal;
 pub mod thread;
 
@@ -53,6 +54,8 @@ pub struct Worker {
     /// `http`'s request-head limits, in the form the head reader takes.
     pub head_limits: HeadLimits,
     pub access: Option<AccessLog>,
+    /// Generates request ids (`http.request_id`).
+    pub request_ids: crate::request_id::RequestIds,
     /// This worker's counters and gauges (single writer: this worker).
     pub metrics: Arc<WorkerMetrics>,
     /// Fired when a graceful stop begins: accept loops stop, idle connections close,
@@ -86,8 +89,9 @@ pub struct Worker {
 }
 
 impl Worker {
+    /// Worker `id` of `workers`.
     pub fn new(
-        id: usize,
+        (id, workers): (usize, usize),
         driver: DriverKind,
         snapshot: Arc<Snapshot>,
         http: HttpConfig,
@@ -97,7 +101,7 @@ impl Worker {
         Worker {
             id,
             driver,
-            upstreams: Upstreams::new(snapshot, id, metrics.clone()),
+            upstreams: Upstreams::new(snapshot, (id, workers), metrics.clone()),
             head_limits: HeadLimits::new(
                 http.max_request_line_bytes,
                 http.max_request_head_bytes,
@@ -105,6 +109,7 @@ impl Worker {
             ),
             http,
             access,
+            request_ids: crate::request_id::RequestIds::new(id),
             metrics,
             draining: Signal::default(),
             drained: Signal::default(),
@@ -158,14 +163,14 @@ pub(crate) fn connection_future_size<F: std::future::Future>(
             .snapshot(std::time::Instant::now());
         let metrics = Arc::new(WorkerMetrics::default());
         let w = Rc::new(Worker::new(
-            0,
+            (0, 1),
             DriverKind::Legacy,
             snapshot,
             HttpConfig::default(),
             None,
             metrics,
         ));
-        let fut = serve(stream, addr.into(), Open::new(w));
+        let fut = serve(stream, addr.into(), Open::new(w, Rc::from(Vec::new())));
         std::mem::size_of_val(&fut)
     })
 }

@@ -25,10 +25,70 @@ pub enum HostHeader<'a> {
     Omit,
 }
 
+/// Header changes on the way through (a route's filters) and a field to add when the
+/// head lacks it (the request id). Applied in one pass over the fields: a field whose
+/// name is removed or set is dropped, then the set and added ones are written.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Edits<'a> {
+    /// Names (lower-case) whose fields are dropped.
+    pub remove: &'a [String],
+    /// Fields that replace every field of their name.
+    pub set: &'a [(String, String)],
+    /// Fields appended beside the existing ones.
+    pub add: &'a [(String, String)],
+    /// `(name, value)` written when the head has no field of that name.
+    pub ensure: Option<(&'a str, &'a [u8])>,
+}
+
+impl Edits<'_> {
+    fn changes_fields(&self) -> bool {
+        !(self.remove.is_empty() && self.set.is_empty())
+    }
+
+    /// Whether a field of this name is dropped (removed, or replaced by a set one).
+    fn drops(&self, name: &str) -> bool {
+        self.remove.iter().any(|r| r.eq_ignore_ascii_case(name))
+            || self.set.iter().any(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+
+    /// Writes the set and added fields, and `ensure`'s unless `present`.
+    fn write(&self, out: &mut Vec<u8>, present: bool) {
+        for (n, v) in self.set.iter().chain(self.add) {
+            push_header(out, n, v.as_bytes());
+        }
+        if let (Some((n, v)), false) = (self.ensure, present) {
+            push_header(out, n, v);
+        }
+    }
+
+    /// Whether `name` is `ensure`'s.
+    fn is_ensured(&self, name: &str) -> bool {
+        self.ensure
+            .is_some_and(|(n, _)| n.eq_ignore_ascii_case(name))
+    }
+}
+
+/// What the upstream request head says beyond the client's fields.
+#[derive(Debug, Clone, Copy)]
+pub struct Forwarding<'a> {
+    /// The request target to send (path and query, rewritten).
+    pub path: &'a str,
+    /// The address appended to `X-Forwarded-For` (the connection's peer, or the client a
+    /// PROXY header named); `None` for a client without one (a Unix socket), which passes
+    /// the earlier hops only, as Envoy does.
+    pub client_ip: Option<IpAddr>,
+    pub host: HostHeader<'a>,
+    /// The client is on TLS: `X-Forwarded-Proto: https`.
+    pub https: bool,
+    /// The peer is a trusted proxy: the client's `X-Forwarded-For` is kept and appended
+    /// to; otherwise it is replaced.
+    pub trusted_peer: bool,
+    pub edits: Edits<'a>,
+}
+
 /// Writes the upstream request head, without the final blank line, into `out`:
-/// request line with `path`, the client's end-to-end headers, `X-Forwarded-*`.
-/// `client_ip`: the client's address, appended to `X-Forwarded-For`; `None` for a client
-/// without one (a Unix socket), which passes the earlier hops only, as Envoy does.
+/// request line with `path`, the client's end-to-end headers, `X-Forwarded-*`, with
+/// `X-Forwarded-For` appended to (as from a trusted peer).
 /// Call [`finish_upstream_head`] after it.
 pub fn write_upstream_head(
     out: &mut Vec<u8>,
@@ -38,36 +98,43 @@ pub fn write_upstream_head(
     client_ip: Option<IpAddr>,
     host: HostHeader<'_>,
 ) {
-    write_upstream_head_for(out, req, info, path, client_ip, host, false);
+    let f = Forwarding {
+        path,
+        client_ip,
+        host,
+        https: false,
+        trusted_peer: true,
+        edits: Edits::default(),
+    };
+    write_upstream_head_for(out, req, info, &f);
 }
 
-/// [`write_upstream_head`] for a client on a plain (`https: false`) or TLS connection:
-/// the scheme goes upstream as `X-Forwarded-Proto`.
+/// Writes the upstream request head as `f` says (see [`write_upstream_head`]).
 pub fn write_upstream_head_for(
     out: &mut Vec<u8>,
     req: &Request<'_, '_>,
     info: &RequestInfo<'_>,
-    path: &str,
-    client_ip: Option<IpAddr>,
-    host: HostHeader<'_>,
-    https: bool,
+    f: &Forwarding<'_>,
 ) {
-    let proto: &[u8] = if https {
+    let proto: &[u8] = if f.https {
         b"X-Forwarded-Proto: https\r\n"
     } else {
         b"X-Forwarded-Proto: http\r\n"
     };
     out.extend_from_slice(req.method.as_bytes());
     out.push(b' ');
-    out.extend_from_slice(path.as_bytes());
+    out.extend_from_slice(f.path.as_bytes());
     out.extend_from_slice(b" HTTP/1.1\r\n");
-    match host {
+    match f.host {
         HostHeader::Pass => push_header(out, "Host", info.host.as_bytes()),
         HostHeader::Set(h) => push_header(out, "Host", h.as_bytes()),
         HostHeader::Omit => {}
     }
     // An upgrade is the one hop-by-hop request the proxy passes on (see [`upgrade`]).
     let upgrading = upgrade(req, info).is_some();
+    let edits = &f.edits;
+    let editing = edits.changes_fields();
+    let mut ensured = false;
     for h in req.headers {
         let name = h.name;
         if upgrading && name.eq_ignore_ascii_case("upgrade") {
@@ -83,16 +150,19 @@ pub fn write_upstream_head_for(
             || name.eq_ignore_ascii_case("x-forwarded-for")
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
+            || (editing && edits.drops(name))
         {
             continue;
         }
+        ensured |= edits.is_ensured(name);
         push_header(out, name, h.value);
     }
+    edits.write(out, ensured);
     // Every earlier hop, in order (several fields combine into one list, RFC 9110
-    // §5.3), then the client.
+    // §5.3), when the peer is trusted; then the client.
     let start = out.len();
     out.extend_from_slice(XFF);
-    for h in req.headers {
+    for h in req.headers.iter().filter(|_| f.trusted_peer) {
         if h.name.eq_ignore_ascii_case("x-forwarded-for") {
             let prev = trim(h.value);
             if !prev.is_empty() {
@@ -101,7 +171,7 @@ pub fn write_upstream_head_for(
             }
         }
     }
-    match client_ip {
+    match f.client_ip {
         Some(ip) => {
             push_ip(out, ip);
             out.extend_from_slice(b"\r\n");
@@ -180,17 +250,44 @@ pub fn write_client_head(
     keep_alive: bool,
     client_minor: u8,
 ) {
+    let edits = Edits::default();
+    write_client_head_with(
+        out,
+        resp,
+        framing,
+        client_framing,
+        keep_alive,
+        client_minor,
+        &edits,
+    );
+}
+
+/// [`write_client_head`] with a route's response header edits and the request id.
+pub fn write_client_head_with(
+    out: &mut Vec<u8>,
+    resp: &Response<'_, '_>,
+    framing: &Framing<'_>,
+    client_framing: ClientFraming,
+    keep_alive: bool,
+    client_minor: u8,
+    edits: &Edits<'_>,
+) {
     push_status_line(out, resp);
+    let editing = edits.changes_fields();
+    let mut ensured = false;
     for h in resp.headers {
         let name = h.name;
         if is_hop_by_hop(name)
             || framing.listed_in_connection(name)
             || name.eq_ignore_ascii_case("content-length")
+            || (editing && edits.drops(name))
         {
             continue;
         }
+        ensured |= edits.is_ensured(name);
         push_header(out, name, h.value);
     }
+    edits.write(out, ensured);
     match client_framing {
         ClientFraming::Length(n) => {
             out.extend_from_slice(b"Content-Length: ");

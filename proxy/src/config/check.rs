@@ -27,6 +27,7 @@ use super::{Config, ConfigError, Driver, ListenAddr, ListenerConfig, Protocol};
 mod balance;
 mod listeners;
 mod registries;
+mod routes;
 mod services;
 mod settings;
 mod upstreams;

@@ -157,6 +157,14 @@ pub struct FileListener {
     /// the upstream (`upstream` is then the default, optional).
     #[serde(default)]
     pub sni_routes: Option<Vec<FileSniRoute>>,
+    /// Peers (CIDRs or addresses) whose `X-Forwarded-For` is believed: the client's
+    /// address is taken from it. Default: none.
+    #[serde(default)]
+    pub trusted_proxies: Vec<String>,
+    /// Every connection starts with a PROXY protocol header (v1 or v2), which gives the
+    /// client's address. Default `false`.
+    #[serde(default)]
+    pub proxy_protocol: bool,
 }
 
 /// One item of `listeners[].sni_routes:`.
@@ -186,6 +194,8 @@ impl FileListener {
         "drain_timeout",
         "tls",
         "sni_routes",
+        "trusted_proxies",
+        "proxy_protocol",
     ];
 }
 
@@ -258,6 +268,9 @@ pub struct FileHttp {
     /// HTTP/2 from clients and its limits.
     #[serde(default)]
     pub http2: FileHttp2,
+    /// The request id header: generated when absent, passed upstream, returned.
+    #[serde(default)]
+    pub request_id: FileRequestId,
 }
 
 /// `http.http2:`.
@@ -315,6 +328,7 @@ impl FileHttp {
         "max_connections_per_worker",
         "max_request_body_bytes",
         "http2",
+        "request_id",
     ];
 }
 
@@ -371,6 +385,33 @@ pub struct FileRoute {
     /// `http.http2.stream_idle_timeout`.
     #[serde(default)]
     pub stream_idle_timeout: Option<String>,
+    /// How `path` compares: `prefix` (default), `exact` or `regex`.
+    #[serde(default)]
+    pub path_match: FilePathMatch,
+    /// Header conditions, all of which must hold.
+    #[serde(default)]
+    pub headers: Vec<FileValueMatch>,
+    /// Query parameter conditions, all of which must hold.
+    #[serde(default)]
+    pub query: Vec<FileValueMatch>,
+    /// A weighted split over upstreams instead of `upstream`.
+    #[serde(default)]
+    pub backends: Option<Vec<FileBackend>>,
+    /// Sticks a client to one of `backends` (`key: header | cookie | source_ip`).
+    #[serde(default)]
+    pub hash: Option<FileHash>,
+    #[serde(default)]
+    pub request_headers: Option<FileHeaderEdits>,
+    #[serde(default)]
+    pub response_headers: Option<FileHeaderEdits>,
+    #[serde(default)]
+    pub rewrite: Option<FileRewrite>,
+    #[serde(default)]
+    pub redirect: Option<FileRedirect>,
+    #[serde(default)]
+    pub direct_response: Option<FileDirectResponse>,
+    #[serde(default)]
+    pub rate_limit: Option<FileRateLimit>,
 }
 
 impl FileRoute {
@@ -383,6 +424,17 @@ impl FileRoute {
         "upstream",
         "max_body_bytes",
         "stream_idle_timeout",
+        "path_match",
+        "headers",
+        "query",
+        "backends",
+        "hash",
+        "request_headers",
+        "response_headers",
+        "rewrite",
+        "redirect",
+        "direct_response",
+        "rate_limit",
     ];
 }
 
@@ -442,6 +494,10 @@ pub struct FileUpstream {
     /// Same-node / same-zone preference. Default: none.
     #[serde(default)]
     pub locality: Option<FileLocality>,
+    /// Send a PROXY protocol header (`v1` or `v2`) on each new connection to an
+    /// endpoint. Default: none.
+    #[serde(default)]
+    pub proxy_protocol: Option<FileProxyProtocol>,
 }
 
 /// `upstreams[].protocol:` values.
@@ -479,6 +535,7 @@ impl FileUpstream {
         "outlier",
         "health_check",
         "locality",
+        "proxy_protocol",
     ];
 }
 
@@ -748,6 +805,11 @@ mod balance;
 pub use balance::{
     FileBalance, FileCheckType, FileGatewayNode, FileHash, FileHashKey, FileHealthCheck,
     FileLocality, FileOutlier, FilePrefer, FileStatus,
+};
+mod route;
+pub use route::{
+    FileBackend, FileDirectResponse, FileHeaderEdits, FilePathMatch, FileProxyProtocol,
+    FileRateKey, FileRateLimit, FileRedirect, FileRequestId, FileRewrite, FileValueMatch,
 };
 mod tls;
 pub use tls::{FileCertificate, FileListenerTls, FileSecretRef, FileUpstreamTls};

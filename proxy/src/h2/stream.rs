@@ -18,14 +18,14 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::RecvStream;
 use http::request::Parts;
-use strait_discovery::route::RouteMatch;
 use strait_discovery::spec::PassHost;
 
 use super::pipe::StreamPipe;
 use super::upstream::{self, Outgoing};
 use super::Conn;
-use crate::http::head::{self, HostHeader};
+use crate::http::head::{self, Edits, Forwarding, HostHeader};
 use crate::http1;
+use crate::routing::{self, Decision as Routed};
 use crate::worker::Worker;
 
 /// Counts a stream in progress on its connection.
@@ -78,7 +78,7 @@ pub(super) async fn serve(
             let head_request = parts.method == http::Method::HEAD;
             let body = (!body.is_end_stream()).then_some(body);
             let (pipe, resp) = StreamPipe::new(head, body, chunked, respond, head_request);
-            http1::serve_stream(pipe, conn.peer, &w, conn.tls.clone()).await;
+            http1::serve_stream(pipe, (conn.peer, &conn.trusted), &w, conn.tls.clone()).await;
             resp.borrow_mut().finish();
         }
         Decision::Relay(out) => upstream::forward(*out, body, respond, &w, &conn).await,
@@ -162,25 +162,40 @@ fn decide(
     let Ok(path) = head::normalize_path(info.path) else {
         return Decision::Engine;
     };
-    let route = match view.snapshot.router.lookup(info.host, &path, req.method) {
-        RouteMatch::Found(route) => route,
-        RouteMatch::NotFound if grpc => {
-            return Decision::Grpc(12, "no route matches this host and path", 404)
-        }
-        RouteMatch::MethodNotAllowed(_) if grpc => {
-            return Decision::Grpc(12, "method not allowed on this route", 405)
-        }
-        _ => return Decision::Engine,
-    };
-    let upstream = &view.snapshot.upstreams[route.upstream as usize];
-    if !upstream.settings.protocol.is_h2() {
-        return Decision::Engine;
-    }
     let target: Cow<'_, str> = match (&path, info.path_and_query.split_once('?')) {
         (Cow::Borrowed(_), _) => Cow::Borrowed(info.path_and_query),
         (Cow::Owned(p), Some((_, query))) => Cow::Owned(format!("{p}?{query}")),
         (Cow::Owned(p), None) => Cow::Owned(p.clone()),
     };
+    let route = match routing::find(view, &req, &info, (&path, &target)) {
+        Ok(route) => route,
+        Err(Routed::NotFound) if grpc => {
+            return Decision::Grpc(12, "no route matches this host and path", 404)
+        }
+        Err(Routed::MethodNotAllowed(_)) if grpc => {
+            return Decision::Grpc(12, "method not allowed on this route", 405)
+        }
+        Err(_) => return Decision::Engine,
+    };
+    // A route that answers itself: the engine writes its answer.
+    if route.filters.redirect.is_some() || route.filters.direct_response.is_some() {
+        return Decision::Engine;
+    }
+    let client = routing::client(conn.peer, &conn.trusted, req.headers);
+    let idx = routing::backend(view, route, &req, &path, &client);
+    let upstream = &view.snapshot.upstreams[idx as usize];
+    if !upstream.settings.protocol.is_h2() {
+        return Decision::Engine;
+    }
+    if routing::limit(view, route, &req, &client).is_some() {
+        // A gRPC client reads UNAVAILABLE (what HTTP 429 maps to); others get the engine's
+        // 429 (the bucket is still empty).
+        return if grpc {
+            Decision::Grpc(14, "rate limited: this route's rate limit is reached", 429)
+        } else {
+            Decision::Engine
+        };
+    }
     let rewritten = route.rewrite(&target);
     let (host, per_endpoint) = match &upstream.settings.pass_host {
         PassHost::Pass => (HostHeader::Pass, false),
@@ -188,16 +203,31 @@ fn decide(
         PassHost::Node => (HostHeader::Omit, true),
     };
     let mut out = Vec::with_capacity(head.len() + 128);
-    let https = conn.tls.is_some();
-    head::write_upstream_head_for(
-        &mut out,
-        &req,
-        &info,
-        &rewritten,
-        conn.peer.ip(),
+    let rid = &w.http.request_id;
+    let mut request_id = Vec::new();
+    if rid.enabled {
+        match routing::header(req.headers, &rid.header) {
+            Some(v) => request_id.extend_from_slice(v.trim_ascii()),
+            None => request_id.extend_from_slice(&w.request_ids.next()),
+        }
+    }
+    let edits = &route.filters.request_headers;
+    let forwarding = Forwarding {
+        path: &rewritten,
+        client_ip: conn.peer.ip(),
         host,
-        https,
-    );
+        https: conn.tls.is_some(),
+        trusted_peer: client.trusted_peer,
+        edits: Edits {
+            remove: &edits.remove,
+            set: &edits.set,
+            add: &edits.add,
+            ensure: rid
+                .enabled
+                .then_some((rid.header.as_str(), &request_id[..])),
+        },
+    };
+    head::write_upstream_head_for(&mut out, &req, &info, &forwarding);
     head::finish_upstream_head(&mut out, false);
     let te_trailers = parts
         .headers
@@ -214,11 +244,13 @@ fn decide(
         &upstream.settings.balance,
         req.headers,
         &path,
-        conn.peer.ip(),
+        client.ip,
     );
     let outgoing = upstream::Outgoing::from_head(
         &out,
-        route,
+        (route, idx, client.addr(conn.peer)),
+        rid.enabled
+            .then_some((rid.header.as_str(), &request_id[..])),
         view,
         max_body,
         idle,

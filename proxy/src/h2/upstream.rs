@@ -28,8 +28,10 @@ use bytes::Bytes;
 use h2::server::SendResponse;
 use h2::{Reason, RecvStream, SendStream};
 use http::{HeaderMap, HeaderValue, Method, Uri};
+use std::sync::Arc;
+
 use strait_discovery::route::RouteEntry;
-use strait_discovery::spec::UpstreamProtocol;
+use strait_discovery::spec::{Filters, HeaderEdits, UpstreamProtocol};
 use strait_discovery::{EndpointAddr, Upstream};
 
 use super::io::PollIo;
@@ -38,6 +40,7 @@ use crate::access_log::Record;
 use crate::error::ErrorKind;
 use crate::http::head::{self, Request as Head, RequestInfo};
 use crate::http1::observe;
+use crate::transport::ClientAddr;
 use crate::upstream::View;
 use crate::upstream::{H2Conn, Observed};
 use crate::worker::Worker;
@@ -191,6 +194,13 @@ pub(super) struct Outgoing {
     view: Rc<View>,
     upstream: u32,
     stats: u32,
+    /// The route's filters (its response header edits).
+    filters: Arc<Filters>,
+    /// The request id (`http.request_id`): returned to the client when the response
+    /// lacks it.
+    request_id: Option<(http::HeaderName, HeaderValue)>,
+    /// The real client (`trusted_proxies`), for the access log.
+    client: ClientAddr,
     max_body: u64,
     /// The route's stream idle timeout.
     idle: Duration,
@@ -209,7 +219,8 @@ impl Outgoing {
     #[allow(clippy::too_many_arguments)]
     pub(super) fn from_head(
         out: &[u8],
-        route: &RouteEntry,
+        (route, upstream, client): (&RouteEntry, u32, ClientAddr),
+        request_id: Option<(&str, &[u8])>,
         view: &Rc<View>,
         max_body: u64,
         idle: Duration,
@@ -227,10 +238,19 @@ impl Outgoing {
             .find(|h| h.name.eq_ignore_ascii_case("user-agent"))
             .map(|h| String::from_utf8_lossy(h.value).into_owned())
             .unwrap_or_default();
+        let request_id = request_id.and_then(|(name, value)| {
+            Some((
+                http::HeaderName::from_bytes(name.as_bytes()).ok()?,
+                HeaderValue::from_bytes(value).ok()?,
+            ))
+        });
         Some(Outgoing {
             view: view.clone(),
-            upstream: route.upstream,
+            upstream,
             stats: route.stats,
+            filters: route.filters.clone(),
+            request_id,
+            client,
             max_body,
             idle,
             hash,
@@ -240,6 +260,55 @@ impl Outgoing {
             request_line: format!("{} {} HTTP/2.0", req.method, req.target),
             user_agent,
         })
+    }
+}
+
+/// The route's response header edits and the request id, on a relayed response.
+fn edit_response(headers: &mut HeaderMap, out: &Outgoing) {
+    let id = out
+        .request_id
+        .as_ref()
+        .map(|(n, v)| (n.as_str(), v.as_bytes()));
+    edit_headers(headers, &out.filters.response_headers, id);
+}
+
+/// Applies header `edits` (remove, set, add) to a response's `headers`, then adds the
+/// request-id field `(name, value)` when the response lacks it. Names or values that
+/// are not valid in HTTP/2 are skipped (the config checker refuses them beforehand).
+pub(crate) fn edit_headers(
+    headers: &mut HeaderMap,
+    edits: &HeaderEdits,
+    request_id: Option<(&str, &[u8])>,
+) {
+    for name in &edits.remove {
+        headers.remove(name.as_str());
+    }
+    let field = |n: &str, v: &str| {
+        Some((
+            http::HeaderName::from_bytes(n.as_bytes()).ok()?,
+            HeaderValue::from_str(v).ok()?,
+        ))
+    };
+    for (n, v) in &edits.set {
+        if let Some((n, v)) = field(n, v) {
+            headers.insert(n, v);
+        }
+    }
+    for (n, v) in &edits.add {
+        if let Some((n, v)) = field(n, v) {
+            headers.append(n, v);
+        }
+    }
+    let id = request_id.and_then(|(n, v)| {
+        Some((
+            http::HeaderName::from_bytes(n.as_bytes()).ok()?,
+            HeaderValue::from_bytes(v).ok()?,
+        ))
+    });
+    if let Some((name, value)) = id {
+        if !headers.contains_key(&name) {
+            headers.insert(name, value);
+        }
     }
 }
 
@@ -263,7 +332,7 @@ pub(super) async fn forward(
     let upstream = &view.snapshot.upstreams[out.upstream as usize];
     let stats = &view.route_stats[out.stats as usize];
     let mut record = Record {
-        client: Some(conn.peer),
+        client: Some(out.client),
         tls: conn.tls.clone(),
         h2: true,
         ..Record::default()
@@ -271,6 +340,11 @@ pub(super) async fn forward(
     record.host.push_str(&out.host);
     record.request_line.push_str(&out.request_line);
     record.user_agent.push_str(&out.user_agent);
+    if let Some((_, id)) = &out.request_id {
+        record
+            .request_id
+            .push_str(&String::from_utf8_lossy(id.as_bytes()));
+    }
     let finish = |record: &mut Record, status: u16, bytes: u64| {
         let took = started.elapsed();
         stats.record(status, took);
@@ -438,6 +512,7 @@ pub(super) async fn forward(
         let mut client_response = http::Response::new(());
         *client_response.status_mut() = parts.status;
         *client_response.headers_mut() = parts.headers;
+        edit_response(client_response.headers_mut(), &out);
         let end = up_body.is_end_stream();
         let mut to_client = match respond.send_response(client_response, end) {
             Ok(s) => s,
@@ -543,9 +618,15 @@ pub(crate) async fn pooled(
     if let Some(c) = w.upstreams.h2.find(key) {
         return Ok(c);
     }
-    let stream =
-        crate::upstream::connect(&w.upstreams.health, &w.upstreams.tls, up, stats, addr, w.id)
-            .await?;
+    let stream = crate::upstream::connect(
+        &w.upstreams.health,
+        &w.upstreams.tls,
+        (up, None),
+        stats,
+        addr,
+        w.id,
+    )
+    .await?;
     if let crate::transport::UpstreamStream::Tls(t) = &stream {
         if t.session().alpn_protocol() != Some(b"h2") {
             tracing::debug!(endpoint = %addr, upstream = %up.name, "the endpoint did not choose h2 by ALPN");

@@ -28,7 +28,11 @@ pub(super) async fn open<S: Transport>(x: &mut Exchange<'_, '_, S>, route: &Rout
     let view = x.view;
     let w = x.w;
     let idx = route.upstream;
-    let upstream = &view.snapshot.upstreams[idx as usize];
+    // A route that answers itself (a redirect, a direct response) has no upstream.
+    let Some(upstream) = view.snapshot.upstreams.get(idx as usize) else {
+        let reason = "not found: this route answers itself and opens no tunnel";
+        return x.answer(404, reason, None, Some(x.req.head_len)).await;
+    };
     if let Some(reason) = unavailable(upstream) {
         return x.answer(503, reason, None, Some(x.req.head_len)).await;
     }
@@ -48,7 +52,7 @@ pub(super) async fn open<S: Transport>(x: &mut Exchange<'_, '_, S>, route: &Rout
         match upstream::connect(
             &w.upstreams.health,
             &w.upstreams.tls,
-            upstream,
+            (upstream, Some(x.c.peer)),
             stats,
             ep.addr,
             w.id,

@@ -10,9 +10,9 @@ use std::time::Instant;
 
 use strait_discovery::EndpointAddr;
 
-use super::prepare::Prepared;
+use super::prepare::{Prepared, RouteAnswer};
 use super::{Client, Next};
-use crate::http::reply::{write_reply, Reply};
+use crate::http::reply::{write_answer, write_reply, Answer, Reply};
 use crate::http::HeadError;
 use crate::metrics::RouteStats;
 use crate::transport::deadline::{write_all, Timer};
@@ -55,6 +55,53 @@ impl<S: Transport> Exchange<'_, '_, S> {
         let written = send_reply(self.c, self.w, p.stats, &reply, self.started).await;
         if let Some(n) = consumed {
             self.c.buf.drain(..n.min(self.c.buf.len()));
+        }
+        if !written || close {
+            Next::Close
+        } else {
+            Next::KeepAlive
+        }
+    }
+
+    /// Answers with the route's own response (a redirect, a direct response, a 429): its
+    /// field, the request id, the route's response headers set and added.
+    pub(super) async fn answer_route(
+        &mut self,
+        a: &RouteAnswer<'_>,
+        consumed: Option<usize>,
+    ) -> Next {
+        let p = &self.req;
+        let close = p.client_close || consumed.is_none() || self.w.draining.is_fired();
+        let c = &mut *self.c;
+        let mut fields: Vec<(&str, &[u8])> = Vec::with_capacity(4);
+        if let Some((name, value)) = &a.field {
+            fields.push((name, value.as_bytes()));
+        }
+        let rid = &self.w.http.request_id;
+        if rid.enabled && !c.request_id.is_empty() {
+            fields.push((&rid.header, &c.request_id));
+        }
+        if let Some(edits) = p.response_edits {
+            for (name, value) in edits.set.iter().chain(&edits.add) {
+                fields.push((name, value.as_bytes()));
+            }
+        }
+        let answer = Answer {
+            status: a.status,
+            content_type: a.content_type,
+            body: a.body.as_bytes(),
+            fields: &fields,
+            close,
+            head_only: p.head_only,
+            http10: p.minor == 0,
+        };
+        c.out.clear();
+        write_answer(&mut c.out, &answer);
+        let sent = c.out.len() as u64;
+        let written = write_client(&mut c.stream, &mut c.out, &mut c.timer, self.w).await;
+        log(c, self.w, p.stats, a.status, sent, self.started);
+        if let Some(n) = consumed {
+            c.buf.drain(..n.min(c.buf.len()));
         }
         if !written || close {
             Next::Close

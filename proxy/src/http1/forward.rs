@@ -168,9 +168,9 @@ impl Attempts {
     }
 }
 
-pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forward<'_>) -> Next {
+pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forward) -> Next {
     let view = x.view;
-    let idx = to.route.upstream;
+    let idx = to.upstream;
     let upstream = &view.snapshot.upstreams[idx as usize];
     let settings = &upstream.settings;
     if settings.protocol.is_h2() {
@@ -245,7 +245,8 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         };
         // least_request counts this worker's requests in flight per endpoint.
         let _busy = (settings.balance == Balance::LeastRequest).then(|| health.enter(ep.addr));
-        let pooled = if a.fresh {
+        // A connection that began with a PROXY header speaks for one client: never pooled.
+        let pooled = if a.fresh || settings.proxy_protocol.is_some() {
             None
         } else {
             // Sent again on a fresh connection should the pooled one turn out closed.
@@ -258,9 +259,8 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         let mut conn = match pooled {
             Some(conn) => conn,
             None => {
-                match upstream::connect(health, &w.upstreams.tls, upstream, stats, ep.addr, w.id)
-                    .await
-                {
+                let up = (&**upstream, Some(x.c.peer));
+                match upstream::connect(health, &w.upstreams.tls, up, stats, ep.addr, w.id).await {
                     Ok(stream) => UpstreamConn {
                         stream,
                         addr: ep.addr,
@@ -388,7 +388,10 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                 }
                 // An endpoint that left the table since the pick gets no pooled
                 // connection back.
-                if outcome.reuse_upstream && w.upstreams.table.still_sends_to(view, conn.addr) {
+                if outcome.reuse_upstream
+                    && settings.proxy_protocol.is_none()
+                    && w.upstreams.table.still_sends_to(view, conn.addr)
+                {
                     w.upstreams.pool.put(conn, &settings.pool, Instant::now());
                 }
                 return if outcome.keep_client {

@@ -8,7 +8,7 @@
 //! Runs on: a worker, inside a client connection's task.
 
 use bytes::Bytes;
-use strait_discovery::spec::UpstreamProtocol;
+use strait_discovery::spec::{HeaderEdits, UpstreamProtocol};
 
 use super::exchange::Exchange;
 use super::forward::{hold_body, BodyState, HoldError};
@@ -25,10 +25,10 @@ use crate::upstream::Observed;
 /// A body over this many bytes is refused (413) when the route sets no limit.
 const UNLIMITED_CAP: u64 = 16 * 1024 * 1024;
 
-pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forward<'_>) -> Next {
+pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forward) -> Next {
     let view = x.view;
     let w = x.w;
-    let idx = to.route.upstream;
+    let idx = to.upstream;
     let upstream = &view.snapshot.upstreams[idx as usize];
     let settings = &upstream.settings;
     let mut body = match BodyState::new(&x.c.buf, x.req.head_len, x.req.body, x.req.max_body) {
@@ -150,8 +150,15 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
             || w.draining.is_fired()
             || (!no_body && length.is_none() && !chunked);
         let c = &mut *x.c;
+        let mut headers = parts.headers;
+        let rid = &w.http.request_id;
+        let request_id = (rid.enabled && !c.request_id.is_empty())
+            .then_some((rid.header.as_str(), &c.request_id[..]));
+        let none = HeaderEdits::default();
+        let edits = x.req.response_edits.unwrap_or(&none);
+        crate::h2::upstream::edit_headers(&mut headers, edits, request_id);
         c.cout.clear();
-        write_head(&mut c.cout, status, &parts.headers, chunked, close);
+        write_head(&mut c.cout, status, &headers, chunked, close);
         let mut sent_bytes = c.cout.len() as u64;
         if !x.write_client_cout().await {
             x.log(status, sent_bytes);

@@ -10,13 +10,14 @@
 use std::borrow::Cow;
 
 use strait_discovery::route::{RouteEntry, RouteMatch};
-use strait_discovery::spec::PassHost;
+use strait_discovery::spec::{HeaderEdits, PassHost};
 
 use super::Client;
 use crate::access_log::Record;
-use crate::http::head::{self, HostHeader};
+use crate::http::head::{self, Edits, Forwarding, HostHeader};
 use crate::http::{is_idempotent, BodyKind, HeadError};
 use crate::metrics::RouteStats;
+use crate::routing::{self, Decision};
 use crate::transport::ClientAddr;
 use crate::upstream::View;
 use crate::worker::Worker;
@@ -37,6 +38,8 @@ pub(super) struct Prepared<'v> {
     pub(super) max_body: u64,
     /// Where this request is counted: its route's stats, or the unrouted ones.
     pub(super) stats: &'v RouteStats,
+    /// The route's response header edits.
+    pub(super) response_edits: Option<&'v HeaderEdits>,
 }
 
 /// What to do with a prepared request.
@@ -47,17 +50,29 @@ pub(super) enum Action<'v> {
         body: &'static str,
         allow: Option<String>,
     },
-    Forward(Forward<'v>),
+    /// The route answers it itself (a redirect, a direct response, a 429).
+    Answer(RouteAnswer<'v>),
+    Forward(Forward),
     /// A CONNECT to tunnel to the route's upstream.
     Connect {
         route: &'v RouteEntry,
     },
 }
 
+/// A response a route gives itself.
+pub(super) struct RouteAnswer<'v> {
+    pub(super) status: u16,
+    pub(super) content_type: &'v str,
+    pub(super) body: &'v str,
+    /// `Location` (a redirect) or `Retry-After` (a 429).
+    pub(super) field: Option<(&'static str, String)>,
+}
+
 /// A routed request to forward.
 #[derive(Clone, Copy)]
-pub(super) struct Forward<'v> {
-    pub(super) route: &'v RouteEntry,
+pub(super) struct Forward {
+    /// The upstream picked: the route's, or one of its weighted backends.
+    pub(super) upstream: u32,
     /// The upstream head's common part is `out[..head_base]`; each attempt appends the
     /// rest.
     pub(super) head_base: usize,
@@ -78,39 +93,60 @@ pub(super) fn prepare<'v, S>(
         out,
         record,
         peer,
+        trusted,
+        request_id,
         ..
     } = c;
     let mut hb = head::header_buf();
     let req = head::reader::parse_complete(buf, &mut hb, &w.head_limits)?;
     let https = record.tls.is_some();
     let record = w.access.is_some().then_some(record);
+    let client = routing::client(*peer, trusted, req.headers);
     if req.method == "CONNECT" {
-        return prepare_connect(&req, *peer, view, record);
+        return prepare_connect(&req, *peer, &client, view, record);
     }
-    route(
-        &req,
-        *peer,
+    request_id.clear();
+    let rid = &w.http.request_id;
+    if rid.enabled {
+        match routing::header(req.headers, &rid.header) {
+            Some(v) => request_id.extend_from_slice(v.trim_ascii()),
+            None => request_id.extend_from_slice(&w.request_ids.next()),
+        }
+    }
+    let r = Routing {
+        peer: *peer,
+        client,
         https,
-        w.http.max_request_body_bytes,
-        view,
-        out,
-        record,
-    )
+        max_body: w.http.max_request_body_bytes,
+        request_id: rid.enabled.then(|| (rid.header.as_str(), &request_id[..])),
+    };
+    route(&req, &r, view, out, record)
+}
+
+/// What [`route`] needs beyond the head.
+struct Routing<'a> {
+    peer: ClientAddr,
+    client: routing::Client,
+    https: bool,
+    max_body: u64,
+    /// The request-id field to ensure upstream: (name, value).
+    request_id: Option<(&'a str, &'a [u8])>,
 }
 
 /// Validates the head, routes it and writes the upstream head's common part into `out`.
 fn route<'v>(
     req: &head::Request<'_, '_>,
-    peer: ClientAddr,
-    https: bool,
-    max_body: u64,
+    r: &Routing<'_>,
     view: &'v View,
     out: &mut Vec<u8>,
     record: Option<&mut Record>,
 ) -> Result<(Prepared<'v>, Action<'v>), HeadError> {
     let info = head::analyze_request(req)?;
     if let Some(record) = record {
-        start_record(record, peer, info.host, req);
+        start_record(record, r.peer, &r.client, info.host, req);
+        if let Some((_, id)) = r.request_id {
+            record.request_id.push_str(&String::from_utf8_lossy(id));
+        }
     }
     let mut p = Prepared {
         head_len: req.len,
@@ -121,8 +157,9 @@ fn route<'v>(
         body: info.framing.body,
         client_close: info.framing.close,
         expect_continue: info.framing.expect_continue && req.minor == 1,
-        max_body,
+        max_body: r.max_body,
         stats: &view.unrouted,
+        response_edits: None,
     };
     // Routing and the upstream see the path with dot segments resolved.
     let path = head::normalize_path(info.path)?;
@@ -131,54 +168,108 @@ fn route<'v>(
         (Cow::Owned(p), Some((_, query))) => Cow::Owned(format!("{p}?{query}")),
         (Cow::Owned(p), None) => Cow::Owned(p.clone()),
     };
-    let action = match view.snapshot.router.lookup(info.host, &path, req.method) {
-        RouteMatch::NotFound => Action::Reply {
-            status: 404,
-            body: "not found: no route matches this host and path",
-            allow: None,
-        },
-        RouteMatch::MethodNotAllowed(set) => Action::Reply {
-            status: 405,
-            body: "method not allowed on this route",
-            allow: Some(set.names().collect::<Vec<_>>().join(", ")),
-        },
-        RouteMatch::Found(route) => {
-            p.stats = &view.route_stats[route.stats as usize];
-            p.max_body = route.max_body_bytes.unwrap_or(p.max_body);
-            if let BodyKind::Length(n) = p.body {
-                if p.max_body > 0 && n > p.max_body {
-                    // Refused before reading the body; the connection closes.
-                    let action = Action::Reply {
-                        status: 413,
-                        body: "content too large: the request body is over the limit",
-                        allow: None,
-                    };
-                    return Ok((p, action));
-                }
-            }
-            let upstream = &view.snapshot.upstreams[route.upstream as usize];
-            let path: Cow<'_, str> = route.rewrite(&target);
-            let (host, per_endpoint) = match &upstream.settings.pass_host {
-                PassHost::Pass => (HostHeader::Pass, false),
-                PassHost::Rewrite(h) => (HostHeader::Set(h), false),
-                PassHost::Node => (HostHeader::Omit, true),
+    let decision = routing::decide(view, req, &info, (&path, &target), &r.client, r.https);
+    let (route, upstream) = match decision {
+        Decision::NotFound => {
+            let action = Action::Reply {
+                status: 404,
+                body: "not found: no route matches this host and path",
+                allow: None,
             };
-            out.clear();
-            head::write_upstream_head_for(out, req, &info, &path, peer.ip(), host, https);
-            let hash = crate::upstream::key::request_key(
-                &upstream.settings.balance,
-                req.headers,
-                &path,
-                peer.ip(),
-            );
-            Action::Forward(Forward {
-                route,
-                head_base: out.len(),
-                host_per_endpoint: per_endpoint,
-                hash,
-            })
+            return Ok((p, action));
         }
+        Decision::MethodNotAllowed(set) => {
+            let action = Action::Reply {
+                status: 405,
+                body: "method not allowed on this route",
+                allow: Some(set.names().collect::<Vec<_>>().join(", ")),
+            };
+            return Ok((p, action));
+        }
+        Decision::Limited { route, retry_after } => {
+            p.stats = &view.route_stats[route.stats as usize];
+            p.response_edits = Some(&route.filters.response_headers);
+            let action = Action::Answer(RouteAnswer {
+                status: 429,
+                content_type: "text/plain; charset=utf-8",
+                body: "too many requests: this route's rate limit is reached\n",
+                field: Some(("Retry-After", retry_after.to_string())),
+            });
+            return Ok((p, action));
+        }
+        Decision::Redirect {
+            route,
+            status,
+            location,
+        } => {
+            p.stats = &view.route_stats[route.stats as usize];
+            p.response_edits = Some(&route.filters.response_headers);
+            let action = Action::Answer(RouteAnswer {
+                status,
+                content_type: "",
+                body: "",
+                field: Some(("Location", location)),
+            });
+            return Ok((p, action));
+        }
+        Decision::Direct { route, response } => {
+            p.stats = &view.route_stats[route.stats as usize];
+            p.response_edits = Some(&route.filters.response_headers);
+            let action = Action::Answer(RouteAnswer {
+                status: response.status,
+                content_type: &response.content_type,
+                body: &response.body,
+                field: None,
+            });
+            return Ok((p, action));
+        }
+        Decision::Forward { route, upstream } => (route, upstream),
     };
+    p.stats = &view.route_stats[route.stats as usize];
+    p.response_edits = Some(&route.filters.response_headers);
+    p.max_body = route.max_body_bytes.unwrap_or(p.max_body);
+    if let BodyKind::Length(n) = p.body {
+        if p.max_body > 0 && n > p.max_body {
+            // Refused before reading the body; the connection closes.
+            let action = Action::Reply {
+                status: 413,
+                body: "content too large: the request body is over the limit",
+                allow: None,
+            };
+            return Ok((p, action));
+        }
+    }
+    let settings = &view.snapshot.upstreams[upstream as usize].settings;
+    let rewritten: Cow<'_, str> = route.rewrite(&target);
+    let (host, per_endpoint) = match &settings.pass_host {
+        PassHost::Pass => (HostHeader::Pass, false),
+        PassHost::Rewrite(h) => (HostHeader::Set(h), false),
+        PassHost::Node => (HostHeader::Omit, true),
+    };
+    out.clear();
+    let edits = &route.filters.request_headers;
+    let forwarding = Forwarding {
+        path: &rewritten,
+        client_ip: r.peer.ip(),
+        host,
+        https: r.https,
+        trusted_peer: r.client.trusted_peer,
+        edits: Edits {
+            remove: &edits.remove,
+            set: &edits.set,
+            add: &edits.add,
+            ensure: r.request_id,
+        },
+    };
+    head::write_upstream_head_for(out, req, &info, &forwarding);
+    let hash =
+        crate::upstream::key::request_key(&settings.balance, req.headers, &path, r.client.ip);
+    let action = Action::Forward(Forward {
+        upstream,
+        head_base: out.len(),
+        host_per_endpoint: per_endpoint,
+        hash,
+    });
     Ok((p, action))
 }
 
@@ -189,12 +280,13 @@ fn route<'v>(
 fn prepare_connect<'v>(
     req: &head::Request<'_, '_>,
     peer: ClientAddr,
+    client: &routing::Client,
     view: &'v View,
     record: Option<&mut Record>,
 ) -> Result<(Prepared<'v>, Action<'v>), HeadError> {
     let authority = head::analyze_connect(req)?;
     if let Some(record) = record {
-        start_record(record, peer, authority, req);
+        start_record(record, peer, client, authority, req);
     }
     let action = match view.snapshot.router.lookup_connect(authority) {
         RouteMatch::NotFound => Action::Reply {
@@ -224,14 +316,22 @@ fn prepare_connect<'v>(
         expect_continue: false,
         max_body: 0,
         stats,
+        response_edits: None,
     };
     Ok((p, action))
 }
 
 /// Fills the access-log fields a request head gives.
-fn start_record(record: &mut Record, peer: ClientAddr, host: &str, req: &head::Request<'_, '_>) {
+fn start_record(
+    record: &mut Record,
+    peer: ClientAddr,
+    client: &routing::Client,
+    host: &str,
+    req: &head::Request<'_, '_>,
+) {
     record.clear();
-    record.client = Some(peer);
+    // The real client (`trusted_proxies`).
+    record.client = Some(client.addr(peer));
     record.host.push_str(host);
     record.request_line.push_str(req.method);
     record.request_line.push(' ');

@@ -14,7 +14,7 @@ use super::exchange::{write_client, Exchange};
 use super::prepare::Prepared;
 use super::relay::{relay, Body, Mode, Timeouts};
 use crate::error::{ErrorKind, ProxyError, Retry, Side};
-use crate::http::head::{self, ClientFraming};
+use crate::http::head::{self, ClientFraming, Edits};
 use crate::http::BodyKind;
 use crate::transport::deadline::read_more;
 use crate::transport::Transport;
@@ -62,7 +62,10 @@ pub(super) async fn respond<S: Transport>(
         if !ub.is_empty() {
             // Parsed synchronously: the header array never lives in this future's state.
             let closing = p.client_close || w.draining.is_fired();
-            match response_head(&ub, p, closing, &mut c.cout) {
+            let rid = &w.http.request_id;
+            let request_id = (rid.enabled && !c.request_id.is_empty())
+                .then_some((rid.header.as_str(), &c.request_id[..]));
+            match response_head(&ub, p, (closing, request_id), &mut c.cout) {
                 Err(e) => return Err(Failure::BeforeHead(e)),
                 Ok(None) => {}
                 Ok(Some(UpHead::Interim { len, forward })) => {
@@ -207,7 +210,7 @@ struct FinalHead {
 fn response_head(
     ub: &[u8],
     p: &Prepared<'_>,
-    closing: bool,
+    (closing, request_id): (bool, Option<(&str, &[u8])>),
     cout: &mut Vec<u8>,
 ) -> Result<Option<UpHead>, ProxyError> {
     let mut hb = head::header_buf();
@@ -255,7 +258,27 @@ fn response_head(
     };
     let keep_client = !closing && client_framing != ClientFraming::Close;
     cout.clear();
-    head::write_client_head(cout, &resp, &framing, client_framing, keep_client, p.minor);
+    let edits = match p.response_edits {
+        Some(e) => Edits {
+            remove: &e.remove,
+            set: &e.set,
+            add: &e.add,
+            ensure: request_id,
+        },
+        None => Edits {
+            ensure: request_id,
+            ..Edits::default()
+        },
+    };
+    head::write_client_head_with(
+        cout,
+        &resp,
+        &framing,
+        client_framing,
+        keep_client,
+        p.minor,
+        &edits,
+    );
     Ok(Some(UpHead::Final(FinalHead {
         status,
         head_len: resp.len,

@@ -7,7 +7,9 @@
 
 use std::time::Instant;
 
+use monoio::io::AsyncWriteRentExt;
 use monoio::net::{TcpStream, UnixStream};
+use strait_discovery::spec::ProxyVersion;
 use strait_discovery::{EndpointAddr, Upstream};
 
 use super::health::Verdict;
@@ -21,8 +23,9 @@ use std::sync::Arc;
 use rustls::ClientConfig;
 use strait_discovery::tls::UpstreamTls;
 
+use crate::http::proxy_protocol;
 use crate::transport::tls::TlsStream;
-use crate::transport::{AnyStream, Either, Transport, UpstreamStream};
+use crate::transport::{AnyStream, ClientAddr, Either, Transport, UpstreamStream};
 
 /// This worker's rustls client configs, by upstream name, each built from the settings
 /// of the snapshot it was made for (rebuilt when a new snapshot brings new settings).
@@ -68,12 +71,12 @@ impl TlsClients {
 pub async fn connect(
     health: &Health,
     clients: &TlsClients,
-    up: &Upstream,
+    (up, client): (&Upstream, Option<ClientAddr>),
     stats: &UpstreamStats,
     addr: EndpointAddr,
     worker: usize,
 ) -> Result<UpstreamStream, ErrorKind> {
-    let attempt = open_secured(clients, up, addr);
+    let attempt = open_secured(clients, up, addr, client);
     let kind = match monoio::time::timeout(up.settings.connect_timeout, attempt).await {
         Ok(Ok(stream)) => {
             health.success(addr);
@@ -102,9 +105,15 @@ async fn open_secured(
     clients: &TlsClients,
     up: &Upstream,
     addr: EndpointAddr,
+    client: Option<ClientAddr>,
 ) -> Result<UpstreamStream, ErrorKind> {
-    let stream = open(addr).await.map_err(|_| ErrorKind::ConnectRefused)?;
+    let mut stream = open(addr).await.map_err(|_| ErrorKind::ConnectRefused)?;
     stream.set_nodelay();
+    if let (Some(version), Some(client)) = (up.settings.proxy_protocol, client) {
+        let header = proxy_header(version, client, addr);
+        let (res, _) = stream.write_all(header).await;
+        res.map_err(|_| ErrorKind::ConnectRefused)?;
+    }
     match &up.settings.tls {
         None => Ok(stream.into()),
         // Boxed: only TLS connects carry the handshake's state, not every task that connects.
@@ -134,6 +143,26 @@ async fn secure(
         return Err(ErrorKind::UpstreamTls);
     }
     Ok(secured)
+}
+
+/// The PROXY header for a connection on behalf of `client` to `endpoint`: the client's
+/// address and port as source, the endpoint's as destination (what the gateway's own
+/// listening address was is not carried). A client or an endpoint without an IP address
+/// (a Unix socket) gets v1 `UNKNOWN` / v2 `LOCAL`: the receiver then uses the
+/// connection's own addresses.
+fn proxy_header(version: ProxyVersion, client: ClientAddr, endpoint: EndpointAddr) -> Vec<u8> {
+    let mut out = Vec::with_capacity(64);
+    match (version, client, endpoint) {
+        (ProxyVersion::V1, ClientAddr::Inet(src), EndpointAddr::Inet(dst)) => {
+            proxy_protocol::write_v1(&mut out, src, dst)
+        }
+        (ProxyVersion::V2, ClientAddr::Inet(src), EndpointAddr::Inet(dst)) => {
+            proxy_protocol::write_v2(&mut out, src, dst)
+        }
+        (ProxyVersion::V1, _, _) => out.extend_from_slice(b"PROXY UNKNOWN\r\n"),
+        (ProxyVersion::V2, _, _) => proxy_protocol::write_v2_local(&mut out),
+    }
+    out
 }
 
 /// A connection to `addr`: TCP to an IP and port, or a Unix socket's path.

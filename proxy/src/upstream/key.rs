@@ -24,6 +24,16 @@ pub fn request_key(
     let Balance::ConsistentHash(key) = balance else {
         return None;
     };
+    key_hash(key, headers, path, client)
+}
+
+/// The hash of `key`'s value in a request, or `None` when the request lacks it.
+pub fn key_hash(
+    key: &HashKey,
+    headers: &[Header<'_>],
+    path: &str,
+    client: Option<IpAddr>,
+) -> Option<u64> {
     match key {
         HashKey::Header(name) => headers
             .iter()

@@ -33,7 +33,7 @@ fn snapshot(weights: &[u32]) -> Arc<Snapshot> {
 
 #[test]
 fn round_robin_skips_tried_endpoints_and_carries_cursors_across_swaps() {
-    let table = Table::new(snapshot(&[1, 1, 1]), 0, Default::default());
+    let table = Table::new(snapshot(&[1, 1, 1]), (0, 1), Default::default());
     let v = table.view();
     let picks: Vec<_> = (0..4)
         .map(|_| {
@@ -74,7 +74,7 @@ fn round_robin_skips_tried_endpoints_and_carries_cursors_across_swaps() {
 
 #[test]
 fn endpoints_that_left_rotation_are_reported_once_per_swap() {
-    let table = Table::new(snapshot(&[1, 1, 1]), 0, Default::default());
+    let table = Table::new(snapshot(&[1, 1, 1]), (0, 1), Default::default());
     let (_, departed) = table.swap(snapshot(&[1, 0]));
     let mut departed: Vec<String> = departed.iter().map(|a| a.to_string()).collect();
     departed.sort();
@@ -83,7 +83,7 @@ fn endpoints_that_left_rotation_are_reported_once_per_swap() {
 
 #[test]
 fn weights_shape_the_rotation() {
-    let table = Table::new(snapshot(&[3, 1]), 0, Default::default());
+    let table = Table::new(snapshot(&[3, 1]), (0, 1), Default::default());
     let v = table.view();
     let n2 = (0..400)
         .filter(|_| {
@@ -103,7 +103,7 @@ fn addr(i: u8) -> EndpointAddr {
 
 #[test]
 fn consecutive_connect_failures_eject_for_a_doubling_backoff() {
-    let table = Table::new(snapshot(&[1, 1, 1, 1]), 0, Default::default());
+    let table = Table::new(snapshot(&[1, 1, 1, 1]), (0, 1), Default::default());
     let v = table.view();
     let up = &v.snapshot.upstreams[0];
     let h = Health::default();
@@ -136,7 +136,7 @@ fn consecutive_connect_failures_eject_for_a_doubling_backoff() {
 
 #[test]
 fn ejection_never_takes_the_last_endpoints_and_a_fully_ejected_upstream_still_picks() {
-    let table = Table::new(snapshot(&[1, 1]), 0, Default::default());
+    let table = Table::new(snapshot(&[1, 1]), (0, 1), Default::default());
     let v = table.view();
     let up = &v.snapshot.upstreams[0];
     let h = Health::default();
@@ -212,7 +212,7 @@ fn an_endpoint_that_turns_terminating_leaves_rotation_while_others_are_ready() {
     };
     let table = Table::new(
         spec([EndpointState::Ready, EndpointState::Ready]),
-        0,
+        (0, 1),
         Default::default(),
     );
     let (v, departed) = table.swap(spec([EndpointState::Ready, EndpointState::Terminating]));
@@ -244,7 +244,7 @@ fn applying_a_snapshot_closes_idle_connections_forgets_health_and_departs_watche
         let stream = monoio::net::TcpStream::connect_addr(listener.local_addr().unwrap())
             .await
             .unwrap();
-        let u = Upstreams::new(snapshot(&[1, 1, 1, 1]), 0, Default::default());
+        let u = Upstreams::new(snapshot(&[1, 1, 1, 1]), (0, 1), Default::default());
         let gone = addr(3);
         let settings = PoolSettings::default();
         let now = Instant::now();

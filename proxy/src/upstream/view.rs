@@ -13,7 +13,7 @@ use std::time::Instant;
 use strait_discovery::spec::{Balance, Prefer};
 use strait_discovery::{Endpoint, EndpointAddr, Snapshot, Upstream};
 
-use super::Health;
+use super::{Health, RouteLocals};
 use crate::metrics::{RouteStats, UpstreamStats, WorkerMetrics};
 
 /// Most extra endpoints tried after a failed connect when `retries` is not configured.
@@ -31,16 +31,19 @@ pub struct View {
     pub unrouted: Arc<RouteStats>,
     /// This worker's counters per upstream, indexed like `snapshot.upstreams`.
     pub upstream_stats: Box<[Arc<UpstreamStats>]>,
+    /// This worker's state per route (backend cursors, rate-limit buckets, regex caches).
+    pub routes: RouteLocals,
 }
 
 impl View {
-    /// A view of `snapshot`. Cursors of upstreams that kept their name continue from
-    /// `previous`; new ones start at `worker` so workers do not all begin on the same
-    /// endpoint.
+    /// A view of `snapshot` for worker `worker` of `workers`. Cursors of upstreams that
+    /// kept their name continue from `previous`; new ones start at `worker` so workers do
+    /// not all begin on the same endpoint. Rate-limit buckets of unchanged limits carry
+    /// over.
     pub fn new(
         snapshot: Arc<Snapshot>,
         previous: Option<&View>,
-        worker: usize,
+        (worker, workers): (usize, usize),
         metrics: &WorkerMetrics,
     ) -> View {
         let cursors = snapshot
@@ -59,6 +62,12 @@ impl View {
             route_stats: metrics.routes_for(&snapshot),
             unrouted: metrics.unrouted.clone(),
             upstream_stats: metrics.upstreams_for(&snapshot),
+            routes: RouteLocals::new(
+                &snapshot.router,
+                previous.map(|p| (&*p.snapshot.router, &p.routes)),
+                worker,
+                workers,
+            ),
             snapshot,
             cursors,
         }
@@ -256,12 +265,18 @@ fn takes(u: &Upstream, addr: EndpointAddr) -> bool {
 #[derive(Debug)]
 pub struct Table {
     current: RefCell<Rc<View>>,
-    worker: usize,
+    /// This worker's index and the gateway's worker count.
+    worker: (usize, usize),
     metrics: Arc<WorkerMetrics>,
 }
 
 impl Table {
-    pub fn new(snapshot: Arc<Snapshot>, worker: usize, metrics: Arc<WorkerMetrics>) -> Table {
+    /// The table of worker `worker.0` of `worker.1`.
+    pub fn new(
+        snapshot: Arc<Snapshot>,
+        worker: (usize, usize),
+        metrics: Arc<WorkerMetrics>,
+    ) -> Table {
         Table {
             current: RefCell::new(Rc::new(View::new(snapshot, None, worker, &metrics))),
             worker,

@@ -10,6 +10,7 @@ use std::rc::Rc;
 use std::task::{Context, Poll};
 
 use super::Worker;
+use crate::real_ip::Cidr;
 
 impl Worker {
     /// Open client connections.
@@ -51,20 +52,28 @@ impl Worker {
 
 /// Counts a client connection open from its accept for as long as it lives. Made by the
 /// accept loop before it spawns the connection's task, so that a connection whose task
-/// has not run yet still keeps a draining worker alive.
+/// has not run yet still keeps a draining worker alive. It also carries what the
+/// listener says about the peers in front of it.
 #[derive(Debug)]
-pub struct Open(Rc<Worker>);
+pub struct Open(Rc<Worker>, Rc<[Cidr]>);
 
 impl Open {
-    pub fn new(w: Rc<Worker>) -> Open {
+    /// A connection on `w` through a listener that trusts `trusted` proxies' forwarding
+    /// headers.
+    pub fn new(w: Rc<Worker>, trusted: Rc<[Cidr]>) -> Open {
         w.connections.set(w.connections.get() + 1);
         w.metrics.client_connections.inc();
-        Open(w)
+        Open(w, trusted)
     }
 
     /// The worker the connection is counted on.
     pub fn worker(&self) -> &Rc<Worker> {
         &self.0
+    }
+
+    /// The listener's `trusted_proxies`.
+    pub fn trusted(&self) -> &Rc<[Cidr]> {
+        &self.1
     }
 }
 

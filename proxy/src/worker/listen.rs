@@ -20,6 +20,7 @@
 
 use std::io;
 use std::net::SocketAddr;
+use std::os::fd::AsRawFd;
 use std::os::unix::fs::{FileTypeExt, MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
@@ -28,8 +29,9 @@ use std::time::Duration;
 
 use monoio::net::{TcpListener, TcpStream, UnixListener, UnixStream};
 
-use super::{DriverKind, Open, Worker};
+use super::{proxied, DriverKind, Open, Worker};
 use crate::config::{ListenerTls, Protocol};
+use crate::real_ip::Cidr;
 use crate::transport::{ClientAddr, Transport};
 use crate::{http1, tcp, tls};
 
@@ -46,6 +48,10 @@ pub struct BoundListener {
     pub protocol: Protocol,
     /// TLS termination (an HTTPS listener).
     pub tls: Option<ListenerTls>,
+    /// Peers whose `X-Forwarded-For` is believed.
+    pub trusted_proxies: Vec<Cidr>,
+    /// Connections start with a PROXY protocol header.
+    pub proxy_protocol: bool,
     pub socket: BoundSocket,
 }
 
@@ -158,16 +164,21 @@ pub fn bind_unix(
 
 /// Starts the accept loop of one listener on `worker`.
 pub(super) fn start(l: BoundListener, worker: &Rc<Worker>) -> io::Result<()> {
-    let serve = match (l.protocol, l.tls) {
-        (Protocol::Http, None) => Serve::Http,
+    let kind = match (l.protocol, l.tls) {
+        (Protocol::Http, None) => Kind::Http,
         (Protocol::Http, Some(settings)) => {
-            Serve::Https(Rc::new(tls::Terminator::new(l.name, settings)))
+            Kind::Https(Rc::new(tls::Terminator::new(l.name, settings)))
         }
-        (Protocol::Tcp(config), None) => Serve::Tcp(Rc::new(tcp::Listener::new(l.name, config))),
-        (Protocol::Tcp(config), Some(settings)) => Serve::TcpTls(
+        (Protocol::Tcp(config), None) => Kind::Tcp(Rc::new(tcp::Listener::new(l.name, config))),
+        (Protocol::Tcp(config), Some(settings)) => Kind::TcpTls(
             Rc::new(tcp::Listener::new(l.name.clone(), config)),
             Rc::new(tls::Terminator::new(l.name, settings)),
         ),
+    };
+    let serve = Serve {
+        kind,
+        trusted: l.trusted_proxies.into(),
+        proxy_protocol: l.proxy_protocol,
     };
     match l.socket {
         BoundSocket::Tcp(socket) => {
@@ -200,8 +211,18 @@ pub(super) fn start(l: BoundListener, worker: &Rc<Worker>) -> io::Result<()> {
 }
 
 /// What an accept loop does with the connections it accepts.
+#[derive(Debug)]
+struct Serve {
+    kind: Kind,
+    /// The listener's `trusted_proxies`, shared by its connections.
+    trusted: Rc<[Cidr]>,
+    /// Each connection starts with a PROXY protocol header, read before anything else.
+    proxy_protocol: bool,
+}
+
+/// How a listener's connections are served.
 #[derive(Debug, Clone)]
-enum Serve {
+enum Kind {
     /// HTTP/1.1 exchanges ([`http1::serve`]).
     Http,
     /// A TLS handshake, then HTTP/1.1 over it ([`tls::accept`]).
@@ -213,20 +234,40 @@ enum Serve {
 }
 
 impl Serve {
-    /// Counts the connection on `worker` and spawns its task.
-    fn spawn<S: Transport>(&self, stream: S, peer: ClientAddr, worker: &Rc<Worker>) {
-        let open = Open::new(worker.clone());
+    /// Counts the connection on `worker` and spawns its task; with `proxy_protocol`, the
+    /// task reads the PROXY header first and serves the client it names.
+    fn spawn<S: Transport + Peek>(&self, stream: S, peer: ClientAddr, worker: &Rc<Worker>) {
+        let open = Open::new(worker.clone(), self.trusted.clone());
+        if !self.proxy_protocol {
+            self.kind.spawn(stream, peer, open);
+            return;
+        }
+        let kind = self.kind.clone();
+        monoio::spawn(async move {
+            let timeout = open.worker().http.client_header_timeout;
+            let id = open.worker().id;
+            match proxied::read_header(&stream, peer, timeout).await {
+                Ok(client) => kind.serve(stream, client, open).await,
+                Err(e) => tracing::debug!(worker = id, %peer, "PROXY header refused: {e}"),
+            }
+        });
+    }
+}
+
+impl Kind {
+    /// Spawns the connection's task (one future type per kind: none pays for another's).
+    fn spawn<S: Transport>(&self, stream: S, peer: ClientAddr, open: Open) {
         match self {
-            Serve::Http => {
+            Kind::Http => {
                 monoio::spawn(http1::serve(stream, peer, open, None));
             }
-            Serve::Https(t) => {
+            Kind::Https(t) => {
                 monoio::spawn(tls::accept(stream, peer, open, t.clone()));
             }
-            Serve::Tcp(l) => {
+            Kind::Tcp(l) => {
                 monoio::spawn(tcp::serve(stream, peer, open, l.clone()));
             }
-            Serve::TcpTls(l, t) => {
+            Kind::TcpTls(l, t) => {
                 let l = l.clone();
                 monoio::spawn(tls::accept_then(
                     stream,
@@ -238,11 +279,44 @@ impl Serve {
             }
         }
     }
+
+    /// Serves the connection in the current task.
+    async fn serve<S: Transport>(self, stream: S, peer: ClientAddr, open: Open) {
+        match self {
+            Kind::Http => http1::serve(stream, peer, open, None).await,
+            Kind::Https(t) => tls::accept(stream, peer, open, t).await,
+            Kind::Tcp(l) => tcp::serve(stream, peer, open, l).await,
+            Kind::TcpTls(l, t) => {
+                tls::accept_then(stream, peer, open, t, move |s, p, o, _| {
+                    tcp::serve(s, p, o, l)
+                })
+                .await;
+            }
+        }
+    }
+}
+
+/// A stream whose bytes can be looked at before they are read (the PROXY header).
+pub(super) trait Peek: AsRawFd {
+    /// Waits until the socket has bytes to read (or an error or EOF).
+    async fn wait_readable(&self) -> io::Result<()>;
+}
+
+impl Peek for TcpStream {
+    async fn wait_readable(&self) -> io::Result<()> {
+        self.readable(false).await
+    }
+}
+
+impl Peek for UnixStream {
+    async fn wait_readable(&self) -> io::Result<()> {
+        self.readable(false).await
+    }
 }
 
 /// A listening socket as an accept loop drives it.
 trait Listening: 'static {
-    type Stream: Transport;
+    type Stream: Transport + Peek;
 
     /// The next connection (the runtime's accept).
     async fn accept(&self) -> io::Result<(Self::Stream, ClientAddr)>;

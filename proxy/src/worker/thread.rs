@@ -41,6 +41,8 @@ const STOP_GRACE: Duration = Duration::from_secs(1);
 #[derive(Debug)]
 pub struct WorkerSetup {
     pub id: usize,
+    /// How many workers the gateway runs (rate limits give each its share).
+    pub workers: usize,
     pub core: Option<core_affinity::CoreId>,
     pub driver: Driver,
     /// This worker's listening sockets, with their names and protocols.
@@ -209,7 +211,7 @@ async fn run(
     setup.subscriber.ack(&first);
     let access = setup.access_log.take().map(AccessLog::new);
     let worker = Rc::new(Worker::new(
-        setup.id,
+        (setup.id, setup.workers),
         kind,
         first,
         setup.http.clone(),

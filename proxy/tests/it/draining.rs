@@ -57,10 +57,12 @@ pub(crate) fn log_lines(path: &std::path::Path, n: usize) -> Vec<String> {
 }
 
 /// The `upstream_addr` and `upstream_status` lists of an access-log line: the fields
-/// after the quoted user agent, before the upstream time (see `access_log.rs`).
+/// after the quoted user agent, before the upstream time and the request id (see
+/// `access_log.rs`).
 pub(crate) fn attempts(line: &str) -> (Vec<String>, Vec<String>) {
     let rest = &line[line.rfind('"').expect("a quoted user agent") + 1..];
     let mut fields: Vec<&str> = rest.split_whitespace().collect();
+    fields.pop(); // the request id
     fields.pop(); // the upstream time
     let fields: Vec<&str> = fields.iter().map(|f| f.trim_end_matches(',')).collect();
     let addrs = fields

@@ -104,12 +104,32 @@ impl Checker<'_> {
                 None => None,
                 Some(t) => Some(self.listener_tls(&format!("listeners[{i}].tls"), t)?),
             };
+            let mut trusted_proxies = Vec::with_capacity(item.trusted_proxies.len());
+            for (k, text) in item.trusted_proxies.iter().enumerate() {
+                let cidr = crate::real_ip::Cidr::parse(text)
+                    .map_err(|e| self.error(format!("listeners[{i}].trusted_proxies[{k}]"), e))?;
+                trusted_proxies.push(cidr);
+            }
+            if !trusted_proxies.is_empty() && protocol != Protocol::Http {
+                return Err(self.error(
+                    format!("listeners[{i}].trusted_proxies"),
+                    "`trusted_proxies` is about X-Forwarded-For, an `http` listener's; a `tcp` listener learns the client from `proxy_protocol`",
+                ));
+            }
+            if item.proxy_protocol && matches!(addr, ListenAddr::Unix(_)) {
+                return Err(self.error(
+                    format!("listeners[{i}].proxy_protocol"),
+                    "a PROXY protocol header comes from a load balancer over TCP; this is a Unix socket",
+                ));
+            }
             out.push(ListenerConfig {
                 name: item.name,
                 addr,
                 mode,
                 protocol,
                 tls,
+                trusted_proxies,
+                proxy_protocol: item.proxy_protocol,
             });
         }
         Ok(out)

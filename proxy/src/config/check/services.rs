@@ -7,7 +7,7 @@ use std::collections::HashSet;
 use std::net::Ipv6Addr;
 
 use strait_discovery::route::{MethodSet, METHODS};
-use strait_discovery::spec::{RouteSpec, ServiceSpec};
+use strait_discovery::spec::{PathMatch, RouteSpec, ServiceSpec};
 
 use super::{Checker, Result};
 use crate::config::file::FileService;
@@ -66,9 +66,12 @@ impl Checker<'_> {
             service.routes.iter().map(|r| r.name.as_str()),
         )?;
         let mut routes = Vec::with_capacity(service.routes.len());
-        for (j, route) in service.routes.into_iter().enumerate() {
+        for (j, mut route) in service.routes.into_iter().enumerate() {
             let at = format!("{list}[{j}]");
-            self.path(&format!("{at}.path"), &route.path)?;
+            let rules = self.route_rules(&at, &mut route, upstreams)?;
+            if rules.path_match != PathMatch::Regex {
+                self.path(&format!("{at}.path"), &route.path)?;
+            }
             let upper: Vec<String> = route
                 .methods
                 .iter()
@@ -85,6 +88,7 @@ impl Checker<'_> {
             match (&route.upstream, &service.upstream) {
                 (Some(name), _) => self.upstream_ref(&format!("{at}.upstream"), name, upstreams)?,
                 (None, Some(_)) => {}
+                (None, None) if rules.answers() || !rules.backends.is_empty() => {}
                 (None, None) => {
                     return Err(self.error(
                         format!("{at}.upstream"),
@@ -107,6 +111,13 @@ impl Checker<'_> {
                         std::time::Duration::ZERO,
                     )?),
                 },
+                path_match: rules.path_match,
+                headers: rules.headers,
+                query: rules.query,
+                backends: rules.backends,
+                backend_hash: rules.backend_hash,
+                filters: rules.filters,
+                rate_limit: rules.rate_limit,
             });
         }
         Ok(ServiceSpec {

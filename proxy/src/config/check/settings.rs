@@ -23,6 +23,7 @@ impl Checker<'_> {
     pub(super) fn http(&self, file: FileHttp) -> Result<HttpConfig> {
         let d = HttpConfig::default();
         Ok(HttpConfig {
+            request_id: self.request_id(file.request_id)?,
             client_header_timeout: self.duration(
                 "http.client_header_timeout",
                 file.client_header_timeout.as_deref(),

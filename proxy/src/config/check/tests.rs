@@ -74,6 +74,8 @@ fn seed_config_parses_into_the_expected_config() {
             mode: None,
             protocol: Protocol::Http,
             tls: None,
+            trusted_proxies: Vec::new(),
+            proxy_protocol: false,
         }],
         access_log: AccessLogConfig::default(),
         http: HttpConfig::default(),
@@ -93,9 +95,7 @@ fn seed_config_parses_into_the_expected_config() {
                     path: "/anything".into(),
                     strip_prefix: true,
                     methods: MethodSet::ANY,
-                    upstream: None,
-                    max_body_bytes: None,
-                    stream_idle_timeout: None,
+                    ..RouteSpec::default()
                 }],
             }],
             upstreams: vec![UpstreamSpec {
@@ -253,6 +253,7 @@ upstreams:
                 stream_idle_timeout: Duration::from_secs(90),
                 max_control_frames: 50,
             },
+            request_id: Default::default(),
         }
     );
     assert_eq!(

@@ -7,8 +7,8 @@
 use std::collections::HashMap;
 
 use strait_discovery::spec::{
-    DiscoveryRef, NodeSpec, PassHost, PassiveHealth, PoolSettings, ServicePort, UpstreamProtocol,
-    UpstreamSettings, UpstreamSource, UpstreamSpec,
+    DiscoveryRef, NodeSpec, PassHost, PassiveHealth, PoolSettings, ProxyVersion, ServicePort,
+    UpstreamProtocol, UpstreamSettings, UpstreamSource, UpstreamSpec,
 };
 use strait_discovery::EndpointAddr;
 
@@ -126,6 +126,7 @@ impl Checker<'_> {
             outlier,
             health_check: None,
             locality: Default::default(),
+            proxy_protocol: None,
         };
         match (settings.protocol, settings.tls.is_some()) {
             (UpstreamProtocol::H2, false) => {
@@ -144,6 +145,10 @@ impl Checker<'_> {
         }
         settings.health_check = self.health_check(at, upstream.health_check, &settings)?;
         settings.locality = self.locality(at, upstream.locality, &settings.balance)?;
+        settings.proxy_protocol = upstream.proxy_protocol.map(|v| match v {
+            crate::config::file::FileProxyProtocol::V1 => ProxyVersion::V1,
+            crate::config::file::FileProxyProtocol::V2 => ProxyVersion::V2,
+        });
         Ok(UpstreamSpec {
             name: upstream.name,
             source,

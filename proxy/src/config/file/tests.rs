@@ -176,6 +176,61 @@ fn all() -> Vec<(&'static str, Vec<String>, &'static [&'static str])> {
             FileShutdown::FIELDS,
         ),
         ("FileAdmin", accepted::<FileAdmin>(KEY), FileAdmin::FIELDS),
+        (
+            "FilePathMatch",
+            accepted::<FilePathMatch>(VALUE),
+            FilePathMatch::VARIANTS,
+        ),
+        (
+            "FileValueMatch",
+            accepted::<FileValueMatch>(KEY),
+            FileValueMatch::FIELDS,
+        ),
+        (
+            "FileBackend",
+            accepted::<FileBackend>(KEY),
+            FileBackend::FIELDS,
+        ),
+        (
+            "FileHeaderEdits",
+            accepted::<FileHeaderEdits>(KEY),
+            FileHeaderEdits::FIELDS,
+        ),
+        (
+            "FileRewrite",
+            accepted::<FileRewrite>(KEY),
+            FileRewrite::FIELDS,
+        ),
+        (
+            "FileRedirect",
+            accepted::<FileRedirect>(KEY),
+            FileRedirect::FIELDS,
+        ),
+        (
+            "FileDirectResponse",
+            accepted::<FileDirectResponse>(KEY),
+            FileDirectResponse::FIELDS,
+        ),
+        (
+            "FileRateLimit",
+            accepted::<FileRateLimit>(KEY),
+            FileRateLimit::FIELDS,
+        ),
+        (
+            "FileRateKey",
+            accepted::<FileRateKey>(VALUE),
+            FileRateKey::VARIANTS,
+        ),
+        (
+            "FileRequestId",
+            accepted::<FileRequestId>(KEY),
+            FileRequestId::FIELDS,
+        ),
+        (
+            "FileProxyProtocol",
+            accepted::<FileProxyProtocol>(VALUE),
+            FileProxyProtocol::VARIANTS,
+        ),
     ]
 }
 
