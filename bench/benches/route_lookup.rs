@@ -168,7 +168,12 @@ fn bench(c: &mut Criterion) {
     let mut caches = router.caches();
     let host = "mixed.example.com";
     // (case, path, the x-tenant header, the route expected)
-    type Case = (&'static str, &'static str, Option<&'static [u8]>, Option<&'static str>);
+    type Case = (
+        &'static str,
+        &'static str,
+        Option<&'static [u8]>,
+        Option<&'static str>,
+    );
     let cases: [Case; 4] = [
         ("regex_path", "/r996/42/items", None, Some("r996")),
         ("header_exact", "/h501/x", Some(b"t501"), Some("r501")),

@@ -226,6 +226,8 @@ impl Checker<'_> {
 }
 
 #[cfg(test)]
+mod route_tests;
+#[cfg(test)]
 mod tests;
 #[cfg(test)]
 mod tls_tests;

@@ -58,6 +58,7 @@ mod process;
 mod reload;
 mod restart;
 mod rolling;
+mod routes;
 mod routing;
 mod support;
 mod tcp;
