@@ -11,6 +11,10 @@
 #   strait-legacy  the same config with `driver: legacy` (epoll), on its own address
 #   strait-lr      the strait config with `balance: least_request` (its pick and in-flight
 #                  bookkeeping against round-robin's), on its own address
+#   strait-filters the strait config with a route carrying 3 filters (a request header set,
+#                  a response header set and one removed, a prefix rewrite), on its own address
+#   strait-noid    the strait config with `http.request_id: {enabled: false}` (the request
+#                  id every other strait contender generates, sends and returns)
 #   nginx          worker_processes 1, upstream keepalive; the reference of the ratios
 #   haproxy        HAProxy (Debian's 2.6), nbthread 1, `haproxy -db` (one process, in the
 #                  foreground), http-reuse always
@@ -41,11 +45,12 @@
 #        DURATION=10s CONNECTIONS=50 ROUNDS=5 WARMUP=2s THREADS=1   (wrk mode)
 #        OPS_DURATION=5s OPS_CONNECTIONS=8 OPS_WARMUP=1s            (ops mode)
 #        CG_REQUESTS=20000 CG_CONNECTIONS=8                         (callgrind mode)
+#        CG_STRAIT=strait | strait-filters | strait-noid   (callgrind mode: which strait config)
 #        PROXY_CORE=0 LOAD_CORE=1
 #        STRAIT_DRIVER=auto | io_uring | legacy    (strait and floor; strait-legacy: legacy)
 #        BACKEND=127.0.0.31:28080 STRAIT=127.0.0.32:28081 NGINX=127.0.0.33:28082
 #        HAPROXY=127.0.0.34:28084 STRAIT_LEGACY=127.0.0.35:28085 FLOOR=127.0.0.36:28086
-#        STRAIT_LR=127.0.0.37:28087
+#        STRAIT_LR=127.0.0.37:28087 STRAIT_FILTERS=127.0.0.38:28088 STRAIT_NOID=127.0.0.39:28089
 #        SKIP_BUILD=1              (no cargo build: use target/release/{strait,floor} as is)
 # Output: stdout, and bench/results/<mode>-<timestamp>.txt (+ raw output, configs and logs
 # in bench/results/<mode>-<timestamp>/).
@@ -66,6 +71,7 @@ OPS_CONNECTIONS=${OPS_CONNECTIONS:-8}
 OPS_WARMUP=${OPS_WARMUP:-1s}
 CG_REQUESTS=${CG_REQUESTS:-20000}
 CG_CONNECTIONS=${CG_CONNECTIONS:-8}
+CG_STRAIT=${CG_STRAIT:-strait}
 BACKEND=${BACKEND:-127.0.0.31:28080}
 STRAIT=${STRAIT:-127.0.0.32:28081}
 NGINX=${NGINX:-127.0.0.33:28082}
@@ -73,6 +79,8 @@ HAPROXY=${HAPROXY:-127.0.0.34:28084}
 STRAIT_LEGACY=${STRAIT_LEGACY:-127.0.0.35:28085}
 FLOOR=${FLOOR:-127.0.0.36:28086}
 STRAIT_LR=${STRAIT_LR:-127.0.0.37:28087}
+STRAIT_FILTERS=${STRAIT_FILTERS:-127.0.0.38:28088}
+STRAIT_NOID=${STRAIT_NOID:-127.0.0.39:28089}
 STRAIT_DRIVER=${STRAIT_DRIVER:-auto}
 SKIP_BUILD=${SKIP_BUILD:-}
 
@@ -87,11 +95,11 @@ STAMP=$(date +%Y%m%d-%H%M%S)
 # shellcheck source=bench/wrk/lib.sh
 source "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
-for a in "$BACKEND" "$STRAIT" "$NGINX" "$HAPROXY" "$STRAIT_LEGACY" "$FLOOR" "$STRAIT_LR"; do
+for a in "$BACKEND" "$STRAIT" "$NGINX" "$HAPROXY" "$STRAIT_LEGACY" "$FLOOR" "$STRAIT_LR" "$STRAIT_FILTERS" "$STRAIT_NOID"; do
     [[ $a =~ ^127\.0\.0\.[0-9]{1,3}:[0-9]+$ ]] || die "address $a is not 127.0.0.x:port (requests stay on loopback)"
 done
-[[ $(printf '%s\n' "$BACKEND" "$STRAIT" "$NGINX" "$HAPROXY" "$STRAIT_LEGACY" "$FLOOR" "$STRAIT_LR" | sort -u | wc -l) == 7 ]] ||
-    die "BACKEND, STRAIT, NGINX, HAPROXY, STRAIT_LEGACY, FLOOR and STRAIT_LR must be seven different addresses"
+[[ $(printf '%s\n' "$BACKEND" "$STRAIT" "$NGINX" "$HAPROXY" "$STRAIT_LEGACY" "$FLOOR" "$STRAIT_LR" "$STRAIT_FILTERS" "$STRAIT_NOID" | sort -u | wc -l) == 9 ]] ||
+    die "BACKEND, STRAIT, NGINX, HAPROXY, STRAIT_LEGACY, FLOOR, STRAIT_LR, STRAIT_FILTERS and STRAIT_NOID must be nine different addresses"
 [[ $MODE == wrk || $MODE == callgrind || $MODE == ops ]] || die "MODE must be wrk, callgrind or ops, not $MODE"
 [[ $ROUNDS =~ ^[1-9][0-9]*$ ]] || die "ROUNDS must be a positive integer"
 [[ $STRAIT_DRIVER == auto || $STRAIT_DRIVER == io_uring || $STRAIT_DRIVER == legacy ]] ||
@@ -104,8 +112,8 @@ read -r -a PAYLOAD_LIST <<<"$PAYLOADS"
 declare -A SEEN=()
 for c in "${CONTENDERS[@]}"; do
     case $c in
-    strait | strait-legacy | strait-lr | nginx | haproxy | floor) ;;
-    *) die "unknown contender '$c' in PROXIES (known: strait strait-legacy strait-lr nginx haproxy floor)" ;;
+    strait | strait-legacy | strait-lr | strait-filters | strait-noid | nginx | haproxy | floor) ;;
+    *) die "unknown contender '$c' in PROXIES (known: strait strait-legacy strait-lr strait-filters strait-noid nginx haproxy floor)" ;;
     esac
     [[ -z ${SEEN[$c]:-} ]] || die "contender $c twice in PROXIES"
     SEEN[$c]=1
@@ -330,6 +338,18 @@ EOF
 # $1 = name of the config ($WORK/$1.yaml), $2 = listen address, $3 = driver, $4 = balance.
 write_strait_conf() {
     local name=${1:-strait} addr=${2:-$STRAIT} driver=${3:-$STRAIT_DRIVER} balance=${4:-round_robin}
+    local routes="" request_id=""
+    if [[ $name == strait-filters ]]; then
+        routes="    routes:
+      - name: filtered
+        path: /
+        request_headers: {set: {X-Env: bench}}
+        response_headers: {set: {X-Frame-Options: DENY}, remove: [X-Debug]}
+        rewrite: {prefix: /}"
+    fi
+    if [[ $name == strait-noid ]]; then
+        request_id="http: {request_id: {enabled: false}}"
+    fi
     cat >"$WORK/$name.yaml" <<EOF
 workers: 1
 driver: $driver
@@ -339,10 +359,12 @@ listeners:
     address: $addr
 access_log:
   enabled: false
+$request_id
 services:
   - name: bench
     path_prefix: /
     upstream: backend
+$routes
 upstreams:
   - name: backend
     balance: $balance
@@ -453,7 +475,8 @@ CLK_TCK=$(getconf CLK_TCK)
 # --- contenders (wrk and ops modes) -----------------------------------------------------
 
 declare -A C_ADDR=([strait]=$STRAIT [strait-legacy]=$STRAIT_LEGACY [nginx]=$NGINX
-    [haproxy]=$HAPROXY [floor]=$FLOOR [strait-lr]=$STRAIT_LR)
+    [haproxy]=$HAPROXY [floor]=$FLOOR [strait-lr]=$STRAIT_LR [strait-filters]=$STRAIT_FILTERS
+    [strait-noid]=$STRAIT_NOID)
 declare -A C_PID=() C_LOG=()
 
 alive() {
@@ -466,11 +489,13 @@ start_contender() {
     local name=$1 conf dir p code size
     check_free "${C_ADDR[$name]}"
     case $name in
-    strait | strait-legacy | strait-lr)
+    strait | strait-legacy | strait-lr | strait-filters | strait-noid)
         case $name in
         strait) conf=$(write_strait_conf strait "$STRAIT" "$STRAIT_DRIVER") ;;
         strait-legacy) conf=$(write_strait_conf strait-legacy "$STRAIT_LEGACY" legacy) ;;
         strait-lr) conf=$(write_strait_conf strait-lr "$STRAIT_LR" "$STRAIT_DRIVER" least_request) ;;
+        strait-filters) conf=$(write_strait_conf strait-filters "$STRAIT_FILTERS" "$STRAIT_DRIVER") ;;
+        strait-noid) conf=$(write_strait_conf strait-noid "$STRAIT_NOID" "$STRAIT_DRIVER") ;;
         esac
         C_LOG[$name]=$WORK/$name.log
         taskset -c "$PROXY_CORE" "$STRAIT_BIN" run --config "$conf" --workers 1 >"${C_LOG[$name]}" 2>&1 &
@@ -525,7 +550,7 @@ keep_configs() {
     for name in "${CONTENDERS[@]}"; do
         cp "${C_LOG[$name]}" "$RAW/$name.log"
         case $name in
-        strait | strait-legacy | strait-lr) cp "$WORK/$name.yaml" "$RAW/$name.yaml" ;;
+        strait | strait-legacy | strait-lr | strait-filters | strait-noid) cp "$WORK/$name.yaml" "$RAW/$name.yaml" ;;
         nginx) cp "$WORK/nginx-proxy/nginx.conf" "$RAW/nginx-proxy.conf" ;;
         haproxy) cp "$WORK/haproxy.cfg" "$RAW/haproxy.cfg" ;;
         esac
@@ -535,7 +560,7 @@ keep_configs() {
 # One line per strait-runtime contender: the driver its log reports.
 driver_lines() {
     local name
-    for name in strait strait-legacy strait-lr floor; do
+    for name in strait strait-legacy strait-lr strait-filters strait-noid floor; do
         in_proxies "$name" || continue
         printf '%-14s %s\n' "$name:" "$(sed 's/\x1b\[[0-9;]*m//g' "${C_LOG[$name]}" | grep -o 'driver=[A-Za-z_]*' | sort -u | tr '\n' ' ')"
     done
@@ -925,7 +950,7 @@ run_callgrind_mode() {
     [[ -x $FIXED_LOAD ]] || die "missing $FIXED_LOAD"
     start_backend
     local sconf ndir small big s1 s2 n1 n2
-    sconf=$(write_strait_conf)
+    sconf=$(write_strait_conf "$CG_STRAIT" "$STRAIT")
     ndir=$(write_nginx_proxy_conf "master_process off;")
     small=$((CG_REQUESTS / 4))
     big=$((small + CG_REQUESTS))
@@ -942,6 +967,7 @@ run_callgrind_mode() {
     sed 's/\x1b\[[0-9;]*m//g' "$WORK"/cg-strait-*.log | grep -o 'driver=[A-Za-z_]*' | sort -u >"$RAW/strait-driver.txt" || true
     {
         echo "strait vs nginx reverse proxy (callgrind mode: user-space instructions per request)"
+        echo "strait config: $CG_STRAIT"
         machine_header
         echo "load:     fixed-load, $CG_CONNECTIONS keep-alive connections; runs of $small and $big requests"
         echo "strait driver under valgrind: $(tr '\n' ' ' 2>/dev/null <"$RAW/strait-driver.txt")"

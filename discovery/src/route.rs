@@ -147,19 +147,25 @@ impl RouteEntry {
             Some((p, q)) => (p, Some(q)),
             None => (target, None),
         };
-        let mut out = match (rewrite, &self.path) {
+        // Built with pushes into one allocation (this runs per request on such routes).
+        let mut out = String::with_capacity(target.len() + 32);
+        match (rewrite, &self.path) {
             (Rewrite::Prefix(new), PathMatcher::Prefix(old)) if path.starts_with(&**old) => {
                 let rest = &path[old.len()..];
                 let new = new.trim_end_matches('/');
-                match (new.is_empty(), rest.is_empty(), old.ends_with('/')) {
-                    (_, _, true) => format!("{new}/{rest}"),
-                    (true, true, _) => "/".to_owned(),
-                    (true, false, _) => rest.to_owned(),
-                    (false, _, _) => format!("{new}{rest}"),
+                if old.ends_with('/') {
+                    out.push_str(new);
+                    out.push('/');
+                    out.push_str(rest);
+                } else if new.is_empty() && rest.is_empty() {
+                    out.push('/');
+                } else {
+                    out.push_str(new);
+                    out.push_str(rest);
                 }
             }
-            (Rewrite::Prefix(new) | Rewrite::Full(new), _) => new.clone(),
-        };
+            (Rewrite::Prefix(new) | Rewrite::Full(new), _) => out.push_str(new),
+        }
         if let Some(q) = query {
             out.push('?');
             out.push_str(q);

@@ -23,6 +23,7 @@ use crate::real_ip::{self, Cidr};
 use crate::transport::ClientAddr;
 use crate::upstream::key;
 use crate::upstream::View;
+use crate::worker::Worker;
 
 /// What a routed request becomes.
 #[derive(Debug)]
@@ -97,6 +98,30 @@ pub fn client(peer: ClientAddr, trusted: &[Cidr], headers: &[Header<'_>]) -> Cli
     Client {
         ip: Some(real_ip::client_ip(ip, trusted, xff).to_canonical()),
         trusted_peer: true,
+    }
+}
+
+/// Longest client-sent request id passed through as is.
+const MAX_PASSED_ID: usize = 200;
+
+/// Fills `into` with the request's id (`http.request_id`): the client's, when it sent a
+/// usable one (1 to 200 visible ASCII characters, no space, quote or backslash, so that
+/// it stays one field of the access log), otherwise a new random UUID. Left empty when
+/// request ids are off.
+pub fn fill_request_id(w: &Worker, headers: &[Header<'_>], into: &mut Vec<u8>) {
+    into.clear();
+    let config = &w.http.request_id;
+    if !config.enabled {
+        return;
+    }
+    let usable = |v: &[u8]| {
+        (1..=MAX_PASSED_ID).contains(&v.len())
+            && v.iter()
+                .all(|b| b.is_ascii_graphic() && !matches!(b, b'"' | b'\\'))
+    };
+    match header(headers, &config.header).map(<[u8]>::trim_ascii) {
+        Some(v) if usable(v) => into.extend_from_slice(v),
+        _ => into.extend_from_slice(&w.request_ids.next()),
     }
 }
 

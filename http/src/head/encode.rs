@@ -36,7 +36,9 @@ pub struct Edits<'a> {
     pub set: &'a [(String, String)],
     /// Fields appended beside the existing ones.
     pub add: &'a [(String, String)],
-    /// `(name, value)` written when the head has no field of that name.
+    /// The request id: on a response head, `(name, value)` written when the head has no
+    /// field of that name; on the upstream request head, written in place of any field
+    /// of that name.
     pub ensure: Option<(&'a str, &'a [u8])>,
 }
 
@@ -134,7 +136,6 @@ pub fn write_upstream_head_for(
     let upgrading = upgrade(req, info).is_some();
     let edits = &f.edits;
     let editing = edits.changes_fields();
-    let mut ensured = false;
     for h in req.headers {
         let name = h.name;
         if upgrading && name.eq_ignore_ascii_case("upgrade") {
@@ -151,13 +152,15 @@ pub fn write_upstream_head_for(
             || name.eq_ignore_ascii_case("x-forwarded-proto")
             || name.eq_ignore_ascii_case("x-forwarded-host")
             || (editing && edits.drops(name))
+            || edits.is_ensured(name)
         {
             continue;
         }
-        ensured |= edits.is_ensured(name);
         push_header(out, name, h.value);
     }
-    edits.write(out, ensured);
+    // Upstream, `ensure`'s field replaces the client's (the caller passes the client's
+    // own value when it is to be kept).
+    edits.write(out, false);
     // Every earlier hop, in order (several fields combine into one list, RFC 9110
     // §5.3), when the peer is trusted; then the client.
     let start = out.len();

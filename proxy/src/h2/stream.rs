@@ -205,12 +205,7 @@ fn decide(
     let mut out = Vec::with_capacity(head.len() + 128);
     let rid = &w.http.request_id;
     let mut request_id = Vec::new();
-    if rid.enabled {
-        match routing::header(req.headers, &rid.header) {
-            Some(v) => request_id.extend_from_slice(v.trim_ascii()),
-            None => request_id.extend_from_slice(&w.request_ids.next()),
-        }
-    }
+    routing::fill_request_id(w, req.headers, &mut request_id);
     let edits = &route.filters.request_headers;
     let forwarding = Forwarding {
         path: &rewritten,

@@ -105,14 +105,8 @@ pub(super) fn prepare<'v, S>(
     if req.method == "CONNECT" {
         return prepare_connect(&req, *peer, &client, view, record);
     }
-    request_id.clear();
+    routing::fill_request_id(w, req.headers, request_id);
     let rid = &w.http.request_id;
-    if rid.enabled {
-        match routing::header(req.headers, &rid.header) {
-            Some(v) => request_id.extend_from_slice(v.trim_ascii()),
-            None => request_id.extend_from_slice(&w.request_ids.next()),
-        }
-    }
     let r = Routing {
         peer: *peer,
         client,

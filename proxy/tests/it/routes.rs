@@ -218,8 +218,13 @@ fn request_ids_are_generated_or_passed_through_returned_and_logged() {
     let resp = c.request("GET /anything HTTP/1.1\r\nHost: x.test\r\nX-Request-Id: abc-123\r\n\r\n");
     assert_eq!(resp.header("x-request-id"), Some("abc-123"));
     assert_eq!(resp.json()["headers"]["X-Request-Id"], "abc-123");
+    // One that would not stay one log field is replaced, upstream too.
+    let resp = c.request("GET /anything HTTP/1.1\r\nHost: x.test\r\nX-Request-Id: a \"b\"\r\n\r\n");
+    let fresh = resp.header("x-request-id").unwrap().to_owned();
+    assert_eq!(fresh.len(), 36, "{fresh}");
+    assert_eq!(resp.json()["headers"]["X-Request-Id"], fresh.as_str());
 
-    let lines = crate::draining::log_lines(&path, 2);
+    let lines = crate::draining::log_lines(&path, 3);
     assert!(lines[0].ends_with(&format!(" {id}")), "{}", lines[0]);
     assert!(lines[1].ends_with(" abc-123"), "{}", lines[1]);
 }
@@ -421,4 +426,106 @@ fn a_rate_limit_answers_429_with_retry_after_and_recovers() {
         (get(&mut c, "/ip", "-").status == 200).then_some(())
     });
     assert_eq!(h.backends[0].requests_served() as usize, 2 + 2 + 1);
+}
+
+/// curl over h2c (prior knowledge) with `args`: the status line, response headers and
+/// body, as `curl -i` prints them.
+fn curl_h2c(args: &[&str]) -> String {
+    let out = std::process::Command::new("curl")
+        .args(["-s", "-i", "--max-time", "10", "--http2-prior-knowledge"])
+        .args(args)
+        .output()
+        .expect("curl runs");
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+#[test]
+fn http2_streams_take_the_same_routes_filters_and_answers() {
+    let template = "
+services:
+  - name: shop
+    hosts: [shop.test]
+    upstream: main
+    routes:
+      - name: canary
+        path: /api
+        headers: [{name: X-Canary, value: 'true'}]
+        upstream: canary
+        response_headers: {set: {X-Variant: canary}}
+      - {name: api, path: /api, request_headers: {set: {X-Env: prod}}}
+      - {name: https, path: /login, redirect: {scheme: https, status: 308}}
+upstreams:
+  - {name: main, nodes: [{address: '{b0}'}]}
+  - {name: canary, nodes: [{address: '{b1}'}]}
+";
+    let h = Harness::start(&["127.0.22.14", "127.0.22.15"], template);
+    let url = |path: &str| format!("http://{}{path}", h.addr);
+    let host = "Host: shop.test";
+    let out = curl_h2c(&["-H", host, "-H", "X-Canary: true", &url("/api/x")]);
+    assert!(out.starts_with("HTTP/2 200"), "{out}");
+    assert!(out.contains("x-variant: canary"), "{out}");
+    assert!(out.contains(&h.backend_name(1)), "{out}");
+    let rid = out
+        .lines()
+        .find_map(|l| l.strip_prefix("x-request-id: "))
+        .expect("a request id")
+        .trim();
+    // Returned to the client and seen by the upstream (in the echoed headers).
+    assert_eq!(out.matches(rid).count(), 2, "{out}");
+    let out = curl_h2c(&["-H", host, &url("/api/x")]);
+    assert!(out.contains("\"X-Env\""), "{out}");
+    assert!(out.contains(&h.backend_name(0)), "{out}");
+    let out = curl_h2c(&["-H", host, &url("/login?a=1")]);
+    assert!(out.starts_with("HTTP/2 308"), "{out}");
+    assert!(
+        out.contains("location: https://shop.test/login?a=1"),
+        "{out}"
+    );
+}
+
+#[test]
+fn grpc_calls_split_over_weighted_backends_and_are_rate_limited_with_a_grpc_status() {
+    use crate::support::grpc::{self, free_port, GrpcServer};
+    let ip = "127.0.22.16";
+    let a: SocketAddr = format!("{ip}:{}", free_port(ip)).parse().unwrap();
+    let ip_b = "127.0.22.17";
+    let b: SocketAddr = format!("{ip_b}:{}", free_port(ip_b)).parse().unwrap();
+    let _pod_a = GrpcServer::start(a, "pod-a");
+    let _pod_b = GrpcServer::start(b, "pod-b");
+    let template = "
+services:
+  - name: g
+    hosts: [grpc.test]
+    routes:
+      - name: split
+        path: /
+        backends: [{upstream: a, weight: 1}, {upstream: b, weight: 1}]
+      - name: limited
+        path: /test.Echo/Slow
+        upstream: a
+        rate_limit: {rate: 1/m, burst: 1}
+upstreams:
+  - {name: a, protocol: h2c, nodes: [{address: '{b0}'}]}
+  - {name: b, protocol: h2c, nodes: [{address: '{b1}'}]}
+";
+    let h = Harness::with_addrs(template, &[a, b]);
+    let mut served = HashMap::<String, usize>::new();
+    for _ in 0..4 {
+        let out = grpc::client(
+            h.addr,
+            "grpc.test",
+            &["call", "--method", "/test.Echo/Unary", "--payload", "hi"],
+        );
+        assert_eq!(out["ok"], true, "{out}");
+        let by = out["response"].as_str().unwrap().split(':').next().unwrap();
+        *served.entry(by.to_owned()).or_default() += 1;
+    }
+    assert_eq!(served.get("pod-a"), Some(&2), "{served:?}");
+    assert_eq!(served.get("pod-b"), Some(&2), "{served:?}");
+    let slow = ["call", "--method", "/test.Echo/Slow", "--payload", "0"];
+    let first = grpc::client(h.addr, "grpc.test", &slow);
+    assert_eq!(first["ok"], true, "{first}");
+    let limited = grpc::client(h.addr, "grpc.test", &slow);
+    assert_eq!(limited["ok"], false, "{limited}");
+    assert_eq!(limited["code"], "UNAVAILABLE", "{limited}");
 }
