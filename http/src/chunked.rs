@@ -5,7 +5,8 @@
 //! proxy forwards framing unchanged to an HTTP/1.1 peer (pass-through) or only the data
 //! ranges to an HTTP/1.0 peer (de-chunking). Runs on: a worker. Never allocates.
 //!
-//! Strictness: hex sizes of at most 16 digits (no whitespace after them), `;`-extensions
+//! Strictness: hex sizes that fit 64 bits, in at most 64 digits with leading zeros (no
+//! whitespace after them), `;`-extensions
 //! skipped but bounded and free of control bytes, CRLF required (a bare LF or CR is an
 //! error), trailers accepted, bounded and free of control bytes (NUL, bare CR or LF). A
 //! decoder made [`ChunkedDecoder::with_limit`] refuses a body whose chunk sizes add up
@@ -13,6 +14,8 @@
 
 use std::ops::Range;
 
+/// Most hex digits of a chunk size, leading zeros included.
+const MAX_SIZE_DIGITS: u8 = 64;
 /// Longest chunk-size line (size, extensions) or trailer line accepted.
 const MAX_LINE: usize = 4096;
 /// Largest trailer section accepted.
@@ -128,7 +131,9 @@ impl ChunkedDecoder {
             match self.state {
                 State::Size { digits } => match hex(b) {
                     Some(v) => {
-                        if digits >= 16 {
+                        // Leading zeros are valid `1*HEXDIG` (`0005`); the value must fit
+                        // 64 bits and the digits, zeros included, stay bounded.
+                        if digits >= MAX_SIZE_DIGITS || self.size > u64::MAX >> 4 {
                             return Err(ChunkedError("chunk size too long"));
                         }
                         self.size = (self.size << 4) | u64::from(v);

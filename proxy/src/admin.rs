@@ -364,7 +364,7 @@ fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
             return Ok(());
         }
         len += n;
-        match reader.poll(&buf[..len], &LIMITS) {
+        match reader.poll(&mut buf[..len], &LIMITS) {
             Ok(true) => break,
             Ok(false) => {}
             Err(e) => return refuse(&mut stream, e),

@@ -202,6 +202,9 @@ pub struct HttpConfig {
     pub keepalive_timeout: Duration,
     /// Between two reads of a request body from the client.
     pub client_body_timeout: Duration,
+    /// For a whole request body, from its head on (a body trickled a byte at a time is
+    /// cut too).
+    pub client_body_total_timeout: Duration,
     /// Largest request line accepted; longer → 414.
     pub max_request_line_bytes: usize,
     /// Largest request head (request line + headers) accepted; larger → 431.
@@ -291,6 +294,7 @@ impl Default for HttpConfig {
             client_header_timeout: Duration::from_secs(60),
             keepalive_timeout: Duration::from_secs(75),
             client_body_timeout: Duration::from_secs(60),
+            client_body_total_timeout: Duration::from_secs(300),
             max_request_line_bytes: 8 * 1024,
             max_request_head_bytes: 32 * 1024,
             max_headers: 100,

@@ -28,6 +28,7 @@ use crate::worker::Open;
 
 pub mod io;
 mod pipe;
+pub(crate) mod reply;
 mod stream;
 pub mod upstream;
 

@@ -64,6 +64,8 @@ struct Client<S> {
     trusted: Rc<[Cidr]>,
     /// The current request's id (`http.request_id`), empty when off.
     request_id: Vec<u8>,
+    /// The current request's rewritten path, when it has one (reused).
+    path_buf: String,
     /// Request bytes read and not yet consumed (head, body, pipelined requests).
     buf: Vec<u8>,
     /// The upstream request head (kept intact for retries) and the proxy's own replies.
@@ -107,6 +109,7 @@ pub async fn serve<S: Transport>(stream: S, peer: ClientAddr, open: Open, tls: O
         peer,
         trusted: open.trusted().clone(),
         request_id: Vec::new(),
+        path_buf: String::new(),
         buf: Vec::with_capacity(4096),
         // Lent by the worker for each exchange (`Worker::lend_head`).
         out: Vec::new(),
@@ -230,7 +233,7 @@ async fn read_head<S: Transport>(c: &mut Client<S>, w: &Worker, first: bool) -> 
             return Err(Next::Http2);
         }
         if !c.buf.is_empty() && !preface {
-            match reader.poll(&c.buf, &w.head_limits) {
+            match reader.poll(&mut c.buf, &w.head_limits) {
                 Ok(true) => return Ok(()),
                 Ok(false) => {}
                 Err(e) => return Err(reply_error(c, w, e, Instant::now()).await),
@@ -308,6 +311,7 @@ pub(crate) async fn serve_stream<S: Transport>(
         peer,
         trusted: trusted.clone(),
         request_id: Vec::new(),
+        path_buf: String::new(),
         buf: Vec::with_capacity(1024),
         out: Vec::new(),
         cout: Vec::new(),

@@ -83,6 +83,8 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
     let mut te_seen = false;
     let mut close = minor == 0;
     let mut expect_continue = false;
+    let mut expect_other = false;
+    let mut unsupported_coding = false;
     let mut hosts = 0;
     let mut f = Framing {
         body: BodyKind::None,
@@ -115,6 +117,7 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
                     return Err(bad("a coding after chunked in Transfer-Encoding"));
                 }
                 chunked = coding.eq_ignore_ascii_case(b"chunked");
+                unsupported_coding |= !chunked;
             }
         } else if name.eq_ignore_ascii_case("connection") {
             let Ok(v) = std::str::from_utf8(h.value) else {
@@ -135,7 +138,12 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
         } else if request && name.eq_ignore_ascii_case("host") {
             hosts += 1;
         } else if request && name.eq_ignore_ascii_case("expect") {
-            expect_continue = trim(h.value).eq_ignore_ascii_case(b"100-continue");
+            let v = trim(h.value);
+            if v.eq_ignore_ascii_case(b"100-continue") {
+                expect_continue = true;
+            } else {
+                expect_other = true;
+            }
         }
     }
     if te_seen && length.is_some() {
@@ -143,6 +151,20 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
     }
     if request && te_seen && !chunked {
         return Err(bad("Transfer-Encoding whose final coding is not chunked"));
+    }
+    if request && unsupported_coding {
+        // `gzip, chunked`, `identity, chunked`: well-formed, but strait decodes chunked
+        // only (nginx answers the same).
+        return Err(HeadError::new(
+            501,
+            "not implemented: a transfer coding other than chunked",
+        ));
+    }
+    if request && expect_other {
+        return Err(HeadError::new(
+            417,
+            "expectation failed: only 100-continue is supported",
+        ));
     }
     if request && (hosts > 1 || (hosts == 0 && minor == 1)) {
         return Err(bad(if hosts > 1 {

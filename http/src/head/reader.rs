@@ -11,7 +11,7 @@
 //! Runs on: whichever thread reads the connection. No IO, no allocation.
 
 use super::{header_buf, parse_request, Request, MAX_HEADERS};
-use crate::head::parse::check_request_line;
+use crate::head::parse::{check_request_line, serve_minor_as_1_1};
 use crate::HeadError;
 
 /// What a request head is held to while it arrives (and once it is whole).
@@ -49,9 +49,14 @@ impl HeadReader {
     /// were appended to it. `Ok(true)`: a whole head is there (parse it with
     /// [`parse_complete`]); `Ok(false)`: read more; `Err`: refuse the request with that
     /// status and close.
+    ///
+    /// An `HTTP/1.x` request line with a minor version other than 0 and 1 is rewritten in
+    /// `buf` to `HTTP/1.1` ([`serve_minor_as_1_1`]) before it is parsed.
     #[inline]
-    pub fn poll(&mut self, buf: &[u8], limits: &HeadLimits) -> Result<bool, HeadError> {
-        if head_complete(buf, self.scanned) {
+    pub fn poll(&mut self, buf: &mut [u8], limits: &HeadLimits) -> Result<bool, HeadError> {
+        let complete = head_complete(buf, self.scanned);
+        serve_minor_as_1_1(buf);
+        if complete {
             return Ok(true);
         }
         self.scanned = buf.len();
@@ -215,7 +220,7 @@ mod tests {
                 if buf.is_empty() {
                     continue;
                 }
-                if reader.poll(&buf, &LIMITS) == Ok(true) {
+                if reader.poll(&mut buf, &LIMITS) == Ok(true) {
                     prop_assert!(buf.len() >= head_len);
                     let mut hb = header_buf();
                     prop_assert!(parse_complete(&buf, &mut hb, &LIMITS).is_ok());
@@ -270,7 +275,7 @@ mod tests {
         let limits = HeadLimits::new(20, 64, 2);
         let refuse = |bytes: &[u8]| {
             HeadReader::default()
-                .poll(bytes, &limits)
+                .poll(&mut bytes.to_vec(), &limits)
                 .map_err(|e| e.status)
         };
         assert_eq!(refuse(b"GET /aaaaaaaaaaaaaaaaaaaaaaaaa"), Err(414));

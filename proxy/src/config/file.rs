@@ -242,6 +242,9 @@ pub struct FileHttp {
     /// Time allowed between two reads of a request body. Default `60s`.
     #[serde(default)]
     pub client_body_timeout: Option<String>,
+    /// Time allowed for a whole request body, from its request head. Default `300s`.
+    #[serde(default)]
+    pub client_body_total_timeout: Option<String>,
     /// Time an idle keep-alive client connection is kept open. Default `75s`.
     #[serde(default)]
     pub keepalive_timeout: Option<String>,
@@ -320,6 +323,7 @@ impl FileHttp {
     pub const FIELDS: &'static [&'static str] = &[
         "client_header_timeout",
         "client_body_timeout",
+        "client_body_total_timeout",
         "keepalive_timeout",
         "max_request_line_bytes",
         "max_request_head_bytes",
@@ -357,85 +361,6 @@ impl FileService {
     /// The keys of this mapping, as written in the file.
     pub const FIELDS: &'static [&'static str] =
         &["name", "hosts", "path_prefix", "upstream", "routes"];
-}
-
-/// One item of `services[].routes:`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileRoute {
-    /// Unique within its service.
-    pub name: String,
-    /// Path prefix relative to the service's `path_prefix`; starts with `/`.
-    pub path: String,
-    /// Remove the service's `path_prefix` before forwarding. Default `false`.
-    #[serde(default)]
-    pub strip_prefix: bool,
-    /// Methods the route accepts (any case). Empty or absent: any method but `CONNECT`,
-    /// which only a route naming it accepts.
-    #[serde(default)]
-    pub methods: Vec<String>,
-    /// Upstream for this route; default: the service's.
-    #[serde(default)]
-    pub upstream: Option<String>,
-    /// Largest request body on this route in bytes (0: no limit); default:
-    /// `http.max_request_body_bytes`.
-    #[serde(default)]
-    pub max_body_bytes: Option<u64>,
-    /// How long an HTTP/2 stream to an `h2`/`h2c` upstream may idle; default:
-    /// `http.http2.stream_idle_timeout`.
-    #[serde(default)]
-    pub stream_idle_timeout: Option<String>,
-    /// How `path` compares: `prefix` (default), `exact` or `regex`.
-    #[serde(default)]
-    pub path_match: FilePathMatch,
-    /// Header conditions, all of which must hold.
-    #[serde(default)]
-    pub headers: Vec<FileValueMatch>,
-    /// Query parameter conditions, all of which must hold.
-    #[serde(default)]
-    pub query: Vec<FileValueMatch>,
-    /// A weighted split over upstreams instead of `upstream`.
-    #[serde(default)]
-    pub backends: Option<Vec<FileBackend>>,
-    /// Sticks a client to one of `backends` (`key: header | cookie | source_ip`).
-    #[serde(default)]
-    pub hash: Option<FileHash>,
-    #[serde(default)]
-    pub request_headers: Option<FileHeaderEdits>,
-    #[serde(default)]
-    pub response_headers: Option<FileHeaderEdits>,
-    #[serde(default)]
-    pub rewrite: Option<FileRewrite>,
-    #[serde(default)]
-    pub redirect: Option<FileRedirect>,
-    #[serde(default)]
-    pub direct_response: Option<FileDirectResponse>,
-    #[serde(default)]
-    pub rate_limit: Option<FileRateLimit>,
-}
-
-impl FileRoute {
-    /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &[
-        "name",
-        "path",
-        "strip_prefix",
-        "methods",
-        "upstream",
-        "max_body_bytes",
-        "stream_idle_timeout",
-        "path_match",
-        "headers",
-        "query",
-        "backends",
-        "hash",
-        "request_headers",
-        "response_headers",
-        "rewrite",
-        "redirect",
-        "direct_response",
-        "rate_limit",
-    ];
 }
 
 /// One item of `upstreams:`. Exactly one of `nodes` and `discovery`.
@@ -809,7 +734,8 @@ pub use balance::{
 mod route;
 pub use route::{
     FileBackend, FileDirectResponse, FileHeaderEdits, FilePathMatch, FileProxyProtocol,
-    FileRateKey, FileRateLimit, FileRedirect, FileRequestId, FileRewrite, FileValueMatch,
+    FileRateKey, FileRateLimit, FileRedirect, FileRequestId, FileRewrite, FileRoute,
+    FileValueMatch,
 };
 mod tls;
 pub use tls::{FileCertificate, FileListenerTls, FileSecretRef, FileUpstreamTls};

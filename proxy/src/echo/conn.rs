@@ -138,7 +138,8 @@ impl<'a, S: Stream> Conn<'a, S> {
         let mut reader = HeadReader::default();
         loop {
             if !self.buffered().is_empty() {
-                match reader.poll(self.buffered(), &LIMITS) {
+                let (start, end) = (self.start, self.end);
+                match reader.poll(&mut self.buf[start..end], &LIMITS) {
                     Ok(true) => {
                         let mut hb = head::header_buf();
                         let parsed =

@@ -21,6 +21,7 @@ use http::request::Parts;
 use strait_discovery::spec::PassHost;
 
 use super::pipe::StreamPipe;
+use super::reply;
 use super::upstream::{self, Outgoing};
 use super::Conn;
 use crate::http::head::{self, Edits, Forwarding, HostHeader};
@@ -55,10 +56,10 @@ pub(super) async fn serve(
 ) {
     let _active = Active(conn.active.clone());
     let (parts, body) = req.into_parts();
-    let grpc = upstream::is_grpc(&parts.headers);
+    let grpc = reply::is_grpc(&parts.headers);
     if parts.method == http::Method::CONNECT {
         // Extended CONNECT (WebSocket over HTTP/2) is not offered in SETTINGS either.
-        upstream::reply(
+        reply::reply(
             &mut respond,
             grpc,
             501,
@@ -84,7 +85,7 @@ pub(super) async fn serve(
         Decision::Relay(out) => upstream::forward(*out, body, respond, &w, &conn).await,
         Decision::Grpc(code, message, status) => {
             w.metrics.unrouted.record(status, std::time::Duration::ZERO);
-            upstream::grpc_error(&mut respond, code, message);
+            reply::grpc_error(&mut respond, code, message);
         }
     }
 }

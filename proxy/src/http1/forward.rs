@@ -92,11 +92,17 @@ pub(super) enum HoldError {
 /// Reads the rest of a request body into the client buffer, so that a failed attempt
 /// can be replayed, as long as it stays within `limit` bytes (a chunked body that
 /// outgrows it stops being held and is streamed instead).
+/// When the request's whole body must have arrived (`http.client_body_total_timeout`).
+pub(super) fn body_deadline<S>(x: &Exchange<'_, '_, S>) -> Instant {
+    x.started + x.w.http.client_body_total_timeout
+}
+
 pub(super) async fn hold_body<S: Transport>(
     x: &mut Exchange<'_, '_, S>,
     body: &mut BodyState,
     limit: usize,
 ) -> Result<(), HoldError> {
+    let body_until = body_deadline(x);
     let c = &mut *x.c;
     let p = &x.req;
     while !body.complete && body.end - p.head_len <= limit {
@@ -107,7 +113,7 @@ pub(super) async fn hold_body<S: Transport>(
         if c.buf.capacity() - c.buf.len() < want.min(READ_CHUNK) {
             c.buf.reserve(want.min(READ_CHUNK));
         }
-        let until = Instant::now() + x.w.http.client_body_timeout;
+        let until = (Instant::now() + x.w.http.client_body_timeout).min(body_until);
         let (res, buf) = read_more(
             &mut c.stream,
             std::mem::take(&mut c.buf),
@@ -322,6 +328,7 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
             } else {
                 BodyKind::Length(body.remaining)
             };
+            let body_until = body_deadline(x);
             let c = &mut *x.c;
             let mut empty = Vec::new();
             let job = Body {
@@ -333,6 +340,7 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                 timeouts: Timeouts {
                     read: w.http.client_body_timeout,
                     write: settings.write_timeout,
+                    until: Some(body_until),
                 },
                 src_side: Side::Downstream,
             };

@@ -156,7 +156,7 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
             .then_some((rid.header.as_str(), &c.request_id[..]));
         let none = HeaderEdits::default();
         let edits = x.req.response_edits.unwrap_or(&none);
-        crate::h2::upstream::edit_headers(&mut headers, edits, request_id);
+        crate::h2::reply::edit_headers(&mut headers, edits, request_id);
         c.cout.clear();
         write_head(&mut c.cout, status, &headers, chunked, close);
         let mut sent_bytes = c.cout.len() as u64;

@@ -95,6 +95,7 @@ pub(super) fn prepare<'v, S>(
         peer,
         trusted,
         request_id,
+        path_buf,
         ..
     } = c;
     let mut hb = head::header_buf();
@@ -114,7 +115,7 @@ pub(super) fn prepare<'v, S>(
         max_body: w.http.max_request_body_bytes,
         request_id: rid.enabled.then(|| (rid.header.as_str(), &request_id[..])),
     };
-    route(&req, &r, view, out, record)
+    route(&req, &r, view, (out, path_buf), record)
 }
 
 /// What [`route`] needs beyond the head.
@@ -132,7 +133,7 @@ fn route<'v>(
     req: &head::Request<'_, '_>,
     r: &Routing<'_>,
     view: &'v View,
-    out: &mut Vec<u8>,
+    (out, path_buf): (&mut Vec<u8>, &mut String),
     record: Option<&mut Record>,
 ) -> Result<(Prepared<'v>, Action<'v>), HeadError> {
     let info = head::analyze_request(req)?;
@@ -234,7 +235,10 @@ fn route<'v>(
         }
     }
     let settings = &view.snapshot.upstreams[upstream as usize].settings;
-    let rewritten: Cow<'_, str> = route.rewrite(&target);
+    let rewritten = match route.rewrite_into(&target, path_buf) {
+        Some(path) => path,
+        None => path_buf.as_str(),
+    };
     let (host, per_endpoint) = match &settings.pass_host {
         PassHost::Pass => (HostHeader::Pass, false),
         PassHost::Rewrite(h) => (HostHeader::Set(h), false),
@@ -243,7 +247,7 @@ fn route<'v>(
     out.clear();
     let edits = &route.filters.request_headers;
     let forwarding = Forwarding {
-        path: &rewritten,
+        path: rewritten,
         client_ip: r.peer.ip(),
         host,
         https: r.https,

@@ -33,8 +33,11 @@ pub(super) enum Mode {
 
 #[derive(Debug, Clone, Copy)]
 pub(super) struct Timeouts {
+    /// Between two reads of the source.
     pub(super) read: Duration,
     pub(super) write: Duration,
+    /// When the whole body must have been read (a client's request body).
+    pub(super) until: Option<Instant>,
 }
 
 #[derive(Debug, Clone, Copy)]
@@ -222,7 +225,11 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
         if buf.capacity() < READ_CHUNK {
             buf.reserve(READ_CHUNK);
         }
-        let (res, b) = read_more(src, buf, Instant::now() + t.read, timer).await;
+        let mut deadline = Instant::now() + t.read;
+        if let Some(until) = t.until {
+            deadline = deadline.min(until);
+        }
+        let (res, b) = read_more(src, buf, deadline, timer).await;
         buf = b;
         match res {
             Ok(0) if body == BodyKind::Close => eof = true,

@@ -104,6 +104,7 @@ pub(super) async fn respond<S: Transport>(
                         timeouts: Timeouts {
                             read: settings.read_timeout,
                             write: w.http.client_body_timeout,
+                            until: None,
                         },
                         src_side: Side::Upstream,
                     };

@@ -1,6 +1,7 @@
 //! Timeouts and resource bounds on real sockets: the header timeout is a deadline for the
 //! whole head (a byte-a-second client is cut off), the body timeout is between reads
-//! (a slow, steady body is fine), an upstream that stops reading a request body is cut
+//! (a slow, steady body is fine) within a deadline for the whole body (a body trickled a
+//! byte at a time is cut), an upstream that stops reading a request body is cut
 //! after its write timeout, the per-worker connection limit pauses accepting, and a
 //! client that never reads a large response does not hold up another on the same worker.
 
@@ -82,6 +83,43 @@ fn a_body_arriving_slowly_but_steadily_outlives_the_body_timeout() {
     assert_eq!(resp.status, 200, "{}", resp.text());
     assert_eq!(resp.json()["data"], "abcdefgh");
     assert!(began.elapsed() >= Duration::from_millis(400));
+}
+
+#[test]
+fn a_body_trickled_a_byte_at_a_time_gets_408_at_the_whole_body_deadline() {
+    // retry_body_bytes: 0 streams the body; a second case holds it (retry_body_bytes on).
+    for (ip, hold) in [("127.0.12.23", "0"), ("127.0.12.24", "65536")] {
+        let h = Harness::start(
+            &[ip],
+            &template("http: {client_body_timeout: 5s, client_body_total_timeout: 600ms}")
+                .replace("retry_body_bytes: 0", &format!("retry_body_bytes: {hold}")),
+        );
+        let mut c = h.client();
+        let began = Instant::now();
+        c.send(b"POST /anything HTTP/1.1\r\nHost: t.test\r\nContent-Length: 1000\r\n\r\n");
+        // A byte every 100 ms: each read well within the 5 s between reads.
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut writer = c.writer();
+        let dribble = {
+            let stop = stop.clone();
+            thread::spawn(move || {
+                while !stop.load(Ordering::SeqCst) && began.elapsed() < SETTLE {
+                    if writer.write_all(b"a").is_err() {
+                        break;
+                    }
+                    thread::park_timeout(Duration::from_millis(100));
+                }
+            })
+        };
+        let resp = c.response(false);
+        let took = began.elapsed();
+        stop.store(true, Ordering::SeqCst);
+        dribble.join().unwrap();
+        assert_eq!(resp.status, 408, "hold {hold}: {}", resp.text());
+        assert!(resp.connection_has("close"));
+        assert!(took >= Duration::from_millis(550), "cut off after {took:?}");
+        assert!(took < Duration::from_secs(4), "cut off after {took:?}");
+    }
 }
 
 #[test]

@@ -78,10 +78,14 @@ fn table() -> Vec<Case> {
         case("a coding after chunked", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked, gzip\r\n\r\n"), 400, Closed),
         case("a second Transfer-Encoding field after chunked", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\nTransfer-Encoding: identity\r\n\r\n"), 400, Closed),
         case("a near-miss chunked", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: xchunked\r\n\r\n"), 400, Closed),
+        case("an unsupported coding before chunked", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: identity, chunked\r\n\r\n0\r\n\r\n"), 501, Closed),
+        case("gzip before chunked", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: gzip, chunked\r\n\r\n0\r\n\r\n"), 501, Closed),
         case("Transfer-Encoding in HTTP/1.0", "POST /anything HTTP/1.0\r\nTransfer-Encoding: chunked\r\n\r\n0\r\n\r\n", 400, Closed),
         // Chunk framing.
         case("a chunk size that is not hex", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\ng\r\n"), 400, Closed),
-        case("a chunk size of 17 hex digits", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n00000000000000001\r\nx\r\n0\r\n\r\n"), 400, Closed),
+        case("a chunk size with leading zeros", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n00000000000000005\r\nhello\r\n0\r\n\r\n"), 200, Kept),
+        case("a chunk size over 64 bits", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n10000000000000000\r\nx\r\n0\r\n\r\n"), 400, Closed),
+        case("a chunk size of 65 hex digits", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n{}1\r\nx\r\n0\r\n\r\n", "0".repeat(64)), 400, Closed),
         case("a chunk size line ended by a bare LF", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n5\nhello\r\n0\r\n\r\n"), 400, Closed),
         case("chunk data not followed by CRLF", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n5\r\nhelloX\r\n0\r\n\r\n"), 400, Closed),
         case("a control byte in a chunk extension", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n5;a\x01\r\nhello\r\n0\r\n\r\n"), 400, Closed),
@@ -90,6 +94,8 @@ fn table() -> Vec<Case> {
         case("whitespace after a chunk size", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n5 \r\nhello\r\n0\r\n\r\n"), 400, Closed),
         case("a bare LF ending the chunked body", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n0\r\n\n"), 400, Closed),
         case("a NUL in a trailer", &format!("POST /anything HTTP/1.1\r\n{H}Transfer-Encoding: chunked\r\n\r\n0\r\nX-T: a\x00\r\n\r\n"), 400, Closed),
+        // Expectations.
+        case("an expectation other than 100-continue", &format!("POST /anything HTTP/1.1\r\n{H}Content-Length: 5\r\nExpect: 200-ok\r\n\r\nhello"), 417, Closed),
         // Body limits.
         case("a Content-Length over the body limit", &format!("POST /anything HTTP/1.1\r\n{H}Content-Length: 65\r\n\r\n"), 413, Closed),
         case("Expect: 100-continue over the body limit", &format!("POST /anything HTTP/1.1\r\n{H}Content-Length: 1000\r\nExpect: 100-continue\r\n\r\n"), 413, Closed),
@@ -113,7 +119,14 @@ fn table() -> Vec<Case> {
         case("a Host with userinfo", "GET /anything HTTP/1.1\r\nHost: u@h.test\r\n\r\n", 400, Closed),
         // Request line.
         case("HTTP/2.0", &format!("GET /anything HTTP/2.0\r\n{H}\r\n"), 505, Closed),
-        case("HTTP/1.2", &format!("GET /anything HTTP/1.2\r\n{H}\r\n"), 505, Closed),
+        case("HTTP/3.0", &format!("GET /anything HTTP/3.0\r\n{H}\r\n"), 505, Closed),
+        // Another minor digit of HTTP/1 is served as HTTP/1.1 (RFC 9110 §2.5).
+        case("HTTP/1.2", &format!("GET /anything HTTP/1.2\r\n{H}\r\n"), 200, Kept),
+        case("HTTP/1.9", &format!("GET /anything HTTP/1.9\r\n{H}\r\n"), 200, Kept),
+        case("a lower-case version", &format!("GET /anything http/1.1\r\n{H}\r\n"), 400, Closed),
+        case("a version with a trailing byte", &format!("GET /anything HTTP/1.1x\r\n{H}\r\n"), 400, Closed),
+        case("a two-digit minor version", &format!("GET /anything HTTP/1.12\r\n{H}\r\n"), 400, Closed),
+        case("a space inside the target", &format!("GET /any thing HTTP/1.1\r\n{H}\r\n"), 400, Closed),
         case("HTTP/0.9 (no version)", "GET /anything\r\n\r\n", 400, Closed),
         case("asterisk-form", &format!("OPTIONS * HTTP/1.1\r\n{H}\r\n"), 400, Closed),
         case("authority-form outside CONNECT", &format!("GET h.test:80 HTTP/1.1\r\n{H}\r\n"), 400, Closed),

@@ -55,6 +55,7 @@ mod h2_abuse;
 mod hostile;
 mod locality;
 mod process;
+mod readme;
 mod reload;
 mod restart;
 mod rolling;

@@ -268,6 +268,27 @@ fn x_forwarded_for_is_appended_from_trusted_peers_and_replaced_from_others() {
     assert_eq!(forwarded_for(&mut untrusted, spoof), peer.to_string());
 }
 
+#[test]
+fn several_x_forwarded_for_fields_from_a_trusted_peer_become_one_list_in_order() {
+    let (backend, heads) = crate::forwarding::capturing_backend("127.0.3.26");
+    let trusted = format!(
+        "listeners:\n  - {{name: http, address: '127.0.0.1:0', trusted_proxies: [127.0.0.1]}}\n{}",
+        "services:\n  - {name: s, upstream: u}\nupstreams:\n  - {name: u, nodes: [{address: '{b0}'}]}\n"
+    );
+    let h = Harness::with_addrs(&trusted, &[backend.addr()]);
+    let resp = h.client().request(
+        "GET / HTTP/1.1\r\nHost: fw.test\r\nX-Forwarded-For: 10.0.0.1\r\n\
+         X-Forwarded-For: 10.0.0.2\r\n\r\n",
+    );
+    assert_eq!(resp.status, 200);
+    let head = heads.recv_timeout(IO_TIMEOUT).unwrap();
+    assert_eq!(
+        crate::forwarding::fields(&head, "x-forwarded-for"),
+        ["10.0.0.1, 10.0.0.2, 127.0.0.1"],
+        "upstream head:\n{head}"
+    );
+}
+
 /// A v2 PROXY header for TCP over IPv4.
 fn proxy_v2(src: SocketAddr, dst: SocketAddr) -> Vec<u8> {
     let (SocketAddr::V4(s), SocketAddr::V4(d)) = (src, dst) else {

@@ -39,6 +39,11 @@ impl Checker<'_> {
                 file.client_body_timeout.as_deref(),
                 d.client_body_timeout,
             )?,
+            client_body_total_timeout: self.duration(
+                "http.client_body_total_timeout",
+                file.client_body_total_timeout.as_deref(),
+                d.client_body_total_timeout,
+            )?,
             max_request_line_bytes: self.positive(
                 "http.max_request_line_bytes",
                 file.max_request_line_bytes,

@@ -139,6 +139,7 @@ access_log:
 http:
   client_header_timeout: 10s
   client_body_timeout: 20s
+  client_body_total_timeout: 2m
   keepalive_timeout: 1m
   max_request_line_bytes: 4096
   max_request_head_bytes: 8192
@@ -234,6 +235,7 @@ upstreams:
         HttpConfig {
             client_header_timeout: Duration::from_secs(10),
             client_body_timeout: Duration::from_secs(20),
+            client_body_total_timeout: Duration::from_secs(120),
             keepalive_timeout: Duration::from_secs(60),
             max_request_line_bytes: 4096,
             max_request_head_bytes: 8192,

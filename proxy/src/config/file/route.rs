@@ -1,9 +1,90 @@
-//! A route's matches, backends, filters and rate limit, the listener's real-address
-//! keys, and `http.request_id`, as written (see `file.rs`).
+//! A route (`services[].routes[]`) with its matches, backends, filters and rate limit, the
+//! listener's real-address keys, and `http.request_id`, as written (see `file.rs`).
 
 use std::collections::BTreeMap;
 
 use serde::Deserialize;
+
+use super::FileHash;
+
+/// One item of `services[].routes:`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileRoute {
+    /// Unique within its service.
+    pub name: String,
+    /// Path prefix relative to the service's `path_prefix`; starts with `/`.
+    pub path: String,
+    /// Remove the service's `path_prefix` before forwarding. Default `false`.
+    #[serde(default)]
+    pub strip_prefix: bool,
+    /// Methods the route accepts (any case). Empty or absent: any method but `CONNECT`,
+    /// which only a route naming it accepts.
+    #[serde(default)]
+    pub methods: Vec<String>,
+    /// Upstream for this route; default: the service's.
+    #[serde(default)]
+    pub upstream: Option<String>,
+    /// Largest request body on this route in bytes (0: no limit); default:
+    /// `http.max_request_body_bytes`.
+    #[serde(default)]
+    pub max_body_bytes: Option<u64>,
+    /// How long an HTTP/2 stream to an `h2`/`h2c` upstream may idle; default:
+    /// `http.http2.stream_idle_timeout`.
+    #[serde(default)]
+    pub stream_idle_timeout: Option<String>,
+    /// How `path` compares: `prefix` (default), `exact` or `regex`.
+    #[serde(default)]
+    pub path_match: FilePathMatch,
+    /// Header conditions, all of which must hold.
+    #[serde(default)]
+    pub headers: Vec<FileValueMatch>,
+    /// Query parameter conditions, all of which must hold.
+    #[serde(default)]
+    pub query: Vec<FileValueMatch>,
+    /// A weighted split over upstreams instead of `upstream`.
+    #[serde(default)]
+    pub backends: Option<Vec<FileBackend>>,
+    /// Sticks a client to one of `backends` (`key: header | cookie | source_ip`).
+    #[serde(default)]
+    pub hash: Option<FileHash>,
+    #[serde(default)]
+    pub request_headers: Option<FileHeaderEdits>,
+    #[serde(default)]
+    pub response_headers: Option<FileHeaderEdits>,
+    #[serde(default)]
+    pub rewrite: Option<FileRewrite>,
+    #[serde(default)]
+    pub redirect: Option<FileRedirect>,
+    #[serde(default)]
+    pub direct_response: Option<FileDirectResponse>,
+    #[serde(default)]
+    pub rate_limit: Option<FileRateLimit>,
+}
+
+impl FileRoute {
+    /// The keys of this mapping, as written in the file.
+    pub const FIELDS: &'static [&'static str] = &[
+        "name",
+        "path",
+        "strip_prefix",
+        "methods",
+        "upstream",
+        "max_body_bytes",
+        "stream_idle_timeout",
+        "path_match",
+        "headers",
+        "query",
+        "backends",
+        "hash",
+        "request_headers",
+        "response_headers",
+        "rewrite",
+        "redirect",
+        "direct_response",
+        "rate_limit",
+    ];
+}
 
 /// `services[].routes[].path_match:` values.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
