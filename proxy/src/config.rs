@@ -191,6 +191,7 @@ pub struct AccessLogConfig {
     pub enabled: bool,
     /// `None`: standard output.
     pub path: Option<PathBuf>,
+    pub format: crate::access_log::Format,
 }
 
 /// Client-side HTTP settings.

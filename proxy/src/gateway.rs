@@ -170,7 +170,7 @@ impl Gateway {
         let mut threads = Vec::with_capacity(workers);
         for (id, (subscriber, listeners)) in subscribers.into_iter().zip(per_worker).enumerate() {
             let access_log = match &access_file {
-                Some(f) => Some(f.try_clone()?),
+                Some(f) => Some((f.try_clone()?, config.access_log.format)),
                 None => None,
             };
             let setup = WorkerSetup {

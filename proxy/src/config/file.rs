@@ -225,11 +225,29 @@ pub struct FileAccessLog {
     /// File to append to. Default: standard output.
     #[serde(default)]
     pub path: Option<PathBuf>,
+    /// `strait` (default), `apisix` or `json`.
+    #[serde(default)]
+    pub format: FileLogFormat,
 }
 
 impl FileAccessLog {
     /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &["enabled", "path"];
+    pub const FIELDS: &'static [&'static str] = &["enabled", "path", "format"];
+}
+
+/// `access_log.format:` values.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum FileLogFormat {
+    #[default]
+    Strait,
+    Apisix,
+    Json,
+}
+
+impl FileLogFormat {
+    /// The values, as written in the file.
+    pub const VARIANTS: &'static [&'static str] = &["strait", "apisix", "json"];
 }
 
 /// `http:`; every key is optional, defaults are in [`super::HttpConfig::default`].

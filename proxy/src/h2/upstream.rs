@@ -235,6 +235,15 @@ pub(super) async fn forward(
     record.host.push_str(&out.host);
     record.request_line.push_str(&out.request_line);
     record.user_agent.push_str(&out.user_agent);
+    record.upstream_scheme = if upstream.settings.tls.is_some() {
+        "https"
+    } else {
+        "http"
+    };
+    if let Some(a) = &out.head.authority {
+        record.upstream_host.push_str(a);
+    }
+    record.upstream_uri.push_str(&out.head.path);
     if let Some((_, id)) = &out.request_id {
         record
             .request_id
@@ -245,7 +254,9 @@ pub(super) async fn forward(
         stats.record(status, took);
         if let Some(access) = &w.access {
             record.status = status;
+            // The body's DATA bytes (HPACK-coded heads are not counted).
             record.bytes_sent = bytes;
+            record.body_bytes_sent = bytes;
             record.request_time = took.as_secs_f64();
             access.write(record);
         }

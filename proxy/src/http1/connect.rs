@@ -96,7 +96,7 @@ async fn established<S: Transport>(
     if !written {
         return Next::Close;
     }
-    x.log(200, CONNECT_ESTABLISHED.len() as u64);
+    x.log(200, CONNECT_ESTABLISHED.len() as u64, 0);
     Next::Upgrade(Upgraded {
         upstream,
         to_client: Vec::new(),

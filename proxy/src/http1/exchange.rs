@@ -99,7 +99,8 @@ impl<S: Transport> Exchange<'_, '_, S> {
         write_answer(&mut c.out, &answer);
         let sent = c.out.len() as u64;
         let written = write_client(&mut c.stream, &mut c.out, &mut c.timer, self.w).await;
-        log(c, self.w, p.stats, a.status, sent, self.started);
+        let body = if p.head_only { 0 } else { a.body.len() as u64 };
+        log(c, self.w, p.stats, a.status, (sent, body), self.started);
         if let Some(n) = consumed {
             c.buf.drain(..n.min(c.buf.len()));
         }
@@ -131,13 +132,14 @@ impl<S: Transport> Exchange<'_, '_, S> {
 
 impl<S> Exchange<'_, '_, S> {
     /// Counts the finished request in its route's metrics and writes its access-log line.
-    pub(super) fn log(&mut self, status: u16, bytes_sent: u64) {
+    /// `bytes_sent`: heads and body written to the client; `body_bytes`: the body's.
+    pub(super) fn log(&mut self, status: u16, bytes_sent: u64, body_bytes: u64) {
         log(
             self.c,
             self.w,
             self.req.stats,
             status,
-            bytes_sent,
+            (bytes_sent, body_bytes),
             self.started,
         );
     }
@@ -186,7 +188,12 @@ async fn send_reply<S: Transport>(
     write_reply(&mut c.out, reply);
     let sent = c.out.len() as u64;
     let written = write_client(&mut c.stream, &mut c.out, &mut c.timer, w).await;
-    log(c, w, stats, reply.status, sent, started);
+    let body = if reply.head_only {
+        0
+    } else {
+        reply.body.len() as u64 + 1
+    };
+    log(c, w, stats, reply.status, (sent, body), started);
     written
 }
 
@@ -224,7 +231,7 @@ fn log<S>(
     w: &Worker,
     stats: &RouteStats,
     status: u16,
-    bytes_sent: u64,
+    (bytes_sent, body_bytes): (u64, u64),
     started: Instant,
 ) {
     let took = started.elapsed();
@@ -232,6 +239,7 @@ fn log<S>(
     if let Some(access) = &w.access {
         c.record.status = status;
         c.record.bytes_sent = bytes_sent;
+        c.record.body_bytes_sent = body_bytes;
         c.record.request_time = took.as_secs_f64();
         access.write(&c.record);
         c.record.clear();

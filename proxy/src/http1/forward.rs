@@ -385,7 +385,7 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                     x.c.record.upstream_time = upstream_started.elapsed().as_secs_f64();
                 }
                 x.c.buf.drain(..body.end);
-                x.log(outcome.status, outcome.bytes_sent);
+                x.log(outcome.status, outcome.bytes_sent, outcome.body_bytes);
                 if let Some(to_client) = outcome.tunnel {
                     // Never pooled: it speaks another protocol now.
                     return Next::Upgrade(Upgraded {
@@ -409,8 +409,12 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                 };
             }
             Err(Failure::ClientGone) => return Next::Close,
-            Err(Failure::AfterHeadSent { status, bytes_sent }) => {
-                x.log(status, bytes_sent);
+            Err(Failure::AfterHeadSent {
+                status,
+                bytes_sent,
+                body_bytes,
+            }) => {
+                x.log(status, bytes_sent, body_bytes);
                 return Next::Close;
             }
             Err(Failure::BeforeHead(e)) => {

@@ -159,9 +159,10 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
         crate::h2::reply::edit_headers(&mut headers, edits, request_id);
         c.cout.clear();
         write_head(&mut c.cout, status, &headers, chunked, close);
-        let mut sent_bytes = c.cout.len() as u64;
+        let head_bytes = c.cout.len() as u64;
+        let mut sent_bytes = head_bytes;
         if !x.write_client_cout().await {
-            x.log(status, sent_bytes);
+            x.log(status, sent_bytes, 0);
             return Next::Close;
         }
         let mut ok = true;
@@ -199,7 +200,7 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
             }
         }
         x.c.buf.drain(..body.end.min(x.c.buf.len()));
-        x.log(status, sent_bytes);
+        x.log(status, sent_bytes, sent_bytes - head_bytes);
         return if ok && !close {
             Next::KeepAlive
         } else {

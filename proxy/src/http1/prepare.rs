@@ -137,7 +137,8 @@ fn route<'v>(
     record: Option<&mut Record>,
 ) -> Result<(Prepared<'v>, Action<'v>), HeadError> {
     let info = head::analyze_request(req)?;
-    if let Some(record) = record {
+    let mut record = record;
+    if let Some(record) = record.as_deref_mut() {
         start_record(record, r.peer, &r.client, info.host, req);
         if let Some((_, id)) = r.request_id {
             record.request_id.push_str(&String::from_utf8_lossy(id));
@@ -260,6 +261,20 @@ fn route<'v>(
         },
     };
     head::write_upstream_head_for(out, req, &info, &forwarding);
+    if let Some(record) = record {
+        // The upstream URL of the access log (`apisix`, `json`).
+        record.upstream_scheme = if settings.tls.is_some() {
+            "https"
+        } else {
+            "http"
+        };
+        match host {
+            HostHeader::Pass => record.upstream_host.push_str(info.host),
+            HostHeader::Set(h) => record.upstream_host.push_str(h),
+            HostHeader::Omit => {}
+        }
+        record.upstream_uri.push_str(rewritten);
+    }
     let hash =
         crate::upstream::key::request_key(&settings.balance, req.headers, &path, r.client.ip);
     let action = Action::Forward(Forward {

@@ -27,7 +27,10 @@ const MAX_RESPONSE_HEAD: usize = 64 * 1024;
 /// How a response exchange ended.
 pub(super) struct Outcome {
     pub(super) status: u16,
+    /// Bytes written to the client: heads (interim ones too) and body.
     pub(super) bytes_sent: u64,
+    /// Of those, the body's (its chunked framing included, as nginx counts).
+    pub(super) body_bytes: u64,
     pub(super) keep_client: bool,
     pub(super) reuse_upstream: bool,
     /// A 101 went to the client: the upstream bytes read past its head, to tunnel.
@@ -41,6 +44,7 @@ pub(super) enum Failure {
     AfterHeadSent {
         status: u16,
         bytes_sent: u64,
+        body_bytes: u64,
     },
     ClientGone,
 }
@@ -87,6 +91,7 @@ pub(super) async fn respond<S: Transport>(
                     return Ok(Outcome {
                         status: 101,
                         bytes_sent: head_bytes,
+                        body_bytes: 0,
                         keep_client: false,
                         reuse_upstream: false,
                         tunnel: Some(ub),
@@ -126,6 +131,7 @@ pub(super) async fn respond<S: Transport>(
                         Ok(()) => Ok(Outcome {
                             status,
                             bytes_sent,
+                            body_bytes: relayed.written,
                             keep_client: h.keep_client,
                             reuse_upstream: h.upstream_reusable && clean,
                             tunnel: None,
@@ -135,7 +141,11 @@ pub(super) async fn respond<S: Transport>(
                                 tracing::warn!(endpoint = %conn.addr, kind = ?e.kind, "upstream failed mid-response");
                             }
                             if relayed.head_sent {
-                                Err(Failure::AfterHeadSent { status, bytes_sent })
+                                Err(Failure::AfterHeadSent {
+                                    status,
+                                    bytes_sent,
+                                    body_bytes: relayed.written,
+                                })
                             } else if e.side == Side::Downstream {
                                 Err(Failure::ClientGone)
                             } else {

@@ -49,7 +49,8 @@ pub struct WorkerSetup {
     pub listeners: Vec<BoundListener>,
     pub subscriber: Subscriber,
     pub http: HttpConfig,
-    pub access_log: Option<std::fs::File>,
+    /// The access log's file and line format.
+    pub access_log: Option<(std::fs::File, crate::access_log::Format)>,
     /// This worker's counters (it is their only writer; `/metrics` reads them).
     pub metrics: Arc<WorkerMetrics>,
     /// Dropped when the thread ends: the gateway learns that every worker exited when
@@ -209,7 +210,10 @@ async fn run(
         Some(Update::Drain(_) | Update::Shutdown | Update::Tls(_)) | None => return Ok(()),
     };
     setup.subscriber.ack(&first);
-    let access = setup.access_log.take().map(AccessLog::new);
+    let access = setup
+        .access_log
+        .take()
+        .map(|(file, format)| AccessLog::new(file, format));
     let worker = Rc::new(Worker::new(
         (setup.id, setup.workers),
         kind,

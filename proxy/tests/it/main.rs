@@ -42,6 +42,7 @@
 // Test threads may share state with locks; the data plane may not (proxy/clippy.toml).
 #![allow(clippy::disallowed_types, clippy::disallowed_methods)]
 
+mod access_log;
 mod active_health;
 mod admin;
 mod balance;

@@ -14,9 +14,16 @@ impl Checker<'_> {
                 "must not be empty (leave it out for standard output)",
             ));
         }
+        use crate::access_log::Format;
+        use crate::config::file::FileLogFormat;
         Ok(AccessLogConfig {
             enabled: file.enabled,
             path: file.path,
+            format: match file.format {
+                FileLogFormat::Strait => Format::Strait,
+                FileLogFormat::Apisix => Format::Apisix,
+                FileLogFormat::Json => Format::Json,
+            },
         })
     }
 

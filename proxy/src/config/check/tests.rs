@@ -136,6 +136,7 @@ listeners:
 access_log:
   enabled: true
   path: /var/log/strait/access.log
+  format: apisix
 http:
   client_header_timeout: 10s
   client_body_timeout: 20s
@@ -228,6 +229,7 @@ upstreams:
         AccessLogConfig {
             enabled: true,
             path: Some(PathBuf::from("/var/log/strait/access.log")),
+            format: crate::access_log::Format::Apisix,
         }
     );
     assert_eq!(

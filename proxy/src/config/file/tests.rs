@@ -231,6 +231,11 @@ fn all() -> Vec<(&'static str, Vec<String>, &'static [&'static str])> {
             accepted::<FileProxyProtocol>(VALUE),
             FileProxyProtocol::VARIANTS,
         ),
+        (
+            "FileLogFormat",
+            accepted::<FileLogFormat>(VALUE),
+            FileLogFormat::VARIANTS,
+        ),
     ]
 }
 
