@@ -19,7 +19,7 @@ use crate::publish::Publisher;
 use crate::registry::{kubernetes, Msg, WatchEvent};
 use crate::snapshot::{Endpoint, SnapshotVersion, UpstreamStatus};
 use crate::spec::{DiscoveryRef, RegistrySpec, SecretRef, Spec, UpstreamSource};
-use crate::state::{RegistryState, ServiceKey};
+use crate::state::{Kind, RegistryState, ServiceKey};
 use crate::status::{RegistryStatus, Status};
 use crate::tls::SecretEvent;
 
@@ -351,10 +351,14 @@ impl Controller {
                 reg.last_error_code = None;
                 let synced = reg.state.synced();
                 let relist = reg.lists_done > 2;
+                let degraded = reg.state.services_are_refused();
                 self.status.update_registry(&name, |s| {
                     s.synced = synced;
                     s.last_sync = Some(SystemTime::now());
                     s.last_error = None;
+                    if !degraded {
+                        s.degraded = None;
+                    }
                     if relist {
                         s.relists += 1;
                     }
@@ -372,6 +376,42 @@ impl Controller {
             }
             WatchEvent::Apply(obj) => reg.state.apply(obj),
             WatchEvent::Delete(obj) => reg.state.delete(&obj),
+            WatchEvent::Error(e) if e.code == Some(403) && msg.kind == Kind::Services => {
+                // The seed's RBAC: list/watch on endpoints only. Route from what the
+                // Endpoints say rather than leave every upstream unsynced (503).
+                let was_synced = reg.state.synced();
+                let first = !reg.state.services_are_refused();
+                let keys = reg.state.services_refused();
+                if first {
+                    tracing::error!(
+                        registry = %name,
+                        error = %e.message,
+                        "the API server refuses list/watch on services (403): ports are \
+                         resolved from the Endpoints alone (a port name must match the \
+                         Endpoints' port name; a single-port Endpoints is used whatever the \
+                         port; a number must match an Endpoints port); grant list and watch \
+                         on services to resolve Service ports"
+                    );
+                }
+                let synced = reg.state.synced();
+                self.status.update_registry(&name, |s| {
+                    s.synced = synced;
+                    s.degraded = Some(
+                        "list/watch on services is forbidden (403): ports resolved from the \
+                         Endpoints alone"
+                            .into(),
+                    );
+                });
+                if synced && !was_synced {
+                    tracing::info!(registry = %name, "registry synced (from the Endpoints alone)");
+                    for (upstream, d) in &self.discovered {
+                        if d.registry == name {
+                            changed.insert(upstream.clone());
+                        }
+                    }
+                }
+                keys
+            }
             WatchEvent::Error(e) => {
                 if reg.last_error_code != Some(e.code) {
                     reg.last_error_code = Some(e.code);

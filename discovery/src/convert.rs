@@ -17,7 +17,6 @@ use std::net::{IpAddr, SocketAddr};
 
 use k8s_openapi::api::core::v1::{Endpoints, Service};
 use k8s_openapi::api::discovery::v1::EndpointSlice;
-use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
 use std::sync::Arc;
 
@@ -145,8 +144,6 @@ impl SliceEntry {
 pub struct ServicePorts {
     /// `(name, port)`; the name is `""` for a single unnamed port.
     pub ports: Vec<(String, u16)>,
-    /// Target ports by Service port name, when the Service gives a number.
-    targets: HashMap<String, IntOrString>,
 }
 
 impl ServicePorts {
@@ -160,9 +157,6 @@ impl ServicePorts {
                 continue;
             };
             let name = p.name.clone().unwrap_or_default();
-            if let Some(t) = &p.target_port {
-                out.targets.insert(name.clone(), t.clone());
-            }
             out.ports.push((name, port));
         }
         out
@@ -270,6 +264,7 @@ mod tests {
         Endpoint as SliceEndpoint, EndpointConditions, EndpointPort,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
+    use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 
     /// `(ip, ready, serving, terminating)`.
     type Conditions<'a> = (&'a str, Option<bool>, Option<bool>, Option<bool>);

@@ -100,6 +100,9 @@ pub struct RegistryState {
     staged: HashMap<Kind, Tables>,
     /// Collections that finished their first list.
     synced: HashSet<Kind>,
+    /// The API server refuses the Services (403): ports are resolved from the endpoint
+    /// objects alone until a list of Services succeeds.
+    services_refused: bool,
 }
 
 impl RegistryState {
@@ -129,11 +132,37 @@ impl RegistryState {
         apply_to(self.staged.entry(kind).or_default(), obj);
     }
 
+    /// The API server refused to list or watch Services (403, the seed's RBAC grants
+    /// `endpoints` only). Services never listed count as an empty, complete collection,
+    /// so that endpoints resolve from the endpoint objects alone ([`convert::resolve`]
+    /// without a Service: a port name matching the endpoints' port name, a number matching
+    /// one of their ports, or their single port); Services listed before are kept as last
+    /// known. Returns every Service whose data changes (none when already refused).
+    pub fn services_refused(&mut self) -> Vec<ServiceKey> {
+        if self.services_refused {
+            return Vec::new();
+        }
+        self.services_refused = true;
+        self.staged.remove(&Kind::Services);
+        if !self.synced.insert(Kind::Services) {
+            return Vec::new();
+        }
+        self.live.slices.keys().cloned().collect()
+    }
+
+    /// Whether Services are refused (see [`Self::services_refused`]).
+    pub fn services_are_refused(&self) -> bool {
+        self.services_refused
+    }
+
     /// The list of `kind` is complete: it replaces the live collection. Returns every
     /// Service whose data may differ.
     pub fn init_done(&mut self, kind: Kind) -> Vec<ServiceKey> {
         let staged = self.staged.remove(&kind).unwrap_or_default();
         self.synced.insert(kind);
+        if kind == Kind::Services {
+            self.services_refused = false;
+        }
         let mut changed: BTreeSet<ServiceKey> = BTreeSet::new();
         match kind {
             Kind::Endpoints => {

@@ -42,6 +42,8 @@ pub struct RegistryStatus {
     pub last_error: Option<String>,
     /// Relists after the first one (410 Gone, reconnects that needed a list).
     pub relists: u64,
+    /// A permission the registry lacks and works around (`/readyz` says it), until fixed.
+    pub degraded: Option<String>,
 }
 
 #[derive(Debug, Default)]

@@ -113,6 +113,15 @@ impl AdminState {
             .clone()
     }
 
+    /// What registries work around (a permission they lack), for `/readyz`'s answer.
+    fn degraded(&self) -> Vec<String> {
+        self.status
+            .registries()
+            .into_iter()
+            .filter_map(|(name, r)| Some(format!("registry {name}: {}", r.degraded?)))
+            .collect()
+    }
+
     /// Why `/readyz` answers 503, or `None` when ready.
     fn not_ready_because(&self) -> Option<String> {
         if self.stopping.load(Ordering::SeqCst) {
@@ -389,7 +398,15 @@ fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
     match path {
         "/healthz" => respond(&mut stream, 200, "text/plain", b"ok\n", head_only),
         "/readyz" => match state.not_ready_because() {
-            None => respond(&mut stream, 200, "text/plain", b"ready\n", head_only),
+            None => {
+                let degraded = state.degraded();
+                let body = if degraded.is_empty() {
+                    "ready\n".to_owned()
+                } else {
+                    format!("ready, degraded: {}\n", degraded.join("; "))
+                };
+                respond(&mut stream, 200, "text/plain", body.as_bytes(), head_only)
+            }
             Some(why) => respond(
                 &mut stream,
                 503,

@@ -41,6 +41,9 @@ fn backend(h: &Harness) -> (u16, String) {
 fn the_seed_example_reaches_the_three_httpbin_pods_in_turn() {
     // The seed: Service httpbin in namespace apisix, pods on 127.0.0.2-4:8080, Service
     // port 80 -> targetPort 8080.
+    let _held = crate::support::SEED_PODS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let api = FakeApiServer::start(Options::default());
     api.apply_yaml(HTTPBIN);
     let _pods: Vec<EchoServer> = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
@@ -203,4 +206,53 @@ fn a_registry_disabled_by_reload_turns_its_upstreams_to_503() {
     let r = kept.request(&get("sd.httpbin.org", "/v1/anything"));
     assert_eq!(r.status, 503);
     assert!(r.text().contains("not configured"), "{}", r.text());
+}
+
+/// `/readyz`'s status and body.
+fn readyz(h: &Harness) -> (u16, String) {
+    let admin = h.gateway_ref().admin_addr().expect("the admin server runs");
+    let r = Client::connect(admin).request("GET /readyz HTTP/1.1\r\nHost: admin\r\n\r\n");
+    (r.status, r.text())
+}
+
+#[test]
+fn with_the_seeds_rbac_services_refused_routes_come_from_the_endpoints_alone() {
+    // The seed grants list/watch on endpoints only: every Services request gets 403.
+    let api = FakeApiServer::start(Options {
+        forbidden: vec![Kind::Service],
+        ..Options::default()
+    });
+    let pods = pods(&["127.0.24.2", "127.0.24.3"]);
+    let port = pods[0].addr().port();
+    api.apply_yaml(&service(port));
+    api.apply_yaml(&format!(
+        "apiVersion: v1\nkind: Endpoints\nmetadata: {{name: httpbin, namespace: apisix}}\nsubsets:\n\
+         - addresses: [{{ip: 127.0.24.2}}, {{ip: 127.0.24.3}}]\n  ports: [{{name: http, port: {port}}}]\n"
+    ));
+    let yaml = seed_config(&api, true).replace(
+        "    enabled: true\n",
+        "    enabled: true\n    resource: endpoints\n",
+    );
+    let h = Harness::with_addrs(&yaml, &[]);
+    // Service port 80 is unknown without the Service: the Endpoints' single port is used.
+    eventually("both pods through the Endpoints alone", || {
+        let mut seen: Vec<String> = (0..4)
+            .map(|_| backend(&h))
+            .filter(|(s, _)| *s == 200)
+            .map(|(_, b)| b)
+            .collect();
+        seen.sort();
+        seen.dedup();
+        (seen.len() == 2).then_some(())
+    });
+    let (status, body) = readyz(&h);
+    assert_eq!(status, 200, "{body}");
+    assert!(body.contains("services is forbidden (403)"), "{body}");
+    // Once the permission is granted, the Service is read and the reason goes.
+    api.allow(Kind::Service);
+    eventually("readyz without the degraded reason", || {
+        let (status, body) = readyz(&h);
+        (status == 200 && body == "ready\n").then_some(())
+    });
+    assert_eq!(backend(&h).0, 200);
 }

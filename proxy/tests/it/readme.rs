@@ -5,7 +5,8 @@
 //! demo without this test failing.
 //!
 //! The demo listens on its fixed ports (9080, 9443) and backends (127.0.0.2–4:8080), as
-//! the README says; no other test uses them.
+//! the README says; the seed example test binds the same backends, so the two take turns
+//! (`SEED_PODS`).
 
 use std::process::Command;
 
@@ -55,6 +56,9 @@ fn sh(command: &str) -> String {
 fn the_readme_commands_work_against_strait_demo() {
     let commands = readme_commands();
     assert_eq!(commands.len(), 3, "{commands:#?}");
+    let _held = crate::support::SEED_PODS
+        .lock()
+        .unwrap_or_else(|e| e.into_inner());
     let demo = ChildProcess::spawn(strait().args(["demo"]));
     let ca = demo.line_after("and: curl --cacert ");
     let ca = ca

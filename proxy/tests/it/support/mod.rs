@@ -28,6 +28,10 @@ pub(crate) use harness::{driver_line, echo, Harness};
 pub(crate) use raw::{dead_addr, read_head, FullBacklog, GatedBackend, RawBackend};
 
 /// How long an "eventually" condition may take to become true.
+/// Held by the tests that bind the seed's fixed pod addresses (127.0.0.2–4:8080): the
+/// seed example and `strait demo`, which must not run at once.
+pub(crate) static SEED_PODS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 pub(crate) const SETTLE: Duration = Duration::from_secs(10);
 
 /// Calls `probe` until it returns `Some`, failing the test after [`SETTLE`]. For
