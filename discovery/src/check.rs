@@ -266,7 +266,7 @@ fn seed(upstream: &str, addr: EndpointAddr, generation: u64) -> u64 {
 }
 
 /// A random duration in `[0, max)` (xorshift64).
-fn jitter(rng: &mut u64, max: Duration) -> Duration {
+pub(crate) fn jitter(rng: &mut u64, max: Duration) -> Duration {
     *rng ^= *rng << 13;
     *rng ^= *rng >> 7;
     *rng ^= *rng << 17;

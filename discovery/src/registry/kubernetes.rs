@@ -6,7 +6,7 @@
 //!
 //! Runs on: the discovery thread's tokio runtime. kube's watcher does the protocol work:
 //! list then watch with bookmarks, relist on 410 Gone, resume with jittered exponential
-//! backoff (0.8 s doubling to 30 s) after errors. Tokens never reach a log line.
+//! backoff (0.8 s doubling to 30 s, each wait jittered to 50–100 % of its step) after errors. Tokens never reach a log line.
 
 use std::path::Path;
 
@@ -104,7 +104,7 @@ fn read_pem_certs(path: &Path) -> Result<Vec<Vec<u8>>, String> {
 /// API server refuses the credentials (401), the client is rebuilt after a backoff so a
 /// rotated token file is read again at once rather than at kube's next refresh.
 pub async fn run(spec: RegistrySpec, generation: u64, tx: UnboundedSender<Msg>) {
-    let mut delay = BACKOFF_START;
+    let mut delay = Backoff::new(&spec.name);
     loop {
         let client = match client_config(&spec).await.and_then(|config| {
             Client::try_from(config)
@@ -125,8 +125,7 @@ pub async fn run(spec: RegistrySpec, generation: u64, tx: UnboundedSender<Msg>) 
                 if tx.send(msg).is_err() {
                     return;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(BACKOFF_MAX);
+                delay.wait().await;
                 continue;
             }
         };
@@ -134,8 +133,7 @@ pub async fn run(spec: RegistrySpec, generation: u64, tx: UnboundedSender<Msg>) 
             return; // the controller is gone
         }
         // Unauthorized: rebuild the client after a backoff.
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(BACKOFF_MAX);
+        delay.wait().await;
     }
 }
 
@@ -156,7 +154,7 @@ pub async fn watch_secret(
         })
         .is_ok()
     };
-    let mut delay = BACKOFF_START;
+    let mut delay = Backoff::new(&spec.name);
     loop {
         let client = client_config(&spec).await.and_then(|config| {
             Client::try_from(config)
@@ -171,8 +169,7 @@ pub async fn watch_secret(
                 }) {
                     return;
                 }
-                tokio::time::sleep(delay).await;
-                delay = (delay * 2).min(BACKOFF_MAX);
+                delay.wait().await;
                 continue;
             }
         };
@@ -218,8 +215,7 @@ pub async fn watch_secret(
                 break;
             }
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(BACKOFF_MAX);
+        delay.wait().await;
     }
 }
 
@@ -230,7 +226,7 @@ pub const ZONE_LABEL: &str = "topology.kubernetes.io/zone";
 /// backoff until the API server answers (a 403 means the ClusterRole lacks `get` on
 /// `nodes`; it is logged once).
 pub async fn node_zone(spec: RegistrySpec, node: String, tx: UnboundedSender<Option<String>>) {
-    let mut delay = BACKOFF_START;
+    let mut delay = Backoff::new(&spec.name);
     let mut logged = false;
     loop {
         let client = client_config(&spec).await.and_then(|config| {
@@ -256,13 +252,46 @@ pub async fn node_zone(spec: RegistrySpec, node: String, tx: UnboundedSender<Opt
             }
             Err(_) => {}
         }
-        tokio::time::sleep(delay).await;
-        delay = (delay * 2).min(BACKOFF_MAX);
+        delay.wait().await;
     }
 }
 
 const BACKOFF_START: std::time::Duration = std::time::Duration::from_millis(800);
 const BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(30);
+
+/// Exponential backoff between attempts that failed (no client yet, 401, a Node not
+/// readable): steps of 0.8 s doubling to 30 s, each wait a random 50–100 % of its step,
+/// so that gateways refused at once (a rotated token on every node) do not all retry in
+/// step against the API server.
+struct Backoff {
+    step: std::time::Duration,
+    rng: u64,
+}
+
+impl Backoff {
+    /// Seeded from `name`, the process and the time: replicas draw differently.
+    fn new(name: &str) -> Backoff {
+        use std::hash::{Hash, Hasher};
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        (name, std::process::id(), std::time::SystemTime::now()).hash(&mut h);
+        Backoff {
+            step: BACKOFF_START,
+            rng: h.finish() | 1,
+        }
+    }
+
+    /// The next wait: half the step plus a random share of the other half.
+    fn next(&mut self) -> std::time::Duration {
+        let half = self.step / 2;
+        let wait = half + crate::check::jitter(&mut self.rng, half);
+        self.step = (self.step * 2).min(BACKOFF_MAX);
+        wait
+    }
+
+    async fn wait(&mut self) {
+        tokio::time::sleep(self.next()).await;
+    }
+}
 
 /// Runs both watchers until one is refused with 401 (`true`) or the controller is gone
 /// (`false`).
@@ -388,5 +417,28 @@ fn classify(e: &watcher::Error) -> WatchError {
     WatchError {
         code,
         message: e.to_string(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backoff_waits_are_jittered_within_their_doubling_steps() {
+        let mut a = Backoff::new("a");
+        let mut b = Backoff::new("b");
+        let mut step = BACKOFF_START;
+        let mut differ = false;
+        for _ in 0..8 {
+            let (x, y) = (a.next(), b.next());
+            for w in [x, y] {
+                assert!(w >= step / 2 && w <= step, "{w:?} outside {step:?}/2..={step:?}");
+            }
+            differ |= x != y;
+            step = (step * 2).min(BACKOFF_MAX);
+        }
+        assert!(differ, "two registries drew the same waits");
+        assert_eq!(step, BACKOFF_MAX);
     }
 }
