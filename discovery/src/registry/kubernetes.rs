@@ -433,7 +433,10 @@ mod tests {
         for _ in 0..8 {
             let (x, y) = (a.next(), b.next());
             for w in [x, y] {
-                assert!(w >= step / 2 && w <= step, "{w:?} outside {step:?}/2..={step:?}");
+                assert!(
+                    w >= step / 2 && w <= step,
+                    "{w:?} outside {step:?}/2..={step:?}"
+                );
             }
             differ |= x != y;
             step = (step * 2).min(BACKOFF_MAX);

@@ -577,3 +577,39 @@ fn tls_is_verified_against_the_configured_ca_and_refused_without_it() {
     );
     std::fs::remove_dir_all(&dir).ok();
 }
+
+/// A Service, labelled `team: {team}`, with one EndpointSlice (labelled alike, as the
+/// EndpointSlice controller copies a Service's labels) holding endpoint `ip:8080`.
+fn labelled_service(name: &str, team: &str, ip: &str) -> String {
+    format!(
+        "apiVersion: v1\nkind: Service\nmetadata: {{name: {name}, namespace: apisix, labels: {{team: {team}}}}}\n\
+         spec:\n  ports:\n  - {{name: http, port: 80, targetPort: 8080}}\n---\n\
+         apiVersion: discovery.k8s.io/v1\nkind: EndpointSlice\nmetadata:\n  name: {name}-1\n  namespace: apisix\n  \
+         labels: {{kubernetes.io/service-name: {name}, team: {team}}}\naddressType: IPv4\n\
+         ports:\n- {{name: http, port: 8080, protocol: TCP}}\nendpoints:\n\
+         - addresses: [{ip}]\n  conditions: {{ready: true, serving: true, terminating: false}}\n"
+    )
+}
+
+#[test]
+fn a_label_selector_routes_the_services_inside_it_and_not_the_others() {
+    let api = FakeApiServer::start(Options::default());
+    api.apply_yaml(&labelled_service("shop", "shop", "127.0.0.5"));
+    api.apply_yaml(&labelled_service("other", "other", "127.0.0.6"));
+    let mut r = registry("k", &api);
+    r.label_selector = Some("team=shop".into());
+    let inside = discovered("in", "k", "apisix", "shop", ServicePort::Number(80));
+    let outside = discovered("out", "k", "apisix", "other", ServicePort::Number(80));
+    let rig = Rig::start(spec(vec![r], vec![inside, outside]), 1);
+    let s = rig.wait("the selected Service", |s| {
+        ready(s, "in") == ["127.0.0.5:8080"]
+    });
+    // Synced, but the Service outside the selector was never seen: no endpoints.
+    assert!(synced(&s, "out"));
+    assert!(ready(&s, "out").is_empty(), "{:?}", ready(&s, "out"));
+    // Relabelled into the selector, it is routed.
+    api.apply_yaml(&labelled_service("other", "shop", "127.0.0.6"));
+    rig.wait("the relabelled Service", |s| {
+        ready(s, "out") == ["127.0.0.6:8080"]
+    });
+}
