@@ -20,7 +20,7 @@ use regex::Regex;
 use tokio::sync::mpsc::UnboundedSender;
 
 use super::{Msg, WatchError, WatchEvent};
-use crate::spec::{Connection, RegistrySpec, Resource, SecretRef};
+use crate::spec::{Connection, Credentials, RegistrySpec, Resource, SecretRef};
 use crate::state::{Kind, Object};
 use crate::tls::{SecretChange, SecretData, SecretEvent};
 
@@ -41,7 +41,13 @@ pub async fn client_config(spec: &RegistrySpec) -> Result<kube::Config, ConnectE
     };
     match &spec.connection {
         Connection::InCluster => {
-            kube::Config::incluster().map_err(|e| err("in-cluster config", &e))
+            let (server, dir) = in_cluster().map_err(|e| err("in-cluster config", &e))?;
+            let credentials = Credentials {
+                token_file: Some(dir.join("token")),
+                ..Credentials::default()
+            };
+            explicit_config(&server, &credentials, Some(&dir.join("ca.crt")), false)
+                .map_err(|(what, e)| err(what, &e))
         }
         Connection::Kubeconfig { path, context } => {
             let file =
@@ -59,30 +65,66 @@ pub async fn client_config(spec: &RegistrySpec) -> Result<kube::Config, ConnectE
             credentials,
             ca_file,
             insecure_skip_tls_verify,
-        } => {
-            let uri: http::Uri = server.parse().map_err(|e| err("server", &e))?;
-            let mut config = kube::Config::new(uri);
-            config.accept_invalid_certs = *insecure_skip_tls_verify;
-            if let Some(ca) = ca_file {
-                config.root_cert = Some(read_pem_certs(ca).map_err(|e| err("ca_file", &e))?);
-                config.root_cert_file = Some(ca.clone());
-            }
-            config.auth_info.token = credentials.token.clone().map(secrecy::SecretString::from);
-            config.auth_info.token_file = credentials
-                .token_file
-                .as_ref()
-                .map(|p| p.display().to_string());
-            config.auth_info.client_certificate = credentials
-                .client_cert
-                .as_ref()
-                .map(|p| p.display().to_string());
-            config.auth_info.client_key = credentials
-                .client_key
-                .as_ref()
-                .map(|p| p.display().to_string());
-            Ok(config)
-        }
+        } => explicit_config(
+            server,
+            credentials,
+            ca_file.as_deref(),
+            *insecure_skip_tls_verify,
+        )
+        .map_err(|(what, e)| err(what, &e)),
     }
+}
+
+/// Where the pod's service account says the API server is: `https://` +
+/// `KUBERNETES_SERVICE_HOST`:`KUBERNETES_SERVICE_PORT`, and the directory holding its
+/// `token` and `ca.crt` (the standard `/var/run/secrets/kubernetes.io/serviceaccount`, or
+/// `STRAIT_SERVICE_ACCOUNT_DIR` when set).
+fn in_cluster() -> Result<(String, std::path::PathBuf), String> {
+    let var = |name: &str| {
+        std::env::var(name)
+            .ok()
+            .filter(|v| !v.is_empty())
+            .ok_or_else(|| format!("{name} is not set (not running in a pod?)"))
+    };
+    let host = var("KUBERNETES_SERVICE_HOST")?;
+    let port = var("KUBERNETES_SERVICE_PORT")?;
+    let host = if host.contains(':') && !host.starts_with('[') {
+        format!("[{host}]")
+    } else {
+        host
+    };
+    let dir = std::env::var_os("STRAIT_SERVICE_ACCOUNT_DIR")
+        .filter(|d| !d.is_empty())
+        .map_or_else(
+            || std::path::PathBuf::from("/var/run/secrets/kubernetes.io/serviceaccount"),
+            std::path::PathBuf::from,
+        );
+    Ok((format!("https://{host}:{port}"), dir))
+}
+
+/// A client config for `server` with `credentials` and the CA in `ca_file`; `Err` names
+/// the setting at fault.
+fn explicit_config(
+    server: &str,
+    credentials: &Credentials,
+    ca_file: Option<&Path>,
+    insecure_skip_tls_verify: bool,
+) -> Result<kube::Config, (&'static str, String)> {
+    let uri: http::Uri = server
+        .parse()
+        .map_err(|e: http::uri::InvalidUri| ("server", e.to_string()))?;
+    let mut config = kube::Config::new(uri);
+    config.accept_invalid_certs = insecure_skip_tls_verify;
+    if let Some(ca) = ca_file {
+        config.root_cert = Some(read_pem_certs(ca).map_err(|e| ("ca_file", e))?);
+        config.root_cert_file = Some(ca.to_path_buf());
+    }
+    config.auth_info.token = credentials.token.clone().map(secrecy::SecretString::from);
+    let path = |p: &Option<std::path::PathBuf>| p.as_ref().map(|p| p.display().to_string());
+    config.auth_info.token_file = path(&credentials.token_file);
+    config.auth_info.client_certificate = path(&credentials.client_cert);
+    config.auth_info.client_key = path(&credentials.client_key);
+    Ok(config)
 }
 
 /// DER certificates of a PEM bundle.

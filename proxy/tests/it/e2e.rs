@@ -256,3 +256,92 @@ fn with_the_seeds_rbac_services_refused_routes_come_from_the_endpoints_alone() {
     });
     assert_eq!(backend(&h).0, 200);
 }
+
+/// The seed's config with its registry connection replaced by `connection` (YAML lines
+/// of the registry item, indented by four spaces).
+fn seed_with_connection(api: &FakeApiServer, connection: &str) -> String {
+    let yaml = seed_config(api, true);
+    let server = format!("    server: {}\n    token: {}\n", api.url(), api.token());
+    assert!(yaml.contains(&server), "{yaml}");
+    yaml.replace(&server, connection)
+}
+
+#[test]
+fn a_kubeconfig_context_is_used_over_tls_instead_of_the_current_one() {
+    let api = FakeApiServer::start(Options::default().tls());
+    let pods = pods(&["127.0.24.11"]);
+    api.apply_yaml(&service(pods[0].addr().port()));
+    api.apply_yaml(&slice(
+        pods[0].addr().port(),
+        &[("127.0.24.11", true, true, false)],
+    ));
+    // The current context points at nothing; the one the registry names is the server's.
+    let kubeconfig = api
+        .kubeconfig()
+        .replace("current-context: fake\n", "current-context: broken\n")
+        .replace(
+            "contexts:\n",
+            "contexts:\n- name: broken\n  context:\n    cluster: dead\n    user: fake\n",
+        )
+        .replace(
+            "users:\n",
+            "- name: dead\n  cluster:\n    server: https://127.0.0.1:1\nusers:\n",
+        );
+    let path = crate::process::temp_file("kubeconfig-context.yaml", &kubeconfig);
+    let connection = format!("    kubeconfig: '{}'\n    context: fake\n", path.display());
+    let h = Harness::with_addrs(&seed_with_connection(&api, &connection), &[]);
+    eventually("routed through the named context", || {
+        (backend(&h).0 == 200).then_some(())
+    });
+    assert_eq!(backend(&h).1, pods[0].addr().to_string());
+}
+
+#[test]
+fn the_in_cluster_service_account_is_read_from_its_environment_and_files() {
+    // A pod's view: KUBERNETES_SERVICE_HOST/_PORT, and the token and CA files (in a
+    // directory of the test's own instead of /var/run/secrets/kubernetes.io/serviceaccount).
+    let api = FakeApiServer::start(Options::default().tls());
+    let pods = pods(&["127.0.24.12"]);
+    api.apply_yaml(&service(pods[0].addr().port()));
+    api.apply_yaml(&slice(
+        pods[0].addr().port(),
+        &[("127.0.24.12", true, true, false)],
+    ));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("it-{}-serviceaccount", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("token"), api.token()).unwrap();
+    std::fs::write(dir.join("ca.crt"), api.ca_pem().unwrap()).unwrap();
+    // No server, no credentials: in-cluster.
+    let yaml = seed_with_connection(&api, "");
+    let config = crate::process::temp_file(
+        "in-cluster.yaml",
+        &format!(
+            "{}admin: {{listen: '127.0.0.1:0'}}\nlisteners: [{{name: http, address: '127.0.0.1:0'}}]\n{yaml}",
+            crate::support::driver_line()
+        ),
+    );
+    let child = crate::support::child::ChildProcess::spawn(
+        crate::support::child::strait()
+            .args([
+                "run",
+                "--config",
+                config.to_str().unwrap(),
+                "--workers",
+                "1",
+            ])
+            .env("KUBERNETES_SERVICE_HOST", api.addr().ip().to_string())
+            .env("KUBERNETES_SERVICE_PORT", api.addr().port().to_string())
+            .env("STRAIT_SERVICE_ACCOUNT_DIR", &dir)
+            .stderr(std::process::Stdio::null()),
+    );
+    let rest = child.line_after("strait listening on ");
+    let addr: SocketAddr = rest.split_whitespace().next().unwrap().parse().unwrap();
+    let answer = || {
+        let r = Client::connect(addr).request(&get("sd.httpbin.org", "/v1/anything"));
+        (r.status == 200).then(|| r.json()["backend"].as_str().unwrap_or("").to_owned())
+    };
+    let served_by = eventually("routed through the in-cluster connection", answer);
+    assert_eq!(served_by, pods[0].addr().to_string());
+    std::fs::remove_dir_all(&dir).ok();
+}
