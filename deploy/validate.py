@@ -281,12 +281,22 @@ def check_daemonset(name, daemonset, container, config, checks):
     )
 
     strategy = spec.get("updateStrategy") or {}
-    checks.check(
-        strategy.get("type") == "RollingUpdate"
-        and (strategy.get("rollingUpdate") or {}).get("maxUnavailable") == 1,
-        f"{name}: RollingUpdate with maxUnavailable 1",
-        f"{strategy}",
-    )
+    rolling = strategy.get("rollingUpdate") or {}
+    if host_network:
+        # The new pod binds the same ports beside the old one (SO_REUSEPORT): a surge.
+        checks.check(
+            strategy.get("type") == "RollingUpdate"
+            and rolling.get("maxSurge") == 1
+            and rolling.get("maxUnavailable") == 0,
+            f"{name}: RollingUpdate with maxSurge 1 and maxUnavailable 0",
+            f"{strategy}",
+        )
+    else:
+        checks.check(
+            strategy.get("type") == "RollingUpdate" and rolling.get("maxUnavailable") == 1,
+            f"{name}: RollingUpdate with maxUnavailable 1",
+            f"{strategy}",
+        )
 
     shutdown = config.get("shutdown") or {}
     try:
@@ -329,7 +339,25 @@ def check_daemonset(name, daemonset, container, config, checks):
     except ValueError as e:
         checks.check(False, f"{name}: admin.listen readable", str(e))
         port = None
+    socket = admin.get("socket")
+    mounts = [m.get("mountPath", "") for m in container.get("volumeMounts") or []]
+    checks.check(
+        socket is None or any(socket.startswith(m.rstrip("/") + "/") for m in mounts),
+        f"{name}: admin.socket ({socket}) is on a mounted volume (the root is read-only)",
+        f"{mounts}",
+    )
     for probe, path in (("livenessProbe", "/healthz"), ("readinessProbe", "/readyz")):
+        if host_network:
+            # Pods overlapping on the node share the admin port: each asks its own socket.
+            command = ((container.get(probe) or {}).get("exec") or {}).get("command") or []
+            checks.check(
+                socket is not None
+                and command[1:] == ["probe", "--socket", socket, path]
+                and command[:1] == ["/usr/local/bin/strait"],
+                f"{name}: {probe} is `strait probe --socket {socket} {path}`",
+                f"{command}",
+            )
+            continue
         get = (container.get(probe) or {}).get("httpGet") or {}
         checks.check(
             get.get("path") == path

@@ -11,6 +11,8 @@
 
 use std::io::{self, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::os::unix::fs::MetadataExt;
+use std::os::unix::net::{UnixListener, UnixStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
@@ -287,30 +289,82 @@ impl AdminState {
     }
 }
 
-/// A running admin server.
+/// `GET path` on the admin Unix socket at `socket` (what `strait probe` does): the status
+/// and the body.
+pub fn probe(socket: &std::path::Path, path: &str) -> io::Result<(u16, String)> {
+    let mut stream = UnixStream::connect(socket)?;
+    stream.bound(IO_TIMEOUT)?;
+    stream.write_all(
+        format!("GET {path} HTTP/1.1\r\nHost: admin\r\nConnection: close\r\n\r\n").as_bytes(),
+    )?;
+    let mut answer = Vec::new();
+    stream.read_to_end(&mut answer)?;
+    let text = String::from_utf8_lossy(&answer);
+    let bad = || io::Error::new(io::ErrorKind::InvalidData, "not an HTTP answer");
+    let (head, body) = text.split_once("\r\n\r\n").ok_or_else(bad)?;
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .ok_or_else(bad)?;
+    Ok((status, body.to_owned()))
+}
+
+/// A running admin server: its TCP listener and, with `admin.socket`, its Unix socket.
 #[derive(Debug)]
 pub struct AdminServer {
     addr: SocketAddr,
     state: Arc<AdminState>,
-    thread: Option<std::thread::JoinHandle<()>>,
+    /// Descriptors of the listening sockets, to shut them down (which wakes their accept
+    /// threads) at the end. Connecting to the address would not do: with `SO_REUSEPORT`
+    /// the connection may land on another process's admin socket.
+    listening: Vec<socket2::Socket>,
+    /// The Unix socket's path, removed at the end while it is still this process's.
+    socket_path: Option<(std::path::PathBuf, (u64, u64))>,
+    threads: Vec<std::thread::JoinHandle<()>>,
 }
 
 impl AdminServer {
     /// Starts serving on `listener` (bound early, so that a taken address fails the
-    /// start before any worker runs).
-    pub fn start(listener: TcpListener, state: Arc<AdminState>) -> io::Result<AdminServer> {
+    /// start before any worker runs) and on `socket` (a Unix socket bound at `path`).
+    pub fn start(
+        listener: TcpListener,
+        socket: Option<(UnixListener, std::path::PathBuf)>,
+        state: Arc<AdminState>,
+    ) -> io::Result<AdminServer> {
         let addr = listener.local_addr()?;
-        let thread = {
-            let state = state.clone();
+        let mut listening = vec![socket2::Socket::from(std::os::fd::OwnedFd::from(
+            listener.try_clone()?,
+        ))];
+        let mut threads = Vec::new();
+        let s = state.clone();
+        threads.push(
             std::thread::Builder::new()
                 .name("strait-admin".into())
-                .spawn(move || accept_loop(&listener, &state))?
-        };
+                .spawn(move || accept_loop(listener.incoming(), &s))?,
+        );
         tracing::info!(%addr, "admin server listening");
+        let mut socket_path = None;
+        if let Some((unix, path)) = socket {
+            listening.push(socket2::Socket::from(std::os::fd::OwnedFd::from(
+                unix.try_clone()?,
+            )));
+            let id = std::fs::metadata(&path).map(|m| (m.dev(), m.ino()))?;
+            tracing::info!(path = %path.display(), "admin server listening on its Unix socket");
+            socket_path = Some((path, id));
+            let s = state.clone();
+            threads.push(
+                std::thread::Builder::new()
+                    .name("strait-admin-unix".into())
+                    .spawn(move || accept_loop(unix.incoming(), &s))?,
+            );
+        }
         Ok(AdminServer {
             addr,
             state,
-            thread: Some(thread),
+            listening,
+            socket_path,
+            threads,
         })
     }
 
@@ -323,17 +377,30 @@ impl AdminServer {
 impl Drop for AdminServer {
     fn drop(&mut self) {
         self.state.closed.store(true, Ordering::SeqCst);
-        // Wakes the accept thread, which sees `closed` and returns.
-        let _ = TcpStream::connect_timeout(&self.addr, Duration::from_secs(1));
-        if let Some(t) = self.thread.take() {
+        // The socket file goes first, while it is still ours (a newer process may have
+        // bound the path since).
+        if let Some((path, id)) = &self.socket_path {
+            let ours = std::fs::metadata(path).is_ok_and(|m| (m.dev(), m.ino()) == *id);
+            if ours {
+                let _ = std::fs::remove_file(path);
+            }
+        }
+        // Wakes the accept threads (their accept fails), which see `closed` and return.
+        for l in &self.listening {
+            let _ = l.shutdown(std::net::Shutdown::Read);
+        }
+        for t in self.threads.drain(..) {
             let _ = t.join();
         }
     }
 }
 
-fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>) {
+fn accept_loop<S: Read + Write + Timeouts + Send + 'static>(
+    incoming: impl Iterator<Item = io::Result<S>>,
+    state: &Arc<AdminState>,
+) {
     let busy = Arc::new(AtomicUsize::new(0));
-    for conn in listener.incoming() {
+    for conn in incoming {
         if state.closed.load(Ordering::SeqCst) {
             return;
         }
@@ -359,10 +426,28 @@ fn accept_loop(listener: &TcpListener, state: &Arc<AdminState>) {
     }
 }
 
+/// A stream whose reads and writes can be bounded.
+trait Timeouts {
+    fn bound(&self, timeout: Duration) -> io::Result<()>;
+}
+
+impl Timeouts for TcpStream {
+    fn bound(&self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
+impl Timeouts for UnixStream {
+    fn bound(&self, timeout: Duration) -> io::Result<()> {
+        self.set_read_timeout(Some(timeout))?;
+        self.set_write_timeout(Some(timeout))
+    }
+}
+
 /// Answers one request and closes.
-fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
-    stream.set_read_timeout(Some(IO_TIMEOUT))?;
-    stream.set_write_timeout(Some(IO_TIMEOUT))?;
+fn serve<S: Read + Write + Timeouts>(mut stream: S, state: &AdminState) -> io::Result<()> {
+    stream.bound(IO_TIMEOUT)?;
     // The head is read and parsed as the workers read theirs.
     let mut buf = vec![0u8; MAX_HEAD];
     let mut len = 0;
@@ -442,13 +527,13 @@ fn serve(mut stream: TcpStream, state: &AdminState) -> io::Result<()> {
 }
 
 /// Answers a head the reader or parser refused (400, 414, 431…) with its reason.
-fn refuse(stream: &mut TcpStream, e: HeadError) -> io::Result<()> {
+fn refuse(stream: &mut impl Write, e: HeadError) -> io::Result<()> {
     let body = format!("{}\n", e.reason);
     respond(stream, e.status, "text/plain", body.as_bytes(), false)
 }
 
 fn respond(
-    stream: &mut TcpStream,
+    stream: &mut impl Write,
     status: u16,
     content_type: &str,
     body: &[u8],

@@ -327,10 +327,12 @@ impl Default for ShutdownConfig {
 }
 
 /// The admin server (health, readiness, metrics, debug snapshot).
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct AdminConfig {
     /// Where it listens; `None` when disabled.
     pub listen: Option<SocketAddr>,
+    /// A Unix socket it also answers on (`admin.socket`), for `strait probe`.
+    pub socket: Option<PathBuf>,
 }
 
 impl AdminConfig {
@@ -345,6 +347,7 @@ impl Default for AdminConfig {
     fn default() -> Self {
         Self {
             listen: Some(Self::DEFAULT_LISTEN),
+            socket: None,
         }
     }
 }

@@ -145,16 +145,23 @@ impl Gateway {
             }
         }
         let admin_listener = match config.admin.listen {
-            Some(addr) => {
-                Some(
-                    std::net::TcpListener::bind(addr).map_err(|source| StartError::Bind {
-                        field: "admin.listen".into(),
-                        addr: addr.to_string(),
-                        source,
-                    })?,
-                )
-            }
+            Some(addr) => Some(bind_admin(addr).map_err(|source| StartError::Bind {
+                field: "admin.listen".into(),
+                addr: addr.to_string(),
+                source,
+            })?),
             None => None,
+        };
+        let admin_socket = match (&config.admin.socket, config.admin.listen) {
+            (Some(path), Some(_)) => Some((
+                bind_admin_socket(path).map_err(|source| StartError::Bind {
+                    field: "admin.socket".into(),
+                    addr: path.display().to_string(),
+                    source,
+                })?,
+                path.clone(),
+            )),
+            _ => None,
         };
         let access_file = if config.access_log.enabled {
             Some(open_access_log(&config)?)
@@ -215,7 +222,7 @@ impl Gateway {
         *admin.tls.lock().unwrap_or_else(|e| e.into_inner()) = tls.clone();
         admin.set_secrets(&secrets);
         let admin_server = match admin_listener {
-            Some(l) => Some(AdminServer::start(l, admin.clone())?),
+            Some(l) => Some(AdminServer::start(l, admin_socket, admin.clone())?),
             None => None,
         };
         let names: Vec<String> = listeners.iter().map(|(n, a)| format!("{n}={a}")).collect();
@@ -501,6 +508,35 @@ impl Gateway {
             binding.unlink_if_ours();
         }
     }
+}
+
+/// The admin listener, with `SO_REUSEPORT` like the workers' listeners: a new strait on
+/// the same node (an upgrade on the host network) binds it beside this one.
+fn bind_admin(addr: SocketAddr) -> std::io::Result<std::net::TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_reuse_address(true)?;
+    socket.set_reuse_port(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(128)?;
+    Ok(socket.into())
+}
+
+/// The admin Unix socket at `path`; a socket file left there (by a process that stopped
+/// without removing it) is replaced, anything else refused.
+fn bind_admin_socket(path: &std::path::Path) -> std::io::Result<std::os::unix::net::UnixListener> {
+    use std::os::unix::fs::FileTypeExt;
+    match std::fs::symlink_metadata(path) {
+        Ok(m) if m.file_type().is_socket() => std::fs::remove_file(path)?,
+        Ok(_) => {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                "something other than a socket is at this path",
+            ))
+        }
+        Err(_) => {}
+    }
+    std::os::unix::net::UnixListener::bind(path)
 }
 
 fn open_access_log(config: &Config) -> Result<std::fs::File, StartError> {

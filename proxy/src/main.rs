@@ -1,5 +1,5 @@
 //! The `strait` binary: `strait run --config FILE`, `strait check FILE`, `strait demo`,
-//! `strait echo --listen ADDR`.
+//! `strait probe --socket PATH [/readyz]`, `strait echo --listen ADDR`.
 //!
 //! Thin on purpose: parses arguments, sets up logging, turns signals into
 //! [`strait::Control`]s ([`Control::from_signals`]), then calls into the library
@@ -47,6 +47,18 @@ enum Command {
         /// Worker threads (the demo uses one so round-robin is visible).
         #[arg(long)]
         workers: Option<usize>,
+    },
+    /// Ask a running strait's admin Unix socket (`admin.socket`) for `PATH` (`/readyz`,
+    /// `/healthz`…): prints the answer, exits 0 on a 200 and 1 otherwise. An exec probe:
+    /// on the host network every pod shares the admin port, but each container has its
+    /// own socket file, so the probe asks its own process.
+    Probe {
+        /// The admin Unix socket.
+        #[arg(long)]
+        socket: PathBuf,
+        /// The admin path to ask for.
+        #[arg(default_value = "/readyz")]
+        path: String,
     },
     /// Run one httpbin-like echo backend (the demo's) until SIGTERM or SIGINT: a stand-in
     /// pod for tests, benches and trying a deployment out.
@@ -116,6 +128,12 @@ fn main() -> anyhow::Result<()> {
                 certs.ca_file.display()
             );
             serve(config, None)
+        }
+        Command::Probe { socket, path } => {
+            let (status, body) = strait::admin::probe(&socket, &path)
+                .with_context(|| format!("{}", socket.display()))?;
+            print!("{body}");
+            std::process::exit(if status == 200 { 0 } else { 1 })
         }
         Command::Echo { listen } => {
             let control = Control::from_signals(&[SIGINT, SIGTERM])?;

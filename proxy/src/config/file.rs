@@ -77,11 +77,14 @@ pub struct FileAdmin {
     /// Serve the admin endpoints at all. Default `true`.
     #[serde(default)]
     pub enabled: Option<bool>,
+    /// A Unix socket to answer on too (each pod's own: what `strait probe` asks).
+    #[serde(default)]
+    pub socket: Option<PathBuf>,
 }
 
 impl FileAdmin {
     /// The keys of this mapping, as written in the file.
-    pub const FIELDS: &'static [&'static str] = &["listen", "enabled"];
+    pub const FIELDS: &'static [&'static str] = &["listen", "enabled", "socket"];
 }
 
 /// `shutdown:`; what a graceful stop (SIGTERM) does.

@@ -1,6 +1,7 @@
 //! Stopping and restarting the real `strait` binary: SIGTERM drains and exits 0, a second
-//! SIGTERM (or SIGINT) exits at once, and a new process on the same port takes over from
-//! the old one under load without refusing or failing a request.
+//! SIGTERM (or SIGINT) exits at once, and three upgrades in a row (a new process on the
+//! same listener and admin ports, ready on its own admin socket, then the old one
+//! stopped) under load refuse no connection and fail no request.
 //!
 //! Runs on: the test threads (load clients on threads of their own); the gateways are
 //! child processes, the backends in-process. Addresses 127.0.7.x are this module's.
@@ -289,13 +290,41 @@ fn free_port(ip: &str) -> u16 {
     listener.local_addr().unwrap().port()
 }
 
+/// Whether `strait probe --socket SOCKET /readyz` says ready (exit 0).
+fn probe_ready(socket: &std::path::Path) -> bool {
+    crate::support::child::strait()
+        .args(["probe", "--socket", socket.to_str().unwrap(), "/readyz"])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 #[test]
-fn a_new_process_on_the_same_port_takes_over_without_refusing_or_failing_a_request() {
+fn three_upgrades_in_a_row_refuse_no_connection_and_fail_no_request() {
+    // As on the host network: every process binds the same listener and admin ports
+    // (SO_REUSEPORT); each answers its own probe on its own admin socket (a pod's own
+    // filesystem), so a probe means the process it asks.
     const CLIENTS: usize = 16;
+    const UPGRADES: usize = 3;
     let backend = echo("127.0.7.10");
     let listen = format!("127.0.7.11:{}", free_port("127.0.7.11"));
-    let yaml = config(&listen, "{delay: 200ms, timeout: 5s}", backend.addr());
-    let mut old = start_with_workers("restart.yaml", &yaml, 2);
+    let admin = format!("127.0.7.11:{}", free_port("127.0.7.11"));
+    let dir = std::path::PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .join(format!("it-{}-upgrades", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let generation = |g: usize| {
+        let socket = dir.join(format!("admin-{g}.sock"));
+        let yaml = format!(
+            "admin: {{listen: '{admin}', socket: '{}'}}\n{}",
+            socket.display(),
+            config(&listen, "{delay: 200ms, timeout: 5s}", backend.addr())
+        );
+        let run = start_with_workers(&format!("upgrade-{g}.yaml"), &yaml, 2);
+        eventually("the new process ready on its own socket", || {
+            probe_ready(&socket).then_some(())
+        });
+        run
+    };
+    let mut old = generation(0);
     let addr = old.addr;
 
     let stop = Arc::new(AtomicBool::new(false));
@@ -311,32 +340,37 @@ fn a_new_process_on_the_same_port_takes_over_without_refusing_or_failing_a_reque
         let tally = tally.clone();
         move || (tally.ok.load(Ordering::SeqCst) >= n).then_some(())
     };
-    eventually("the load running through the old process", ok(200));
+    eventually("the load running through the first process", ok(200));
 
-    let mut new = start_with_workers("restart.yaml", &yaml, 2);
-    assert_eq!(new.addr, addr);
-    let before = tally.ok.load(Ordering::SeqCst);
-    eventually("more load with both processes", ok(before + 200));
-    old.child.signal("TERM");
-    let exit = old.child.wait_exit();
-    assert!(exit.success(), "the old process: {exit:?}");
-    exited.store(true, Ordering::SeqCst);
-    eventually("load served by the new process alone", || {
-        (tally.ok_after_exit.load(Ordering::SeqCst) >= 300).then_some(())
-    });
+    for g in 1..=UPGRADES {
+        // The new process starts beside the old one (same listener and admin ports) and
+        // turns ready; only then is the old one stopped.
+        let new = generation(g);
+        assert_eq!(new.addr, addr);
+        let before = tally.ok.load(Ordering::SeqCst);
+        eventually("more load with both processes", ok(before + 200));
+        old.child.signal("TERM");
+        let exit = old.child.wait_exit();
+        assert!(exit.success(), "process {}: {exit:?}", g - 1);
+        exited.store(true, Ordering::SeqCst);
+        let before = tally.ok.load(Ordering::SeqCst);
+        eventually("load served by the new process alone", ok(before + 200));
+        old = new;
+    }
     stop.store(true, Ordering::SeqCst);
     for c in clients {
         c.join().unwrap();
     }
-    new.child.signal("TERM");
-    let exit = new.child.wait_exit();
-    assert!(exit.success(), "the new process: {exit:?}");
+    old.child.signal("TERM");
+    let exit = old.child.wait_exit();
+    assert!(exit.success(), "the last process: {exit:?}");
+    std::fs::remove_dir_all(&dir).ok();
 
     let migrate = std::fs::read_to_string("/proc/sys/net/ipv4/tcp_migrate_req")
         .map_or_else(|_| "unknown".to_owned(), |s| s.trim().to_owned());
     let n = |c: &AtomicUsize| c.load(Ordering::SeqCst);
     eprintln!(
-        "restart: {} requests ok ({} after the old process exited), {} refused, {} new \
+        "{UPGRADES} upgrades: {} requests ok ({} after the first old process exited), {} refused, {} new \
          connections reset before a response, {} failed, {} keep-alive retries; \
          net.ipv4.tcp_migrate_req={migrate}",
         n(&tally.ok),

@@ -161,14 +161,23 @@ impl Checker<'_> {
 
     pub(super) fn admin(&self, file: FileAdmin) -> Result<AdminConfig> {
         if file.enabled == Some(false) {
-            return Ok(AdminConfig { listen: None });
+            return Ok(AdminConfig {
+                listen: None,
+                socket: None,
+            });
         }
         let listen = match file.listen.as_deref() {
             None => AdminConfig::DEFAULT_LISTEN,
             Some(text) => self.socket_addr("admin.listen", text)?,
         };
+        if let Some(p) = &file.socket {
+            if !p.is_absolute() {
+                return Err(self.error("admin.socket", "must be an absolute path"));
+            }
+        }
         Ok(AdminConfig {
             listen: Some(listen),
+            socket: file.socket,
         })
     }
 }
