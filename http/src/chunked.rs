@@ -73,6 +73,9 @@ pub struct Progress {
     pub consumed: usize,
     /// The terminating chunk and trailers are complete.
     pub done: bool,
+    /// Where in the input the trailer section (trailer fields and the final CRLF) began,
+    /// when it began in this call: the byte after the last chunk's `0\r\n`.
+    pub trailers_at: Option<usize>,
 }
 
 /// Incremental decoder state for one chunked body.
@@ -119,6 +122,14 @@ impl ChunkedDecoder {
         self.state == State::Done
     }
 
+    /// Whether the decoder is inside the trailer section (after the last chunk).
+    pub fn in_trailers(&self) -> bool {
+        matches!(
+            self.state,
+            State::TrailerStart | State::Trailer | State::TrailerLf | State::EndLf
+        )
+    }
+
     /// Advances over `input`, calling `data` with each range of chunk data in it.
     pub fn feed(
         &mut self,
@@ -126,6 +137,7 @@ impl ChunkedDecoder {
         mut data: impl FnMut(Range<usize>),
     ) -> Result<Progress, ChunkedError> {
         let mut i = 0;
+        let mut trailers_at = None;
         while i < input.len() {
             let b = input[i];
             match self.state {
@@ -169,6 +181,7 @@ impl ChunkedDecoder {
                     }
                     if self.size == 0 {
                         self.state = State::TrailerStart;
+                        trailers_at = Some(i + 1);
                     } else {
                         self.total = self.total.saturating_add(self.size);
                         if self.limit > 0 && self.total > self.limit {
@@ -240,12 +253,14 @@ impl ChunkedDecoder {
                     return Ok(Progress {
                         consumed: i + 1,
                         done: true,
+                        trailers_at,
                     });
                 }
                 State::Done => {
                     return Ok(Progress {
                         consumed: i,
                         done: true,
+                        trailers_at,
                     })
                 }
             }
@@ -254,6 +269,7 @@ impl ChunkedDecoder {
         Ok(Progress {
             consumed: i,
             done: self.state == State::Done,
+            trailers_at,
         })
     }
 
@@ -340,6 +356,23 @@ mod tests {
     }
 
     #[test]
+    fn the_trailer_section_is_located() {
+        let body = b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
+        let mut d = ChunkedDecoder::new();
+        let p = d.feed(body, |_| {}).unwrap();
+        assert_eq!(p.trailers_at, Some(15));
+        assert_eq!(&body[15..], b"X-T: 1\r\n\r\n");
+        assert!(p.done);
+        // Split inside the trailers: the second call is in them from its start.
+        let mut d = ChunkedDecoder::new();
+        let p = d.feed(&body[..18], |_| {}).unwrap();
+        assert_eq!(p.trailers_at, Some(15));
+        assert!(d.in_trailers());
+        let p = d.feed(&body[18..], |_| {}).unwrap();
+        assert_eq!((p.trailers_at, p.done), (None, true));
+    }
+
+    #[test]
     fn max_size_is_accepted_without_overflow() {
         let mut d = ChunkedDecoder::new();
         let p = d.feed(b"ffffffffffffffff\r\nab", |_| {}).unwrap();
@@ -347,7 +380,8 @@ mod tests {
             p,
             Progress {
                 consumed: 20,
-                done: false
+                done: false,
+                trailers_at: None,
             }
         );
     }

@@ -343,6 +343,8 @@ pub(super) async fn forward<S: Transport>(x: &mut Exchange<'_, '_, S>, to: Forwa
                     until: Some(body_until),
                 },
                 src_side: Side::Downstream,
+                // A request's trailers go on: chunked to the upstream, as they came.
+                drop_trailers: false,
             };
             let relayed = relay(
                 &mut c.stream,

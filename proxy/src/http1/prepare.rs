@@ -40,6 +40,8 @@ pub(super) struct Prepared<'v> {
     pub(super) stats: &'v RouteStats,
     /// The route's response header edits.
     pub(super) response_edits: Option<&'v HeaderEdits>,
+    /// The client said `TE: trailers`: a chunked response keeps its trailer fields.
+    pub(super) te_trailers: bool,
 }
 
 /// What to do with a prepared request.
@@ -156,6 +158,7 @@ fn route<'v>(
         max_body: r.max_body,
         stats: &view.unrouted,
         response_edits: None,
+        te_trailers: accepts_trailers(req),
     };
     // Routing and the upstream see the path with dot segments resolved.
     let path = head::normalize_path(info.path)?;
@@ -330,8 +333,22 @@ fn prepare_connect<'v>(
         max_body: 0,
         stats,
         response_edits: None,
+        te_trailers: false,
     };
     Ok((p, action))
+}
+
+/// Whether a `TE` field lists `trailers` (RFC 9110 §10.1.4).
+fn accepts_trailers(req: &head::Request<'_, '_>) -> bool {
+    req.headers
+        .iter()
+        .filter(|h| h.name.eq_ignore_ascii_case("te"))
+        .flat_map(|h| h.value.split(|b| *b == b','))
+        .any(|t| {
+            let t = t.trim_ascii();
+            let t = t.split(|b| *b == b';').next().unwrap_or(t).trim_ascii();
+            t.eq_ignore_ascii_case(b"trailers")
+        })
 }
 
 /// Fills the access-log fields a request head gives.

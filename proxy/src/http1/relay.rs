@@ -69,6 +69,9 @@ pub(super) struct Body {
     pub(super) timeouts: Timeouts,
     /// The side `src` is on (errors are blamed on the right one).
     pub(super) src_side: Side,
+    /// A chunked body passed through loses its trailer fields (the final CRLF is kept):
+    /// the client did not say `TE: trailers`.
+    pub(super) drop_trailers: bool,
 }
 
 /// What failed on `side`, by whether it was a timeout.
@@ -99,7 +102,9 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
         decoder,
         timeouts: t,
         src_side,
+        drop_trailers,
     } = job;
+    let drop_trailers = drop_trailers && mode == Mode::Pass && body == BodyKind::Chunked;
     let dst_side = if src_side == Side::Upstream {
         Side::Downstream
     } else {
@@ -136,7 +141,10 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
     }
     loop {
         let avail = buf.len() - start;
-        // 1. Take the body's part of what is buffered.
+        // 1. Take the body's part of what is buffered (`fwd_end`: what of it goes on, when
+        // trailers are dropped).
+        let was_in_trailers = drop_trailers && decoder.in_trailers();
+        let mut fwd_end = None;
         let (seg_end, done) = match body {
             BodyKind::None => (start, true),
             BodyKind::Length(_) => {
@@ -152,7 +160,14 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
                     decoder.feed(input, |_| {})
                 };
                 match fed {
-                    Ok(progress) => (start + progress.consumed, progress.done),
+                    Ok(progress) => {
+                        if was_in_trailers {
+                            fwd_end = Some(start);
+                        } else if let (true, Some(at)) = (drop_trailers, progress.trailers_at) {
+                            fwd_end = Some(start + at);
+                        }
+                        (start + progress.consumed, progress.done)
+                    }
                     Err(e) => {
                         let kind = match src_side {
                             Side::Upstream => ErrorKind::BadResponse,
@@ -175,6 +190,14 @@ pub(super) async fn relay<R: AsyncReadRent, W: AsyncWriteRent>(
         let seg = seg_end - start;
         let mut direct = false;
         match mode {
+            Mode::Pass if drop_trailers && (fwd_end.is_some() || done) => {
+                // Up to the trailers, then (once done) the final CRLF alone.
+                let to = fwd_end.unwrap_or(seg_end);
+                head.extend_from_slice(&buf[start..to]);
+                if done {
+                    head.extend_from_slice(b"\r\n");
+                }
+            }
             Mode::Pass => {
                 if head.is_empty() {
                     direct = seg > 0;

@@ -112,6 +112,7 @@ pub(super) async fn respond<S: Transport>(
                             until: None,
                         },
                         src_side: Side::Upstream,
+                        drop_trailers: !p.te_trailers,
                     };
                     let relayed = relay(
                         &mut conn.stream,

@@ -66,6 +66,7 @@ mod support;
 mod tcp;
 mod tls;
 mod tls_secrets;
+mod trailers;
 mod tunnel;
 mod unix;
 mod upstream;
