@@ -360,13 +360,13 @@ mod tests {
         let body = b"5\r\nhello\r\n0\r\nX-T: 1\r\n\r\n";
         let mut d = ChunkedDecoder::new();
         let p = d.feed(body, |_| {}).unwrap();
-        assert_eq!(p.trailers_at, Some(15));
-        assert_eq!(&body[15..], b"X-T: 1\r\n\r\n");
+        assert_eq!(p.trailers_at, Some(13));
+        assert_eq!(&body[13..], b"X-T: 1\r\n\r\n");
         assert!(p.done);
         // Split inside the trailers: the second call is in them from its start.
         let mut d = ChunkedDecoder::new();
         let p = d.feed(&body[..18], |_| {}).unwrap();
-        assert_eq!(p.trailers_at, Some(15));
+        assert_eq!(p.trailers_at, Some(13));
         assert!(d.in_trailers());
         let p = d.feed(&body[18..], |_| {}).unwrap();
         assert_eq!((p.trailers_at, p.done), (None, true));
