@@ -270,7 +270,7 @@ fn run_one(setup: &mut Setup, round: usize, variant: Variant, kind: ProxyKind) -
         pods.push_back(pod);
     }
     let mut proxy = match kind {
-        ProxyKind::Strait => Proxy::Strait(StraitRig::start(setup, &pods, &dir)?),
+        ProxyKind::Strait => Proxy::Strait(Box::new(StraitRig::start(setup, &pods, &dir)?)),
         ProxyKind::Nginx => Proxy::Nginx(NginxRig::start(setup, &pods, &dir)?),
     };
     let addr = proxy.addr();

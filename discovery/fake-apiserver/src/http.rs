@@ -134,6 +134,7 @@ impl From<StatusError> for Reply {
 pub(crate) async fn handle(
     shared: Arc<Shared>,
     req: Request<Incoming>,
+    client_cert: bool,
 ) -> Result<Response<RespBody>, Infallible> {
     let path = req.uri().path().to_string();
     let raw_query = req.uri().query().unwrap_or("").to_string();
@@ -157,7 +158,12 @@ pub(crate) async fn handle(
 
     let authorization = req.headers().get(AUTHORIZATION).map(HeaderValue::as_bytes);
     let auth_state = lock(&shared.auth).clone();
-    let (auth, reply) = match auth_state.authenticate(authorization) {
+    let authenticated = if client_cert {
+        Ok(true)
+    } else {
+        auth_state.authenticate(authorization)
+    };
+    let (auth, reply) = match authenticated {
         Err(e) => (Auth::Refused, Reply::from(e)),
         Ok(with_token) => {
             let auth = if with_token {

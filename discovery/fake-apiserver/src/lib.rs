@@ -310,6 +310,14 @@ impl FakeApiServer {
         self.tls.as_ref().map(|t| t.ca_pem.clone())
     }
 
+    /// With TLS, a client certificate and key (PEM, signed by [`Self::ca_pem`]'s CA): a
+    /// connection that presents them is authenticated without a token.
+    pub fn client_identity(&self) -> Option<(String, String)> {
+        self.tls
+            .as_ref()
+            .map(|t| (t.client_cert_pem.clone(), t.client_key_pem.clone()))
+    }
+
     /// The CA certificate (DER), with TLS: what `kube::Config::root_cert` takes.
     pub fn ca_der(&self) -> Option<Vec<u8>> {
         self.tls.as_ref().map(|t| t.ca_der.clone())

@@ -146,17 +146,23 @@ async fn accept_loop(
 
 async fn serve(shared: Arc<Shared>, stream: TcpStream, peer: SocketAddr, tls: Option<TlsAcceptor>) {
     let _ = stream.set_nodelay(true);
-    let service = service_fn(move |req| crate::http::handle(Arc::clone(&shared), req));
     let mut builder = hyper::server::conn::http1::Builder::new();
     builder.timer(TokioTimer::new());
     let result = match tls {
         None => {
+            let service =
+                service_fn(move |req| crate::http::handle(Arc::clone(&shared), req, false));
             builder
                 .serve_connection(TokioIo::new(stream), service)
                 .await
         }
         Some(acceptor) => match acceptor.accept(stream).await {
             Ok(tls_stream) => {
+                // A verified client certificate authenticates every request of the
+                // connection.
+                let cert = tls_stream.get_ref().1.peer_certificates().is_some();
+                let service =
+                    service_fn(move |req| crate::http::handle(Arc::clone(&shared), req, cert));
                 builder
                     .serve_connection(TokioIo::new(tls_stream), service)
                     .await

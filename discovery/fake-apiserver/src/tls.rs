@@ -1,6 +1,8 @@
 //! Optional TLS: a throwaway CA and a server certificate for `localhost`, `127.0.0.1`, `::1`
-//! (and the bind address), generated with rcgen when the server starts; the rustls acceptor
-//! (ring provider, HTTP/1.1 by ALPN); and the kubeconfig that trusts the CA. Generation runs on
+//! (and the bind address), generated with rcgen when the server starts, plus a client
+//! certificate from the same CA that authenticates a connection without a token; the
+//! rustls acceptor (ring provider, HTTP/1.1 by ALPN, client certificates optional); and the
+//! kubeconfig that trusts the CA. Generation runs on
 //! the caller's thread in `FakeApiServer::start`; handshakes run on the server's runtime thread.
 
 use std::net::SocketAddr;
@@ -23,6 +25,9 @@ pub enum TlsError {
     /// rustls refused the configuration.
     #[error("configuring rustls: {0}")]
     Rustls(#[from] rustls::Error),
+    /// The client certificate verifier could not be built.
+    #[error("configuring client certificates: {0}")]
+    ClientVerifier(#[from] rustls::server::VerifierBuilderError),
 }
 
 /// The server's TLS identity.
@@ -32,6 +37,9 @@ pub(crate) struct TlsMaterial {
     pub(crate) ca_pem: String,
     /// The same, DER (for `kube::Config::root_cert`).
     pub(crate) ca_der: Vec<u8>,
+    /// A client certificate and its key (PEM) the server accepts in place of a token.
+    pub(crate) client_cert_pem: String,
+    pub(crate) client_key_pem: String,
     pub(crate) acceptor: TlsAcceptor,
 }
 
@@ -81,10 +89,27 @@ pub(crate) fn generate(addr: SocketAddr) -> Result<TlsMaterial, TlsError> {
     params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
     let cert = params.signed_by(&key, &issuer)?;
 
+    // A client identity signed by the same CA: a request on a connection that presented
+    // it is authenticated without a token (client-certificate auth, as kubeconfigs use).
+    let client_key = KeyPair::generate()?;
+    let mut client_params = CertificateParams::new(Vec::<String>::new())?;
+    client_params.distinguished_name = dn("strait-client");
+    client_params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+    client_params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+    let client_cert = client_params.signed_by(&client_key, &issuer)?;
+
     let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let mut roots = rustls::RootCertStore::empty();
+    roots.add(ca.der().clone())?;
+    let verifier = rustls::server::WebPkiClientVerifier::builder_with_provider(
+        Arc::new(roots),
+        provider.clone(),
+    )
+    .allow_unauthenticated()
+    .build()?;
     let mut config = rustls::ServerConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()?
-        .with_no_client_auth()
+        .with_client_cert_verifier(verifier)
         .with_single_cert(
             vec![cert.der().clone(), ca.der().clone()],
             PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(key.serialize_der())),
@@ -93,6 +118,8 @@ pub(crate) fn generate(addr: SocketAddr) -> Result<TlsMaterial, TlsError> {
     Ok(TlsMaterial {
         ca_pem: ca.pem(),
         ca_der: CertificateDer::as_ref(ca.der()).to_vec(),
+        client_cert_pem: client_cert.pem(),
+        client_key_pem: client_key.serialize_pem(),
         acceptor: TlsAcceptor::from(Arc::new(config)),
     })
 }

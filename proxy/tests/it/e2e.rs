@@ -345,3 +345,36 @@ fn the_in_cluster_service_account_is_read_from_its_environment_and_files() {
     assert_eq!(served_by, pods[0].addr().to_string());
     std::fs::remove_dir_all(&dir).ok();
 }
+
+#[test]
+fn a_kubeconfig_with_a_client_certificate_authenticates_without_a_token() {
+    let api = FakeApiServer::start(Options::default().tls());
+    let pods = pods(&["127.0.24.13"]);
+    api.apply_yaml(&service(pods[0].addr().port()));
+    api.apply_yaml(&slice(
+        pods[0].addr().port(),
+        &[("127.0.24.13", true, true, false)],
+    ));
+    let (cert, key) = api
+        .client_identity()
+        .expect("a TLS server's client identity");
+    let cert = crate::process::temp_file("client.crt", &cert);
+    let key = crate::process::temp_file("client.key", &key);
+    // The fake's kubeconfig, its token replaced by the client certificate and key files.
+    let kubeconfig = api.kubeconfig().replace(
+        &format!("    token: {}\n", api.token()),
+        &format!(
+            "    client-certificate: '{}'\n    client-key: '{}'\n",
+            cert.display(),
+            key.display()
+        ),
+    );
+    assert!(!kubeconfig.contains(&api.token()));
+    let path = crate::process::temp_file("kubeconfig-cert.yaml", &kubeconfig);
+    let connection = format!("    kubeconfig: '{}'\n", path.display());
+    let h = Harness::with_addrs(&seed_with_connection(&api, &connection), &[]);
+    eventually("routed with the client certificate", || {
+        (backend(&h).0 == 200).then_some(())
+    });
+    assert_eq!(backend(&h).1, pods[0].addr().to_string());
+}

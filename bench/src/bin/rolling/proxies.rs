@@ -20,7 +20,8 @@ use strait_fake_apiserver::{FakeApiServer, Options};
 use crate::{signal, Pod, Setup, Timeline, Variant, HOST, NAMESPACE, SERVICE};
 
 pub(crate) enum Proxy {
-    Strait(StraitRig),
+    // Boxed: the strait rig (with its fake API server) is much the larger.
+    Strait(Box<StraitRig>),
     Nginx(NginxRig),
 }
 
