@@ -144,7 +144,9 @@ impl AccessLog {
         let _ = self.out.borrow_mut().write_all(&line);
     }
 
-    fn strait_line(&self, line: &mut Vec<u8>, r: &Record) {
+    /// The fields the `strait` and `apisix` formats share, up to the upstream response
+    /// time, with `bytes` as the byte count.
+    fn common_fields(&self, line: &mut Vec<u8>, r: &Record, bytes: u64) {
         push_client(line, r);
         // Written piece by piece into the reused line buffer: no per-field allocation.
         let _ = write!(
@@ -154,7 +156,7 @@ impl AccessLog {
             dash(&r.host),
             r.request_line,
             r.status,
-            r.bytes_sent,
+            bytes,
             r.request_time,
             dash(&r.referer),
             dash(&r.user_agent),
@@ -162,6 +164,10 @@ impl AccessLog {
             dash(&r.upstream_status),
         );
         push_upstream_time(line, r);
+    }
+
+    fn strait_line(&self, line: &mut Vec<u8>, r: &Record) {
+        self.common_fields(line, r, r.bytes_sent);
         line.push(b' ');
         line.extend_from_slice(dash(&r.request_id).as_bytes());
         // On a TLS listener only: the version and the SNI name (`-` without one).
@@ -180,22 +186,7 @@ impl AccessLog {
     /// $upstream_addr $upstream_status $upstream_response_time
     /// "$upstream_scheme://$upstream_host$upstream_uri"`.
     fn apisix_line(&self, line: &mut Vec<u8>, r: &Record) {
-        push_client(line, r);
-        let _ = write!(
-            line,
-            " - - {} {} \"{}\" {} {} {:.3} \"{}\" \"{}\" {} {} ",
-            self.stamp.borrow(),
-            dash(&r.host),
-            r.request_line,
-            r.status,
-            r.body_bytes_sent,
-            r.request_time,
-            dash(&r.referer),
-            dash(&r.user_agent),
-            dash(&r.upstream_addr),
-            dash(&r.upstream_status),
-        );
-        push_upstream_time(line, r);
+        self.common_fields(line, r, r.body_bytes_sent);
         line.extend_from_slice(b" \"");
         if r.upstream_scheme.is_empty() {
             line.push(b'-');

@@ -39,6 +39,9 @@ pub struct Framing<'b> {
     pub conn_close: bool,
     /// `Expect: 100-continue` on a request.
     pub expect_continue: bool,
+    /// A request's `TE` lists `trailers` (RFC 9110 §10.1.4): its client takes trailer
+    /// fields on a chunked response.
+    pub te_trailers: bool,
     /// Header names listed in `Connection`, removed when forwarding.
     conn_tokens: [&'b str; MAX_CONN_TOKENS],
     n_tokens: usize,
@@ -90,6 +93,7 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
         body: BodyKind::None,
         close: false,
         expect_continue: false,
+        te_trailers: false,
         conn_close: false,
         conn_tokens: [""; MAX_CONN_TOKENS],
         n_tokens: 0,
@@ -137,6 +141,11 @@ fn framing<'b>(headers: &[Header<'b>], minor: u8, request: bool) -> Result<Frami
             }
         } else if request && name.eq_ignore_ascii_case("host") {
             hosts += 1;
+        } else if request && name.eq_ignore_ascii_case("te") {
+            f.te_trailers |= h.value.split(|b| *b == b',').any(|t| {
+                let t = trim(t);
+                trim(t.split(|b| *b == b';').next().unwrap_or(t)).eq_ignore_ascii_case(b"trailers")
+            });
         } else if request && name.eq_ignore_ascii_case("expect") {
             let v = trim(h.value);
             if v.eq_ignore_ascii_case(b"100-continue") {

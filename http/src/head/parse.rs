@@ -23,14 +23,20 @@ fn map_err(e: httparse::Error, request: bool, buf: &[u8]) -> HeadError {
     }
 }
 
-/// The request line at the start of `buf` (leading empty lines skipped), up to its CR or
-/// LF or the end of what arrived.
-fn request_line(buf: &[u8]) -> &[u8] {
+/// `buf` from its first byte that is not CR or LF: the empty lines a request may be
+/// preceded by (RFC 9112 §2.2) skipped.
+fn after_empty_lines(buf: &[u8]) -> &[u8] {
     let lead = buf
         .iter()
         .take_while(|b| **b == b'\r' || **b == b'\n')
         .count();
-    let line = &buf[lead..];
+    &buf[lead..]
+}
+
+/// The request line at the start of `buf` (leading empty lines skipped), up to its CR or
+/// LF or the end of what arrived.
+fn request_line(buf: &[u8]) -> &[u8] {
+    let line = after_empty_lines(buf);
     let end = line
         .iter()
         .position(|b| *b == b'\r' || *b == b'\n')
@@ -122,11 +128,7 @@ fn has_bare_lf(head: &[u8]) -> bool {
 /// Checks the request line's length against `max` bytes (its CRLF excluded, leading
 /// empty lines skipped): a longer one, or `max` bytes without a line end yet, is 414.
 pub fn check_request_line(buf: &[u8], max: usize) -> Result<(), HeadError> {
-    let lead = buf
-        .iter()
-        .take_while(|b| **b == b'\r' || **b == b'\n')
-        .count();
-    let line = &buf[lead..];
+    let line = after_empty_lines(buf);
     let end = line
         .iter()
         .take(max.saturating_add(2))

@@ -158,7 +158,7 @@ fn route<'v>(
         max_body: r.max_body,
         stats: &view.unrouted,
         response_edits: None,
-        te_trailers: accepts_trailers(req),
+        te_trailers: info.framing.te_trailers,
     };
     // Routing and the upstream see the path with dot segments resolved.
     let path = head::normalize_path(info.path)?;
@@ -336,19 +336,6 @@ fn prepare_connect<'v>(
         te_trailers: false,
     };
     Ok((p, action))
-}
-
-/// Whether a `TE` field lists `trailers` (RFC 9110 §10.1.4).
-fn accepts_trailers(req: &head::Request<'_, '_>) -> bool {
-    req.headers
-        .iter()
-        .filter(|h| h.name.eq_ignore_ascii_case("te"))
-        .flat_map(|h| h.value.split(|b| *b == b','))
-        .any(|t| {
-            let t = t.trim_ascii();
-            let t = t.split(|b| *b == b';').next().unwrap_or(t).trim_ascii();
-            t.eq_ignore_ascii_case(b"trailers")
-        })
 }
 
 /// Fills the access-log fields a request head gives.

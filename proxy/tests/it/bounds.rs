@@ -31,16 +31,9 @@ upstreams:
     )
 }
 
-#[test]
-fn a_head_dribbled_a_byte_at_a_time_gets_408_at_the_header_deadline() {
-    let h = Harness::start(
-        &["127.0.12.20"],
-        &template("http: {client_header_timeout: 500ms, keepalive_timeout: 10s}"),
-    );
-    let mut c = h.client();
-    let began = Instant::now();
-    c.send(b"GET / HTTP/1.1\r\nHost: t.test\r\nX-Slow: ");
-    // A byte every 100 ms: each read comes well within any per-read timeout.
+/// Writes a byte every 100 ms on `c` until its response arrives (or [`SETTLE`] after
+/// `began`); the response and the time from `began` it took.
+fn dribbled(c: &mut Client, began: Instant) -> (crate::support::client::Response, Duration) {
     let stop = Arc::new(AtomicBool::new(false));
     let mut writer = c.writer();
     let dribble = {
@@ -58,6 +51,20 @@ fn a_head_dribbled_a_byte_at_a_time_gets_408_at_the_header_deadline() {
     let took = began.elapsed();
     stop.store(true, Ordering::SeqCst);
     dribble.join().unwrap();
+    (resp, took)
+}
+
+#[test]
+fn a_head_dribbled_a_byte_at_a_time_gets_408_at_the_header_deadline() {
+    let h = Harness::start(
+        &["127.0.12.20"],
+        &template("http: {client_header_timeout: 500ms, keepalive_timeout: 10s}"),
+    );
+    let mut c = h.client();
+    let began = Instant::now();
+    c.send(b"GET / HTTP/1.1\r\nHost: t.test\r\nX-Slow: ");
+    // A byte every 100 ms: each read comes well within any per-read timeout.
+    let (resp, took) = dribbled(&mut c, began);
     assert_eq!(resp.status, 408);
     assert!(resp.connection_has("close"));
     assert!(took >= Duration::from_millis(450), "cut off after {took:?}");
@@ -98,23 +105,7 @@ fn a_body_trickled_a_byte_at_a_time_gets_408_at_the_whole_body_deadline() {
         let began = Instant::now();
         c.send(b"POST /anything HTTP/1.1\r\nHost: t.test\r\nContent-Length: 1000\r\n\r\n");
         // A byte every 100 ms: each read well within the 5 s between reads.
-        let stop = Arc::new(AtomicBool::new(false));
-        let mut writer = c.writer();
-        let dribble = {
-            let stop = stop.clone();
-            thread::spawn(move || {
-                while !stop.load(Ordering::SeqCst) && began.elapsed() < SETTLE {
-                    if writer.write_all(b"a").is_err() {
-                        break;
-                    }
-                    thread::park_timeout(Duration::from_millis(100));
-                }
-            })
-        };
-        let resp = c.response(false);
-        let took = began.elapsed();
-        stop.store(true, Ordering::SeqCst);
-        dribble.join().unwrap();
+        let (resp, took) = dribbled(&mut c, began);
         assert_eq!(resp.status, 408, "hold {hold}: {}", resp.text());
         assert!(resp.connection_has("close"));
         assert!(took >= Duration::from_millis(550), "cut off after {took:?}");
